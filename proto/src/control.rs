@@ -1,0 +1,125 @@
+//! Control messages carried in [`crate::FrameKind::Control`] frames.
+
+use serde::{Deserialize, Serialize};
+
+/// What the agent runs for a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionSpec {
+    /// An interactive login shell on a PTY of the given size.
+    Shell { cols: u16, rows: u16, term: String },
+    /// A command run through `sh -c` without a PTY; stdout and stderr kept apart.
+    Command { command: String },
+}
+
+/// Facts an agent reports about its host when it connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AgentHello {
+    pub agent_version: String,
+    /// `Linux`, `MacOS` or `Windows` (SSM's PlatformType).
+    pub platform_type: String,
+    pub platform_name: String,
+    pub platform_version: String,
+    pub hostname: String,
+    pub ip_address: String,
+}
+
+/// First message of a CLI client on its session stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// The `TokenValue` returned by StartSession.
+    pub token: String,
+    pub client_version: String,
+    /// Initial terminal size for shells (0 when unknown, e.g. stdin is not a terminal).
+    pub cols: u16,
+    pub rows: u16,
+    /// The client's `TERM`, passed to the remote shell.
+    pub term: String,
+}
+
+/// Why a stream or session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseReason {
+    /// The remote process exited (an `Exit` message came before).
+    Exited,
+    /// TerminateSession was called.
+    Terminated,
+    /// The token was unknown, already used or expired.
+    Unauthorized,
+    /// The target agent is not connected.
+    TargetNotConnected,
+    /// The agent could not start what was asked (e.g. no shell, spawn failure).
+    StartFailed,
+    /// The peer broke the protocol.
+    ProtocolError,
+    /// The agent's link went away.
+    AgentLost,
+    /// The client went away.
+    ClientLost,
+    /// Anything else; the message says what.
+    Internal,
+}
+
+/// Every control message. Which side may send which is documented per variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// client → broker: first frame of a client's session stream.
+    ClientHello(ClientRequest),
+    /// broker → client: the agent started the session; data may flow.
+    Ready { session_id: String },
+    /// agent → broker: first frame of the agent's control stream.
+    AgentHello(AgentHello),
+    /// agent → broker on the control stream, answered by the broker with the same `seq`.
+    Heartbeat { seq: u64 },
+    /// broker → agent: first frame of a broker-opened session stream.
+    Open { session_id: String, spec: SessionSpec },
+    /// agent → broker: the session's process is running.
+    Started,
+    /// client → agent: the terminal changed size.
+    Resize { cols: u16, rows: u16 },
+    /// agent → client: the remote process ended with this exit code (128+signal if killed).
+    Exit { code: i32 },
+    /// any direction: the stream ends; `message` is for humans.
+    Close { reason: CloseReason, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_round_trips() {
+        let msgs = vec![
+            Control::ClientHello(ClientRequest {
+                token: "t".into(),
+                client_version: "1".into(),
+                cols: 80,
+                rows: 24,
+                term: "xterm".into(),
+            }),
+            Control::Ready { session_id: "alice-0123".into() },
+            Control::AgentHello(AgentHello { hostname: "h".into(), ..Default::default() }),
+            Control::Heartbeat { seq: u64::MAX },
+            Control::Open {
+                session_id: "s".into(),
+                spec: SessionSpec::Shell { cols: 80, rows: 24, term: "xterm".into() },
+            },
+            Control::Open { session_id: "s".into(), spec: SessionSpec::Command { command: "ls".into() } },
+            Control::Started,
+            Control::Resize { cols: 120, rows: 40 },
+            Control::Exit { code: -1 },
+            Control::Close { reason: CloseReason::AgentLost, message: "gone".into() },
+        ];
+        for msg in msgs {
+            let bytes = postcard::to_allocvec(&msg).unwrap();
+            assert_eq!(postcard::from_bytes::<Control>(&bytes).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn truncated_control_is_an_error() {
+        let bytes = postcard::to_allocvec(&Control::Ready { session_id: "abcdef".into() }).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(postcard::from_bytes::<Control>(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

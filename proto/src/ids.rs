@@ -1,0 +1,149 @@
+//! Identifier newtypes with their SSM formats.
+
+use std::fmt;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// A malformed identifier.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {kind} {value:?}: {why}")]
+pub struct IdError {
+    kind: &'static str,
+    value: String,
+    why: &'static str,
+}
+
+/// A managed instance id: `mi-` followed by 17 lower-case hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// A fresh random id.
+    pub fn generate() -> Self {
+        let n: u128 = rand::rng().random();
+        InstanceId(format!("mi-{:017x}", n & ((1u128 << 68) - 1)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InstanceId {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, IdError> {
+        let ok = value.len() == 20
+            && value.starts_with("mi-")
+            && value[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(InstanceId(value))
+        } else {
+            Err(IdError { kind: "instance id", value, why: "expected mi- and 17 hex digits" })
+        }
+    }
+}
+
+impl std::str::FromStr for InstanceId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        InstanceId::try_from(s.to_owned())
+    }
+}
+
+impl From<InstanceId> for String {
+    fn from(id: InstanceId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A session id: `<principal name>-<17 hex digits>`, so IAM patterns like
+/// `session/${aws:username}-*` select a user's own sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh id for a session started by `owner_name`.
+    pub fn generate(owner_name: &str) -> Self {
+        let n: u128 = rand::rng().random();
+        SessionId(format!("{owner_name}-{:017x}", n & ((1u128 << 68) - 1)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, IdError> {
+        let charset_ok = value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'+' | b'='));
+        if value.is_empty() || value.len() > 96 {
+            Err(IdError { kind: "session id", value, why: "must be 1 to 96 characters" })
+        } else if !charset_ok {
+            Err(IdError { kind: "session id", value, why: "has a character outside [A-Za-z0-9-_.@+=]" })
+        } else {
+            Ok(SessionId(value))
+        }
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        SessionId::try_from(s.to_owned())
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse() {
+        for _ in 0..100 {
+            let id = InstanceId::generate();
+            assert_eq!(id.as_str().parse::<InstanceId>().unwrap(), id);
+            let s = SessionId::generate("alice");
+            assert!(s.as_str().starts_with("alice-"));
+            assert_eq!(s.as_str().len(), "alice-".len() + 17);
+            assert_eq!(s.as_str().parse::<SessionId>().unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn bad_ids_rejected() {
+        for bad in
+            ["", "i-123", "mi-123", "mi-0123456789abcdefg", "mi-0123456789ABCDEF0", "mi-0123456789abcdef01"]
+        {
+            assert!(bad.parse::<InstanceId>().is_err(), "{bad}");
+        }
+        assert!("a b".parse::<SessionId>().is_err());
+        assert!("x".repeat(97).parse::<SessionId>().is_err());
+        assert!("".parse::<SessionId>().is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! QUIC and TLS set-up shared by the agent and the CLI: rustls with the ring provider, the
+//! broker's CA pinned, ALPN [`crate::ALPN`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Errors setting up TLS or QUIC.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("no PEM certificate found in {0}")]
+    NoCertificate(String),
+    #[error("bad PEM in {what}: {detail}")]
+    Pem { what: String, detail: String },
+    #[error("tls: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("quic: {0}")]
+    Quic(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Installs ring as the process-wide rustls provider; call first thing in every `main`.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The ring provider, named explicitly so no config depends on the process default.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Parses every certificate in a PEM blob (`what` names it in errors).
+pub fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem { what: what.to_owned(), detail: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(what.to_owned()));
+    }
+    Ok(certs)
+}
+
+/// Parses the first private key in a PEM blob.
+pub fn key_from_pem(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| TlsError::Pem { what: what.to_owned(), detail: e.to_string() })
+}
+
+/// A root store holding only the broker's CA.
+pub fn pinned_roots(ca_pem: &[u8]) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs_from_pem(ca_pem, "CA file")? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
+}
+
+/// Transport settings tuned for interactive use and bulk transfer on one link.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    // A 30 s silence means the peer is gone; keep-alives make that independent of traffic.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    // Windows sized for loopback and LAN bandwidth-delay products; bounded all the same.
+    t.stream_receive_window(quinn::VarInt::from_u32(8 << 20));
+    t.receive_window(quinn::VarInt::from_u32(32 << 20));
+    t.send_window(32 << 20);
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
+    t
+}
+
+/// A QUIC client config that trusts only `ca_pem` and presents `identity` when given (agents).
+pub fn client_config(
+    ca_pem: &[u8],
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(pinned_roots(ca_pem)?);
+    let mut tls = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
+    let quic =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+/// A client endpoint bound to an ephemeral port of the right address family.
+pub fn client_endpoint(remote: SocketAddr, config: quinn::ClientConfig) -> Result<quinn::Endpoint, TlsError> {
+    let bind: SocketAddr = if remote.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .map_err(|_| TlsError::Quic("bad bind address".into()))?;
+    let mut endpoint = quinn::Endpoint::client(bind)?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
