@@ -1,1 +1,6 @@
-//! placeholder
+//! The data plane: splices a client's session stream to the agent's, recording every
+//! chunk before it is forwarded.
+
+pub mod splice;
+
+pub use splice::{splice, SpliceOutcome};

@@ -1,0 +1,290 @@
+//! The local-folder recorder: one `<session>.cast` per session plus a manifest beside it.
+//!
+//! While the session runs the file is `<session>.cast.part`; `finish` appends a closing
+//! marker, syncs, renames it to `<session>.cast` and writes `<session>.manifest.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::asciicast::{event_line, header_line, EventCode, Header};
+use crate::utf8::Utf8Carry;
+
+/// Errors of the recording pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error("cannot write recording {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid session id for a file name: {0:?}")]
+    BadName(String),
+}
+
+/// What a recording is about, written into its header and manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingMeta {
+    pub session_id: String,
+    pub target: String,
+    pub owner: String,
+    pub document: String,
+    pub width: u16,
+    pub height: u16,
+    pub term: String,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// The remote process exited.
+    Exited,
+    /// TerminateSession ended it.
+    Terminated,
+    /// The client went away.
+    ClientLost,
+    /// The agent went away.
+    AgentLost,
+    /// A peer broke the protocol.
+    ProtocolError,
+}
+
+/// Written beside each finished recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub meta: RecordingMeta,
+    pub started_unix_us: u64,
+    pub ended_unix_us: u64,
+    pub duration_us: u64,
+    pub exit_code: Option<i32>,
+    pub end_reason: EndReason,
+    pub size: u64,
+    pub sha256: String,
+    pub events: u64,
+}
+
+/// Writes one session's recording.
+pub struct Recorder {
+    file: tokio::fs::File,
+    part_path: PathBuf,
+    dir: PathBuf,
+    meta: RecordingMeta,
+    started: Instant,
+    started_unix_us: u64,
+    hasher: Sha256,
+    size: u64,
+    events: u64,
+    out_carry: Utf8Carry,
+    in_carry: Utf8Carry,
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Paths of a session's finished recording and manifest in `dir`.
+pub fn recording_paths(dir: &Path, session_id: &str) -> (PathBuf, PathBuf) {
+    (dir.join(format!("{session_id}.cast")), dir.join(format!("{session_id}.manifest.json")))
+}
+
+impl Recorder {
+    /// Starts a recording in `dir` (created if missing) and writes its header.
+    pub async fn create(dir: &Path, meta: RecordingMeta) -> Result<Self, RecordingError> {
+        let name_ok = !meta.session_id.is_empty()
+            && meta.session_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@+=".contains(&b));
+        if !name_ok || meta.session_id.starts_with('.') {
+            return Err(RecordingError::BadName(meta.session_id));
+        }
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RecordingError::Io { path, source }
+        };
+        tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
+        let part_path = dir.join(format!("{}.cast.part", meta.session_id));
+        let file = tokio::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&part_path)
+            .await
+            .map_err(io(&part_path))?;
+        let started_unix_us = unix_us();
+        let mut env = std::collections::BTreeMap::new();
+        if !meta.term.is_empty() {
+            env.insert("TERM".to_owned(), meta.term.clone());
+        }
+        let header = Header {
+            version: 2,
+            width: meta.width.max(1),
+            height: meta.height.max(1),
+            timestamp: (started_unix_us / 1_000_000) as i64,
+            title: Some(format!("{} on {} by {}", meta.session_id, meta.target, meta.owner)),
+            env,
+        };
+        let mut rec = Recorder {
+            file,
+            part_path,
+            dir: dir.to_owned(),
+            meta,
+            started: Instant::now(),
+            started_unix_us,
+            hasher: Sha256::new(),
+            size: 0,
+            events: 0,
+            out_carry: Utf8Carry::default(),
+            in_carry: Utf8Carry::default(),
+        };
+        rec.write(header_line(&header)).await?;
+        rec.events = 0;
+        Ok(rec)
+    }
+
+    /// The session this recording belongs to.
+    pub fn meta(&self) -> &RecordingMeta {
+        &self.meta
+    }
+
+    async fn write(&mut self, line: String) -> Result<(), RecordingError> {
+        self.hasher.update(line.as_bytes());
+        self.size += line.len() as u64;
+        self.events += 1;
+        let result = async {
+            self.file.write_all(line.as_bytes()).await?;
+            // Waits until the bytes reached the OS: whatever is forwarded after this is on disk
+            // or in the page cache, never only in our memory.
+            self.file.flush().await
+        };
+        result.await.map_err(|source| RecordingError::Io { path: self.part_path.clone(), source })
+    }
+
+    fn elapsed_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// Records terminal output (stdout and stderr alike).
+    pub async fn output(&mut self, data: &[u8]) -> Result<(), RecordingError> {
+        let text = self.out_carry.push(data);
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.write(event_line(self.elapsed_us(), EventCode::Output, &text)).await
+    }
+
+    /// Records keyboard input.
+    pub async fn input(&mut self, data: &[u8]) -> Result<(), RecordingError> {
+        let text = self.in_carry.push(data);
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.write(event_line(self.elapsed_us(), EventCode::Input, &text)).await
+    }
+
+    /// Records a terminal resize.
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), RecordingError> {
+        self.write(event_line(self.elapsed_us(), EventCode::Resize, &format!("{cols}x{rows}"))).await
+    }
+
+    /// Closes the recording: flushes held-back bytes, notes how it ended, syncs, renames
+    /// it to its final name and writes the manifest.
+    pub async fn finish(
+        mut self,
+        end_reason: EndReason,
+        exit_code: Option<i32>,
+    ) -> Result<Manifest, RecordingError> {
+        let rest = self.out_carry.finish();
+        if !rest.is_empty() {
+            self.write(event_line(self.elapsed_us(), EventCode::Output, &rest)).await?;
+        }
+        let note = match exit_code {
+            Some(code) => format!("session ended: {end_reason:?}, exit code {code}"),
+            None => format!("session ended: {end_reason:?}"),
+        };
+        let duration_us = self.elapsed_us();
+        self.write(event_line(duration_us, EventCode::Marker, &note)).await?;
+        let part = self.part_path.clone();
+        self.file.sync_all().await.map_err(|source| RecordingError::Io { path: part.clone(), source })?;
+        let (cast_path, manifest_path) = recording_paths(&self.dir, &self.meta.session_id);
+        tokio::fs::rename(&part, &cast_path)
+            .await
+            .map_err(|source| RecordingError::Io { path: cast_path.clone(), source })?;
+        let manifest = Manifest {
+            meta: self.meta,
+            started_unix_us: self.started_unix_us,
+            ended_unix_us: self.started_unix_us + duration_us,
+            duration_us,
+            exit_code,
+            end_reason,
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+            events: self.events,
+        };
+        let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        let tmp = manifest_path.with_extension("json.tmp");
+        let io = |source| RecordingError::Io { path: manifest_path.clone(), source };
+        tokio::fs::write(&tmp, json).await.map_err(io)?;
+        tokio::fs::rename(&tmp, &manifest_path).await.map_err(io)?;
+        Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: &str) -> RecordingMeta {
+        RecordingMeta {
+            session_id: id.into(),
+            target: "mi-0123456789abcdef0".into(),
+            owner: "arn:airlock:iam::000000000000:user/admin".into(),
+            document: "SSM-SessionManagerRunShell".into(),
+            width: 80,
+            height: 24,
+            term: "xterm".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_and_finalizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Recorder::create(dir.path(), meta("admin-1")).await.unwrap();
+        rec.output(b"hello \xe2\x82").await.unwrap();
+        rec.output(b"\xac\r\n").await.unwrap();
+        rec.input(b"ls\r").await.unwrap();
+        rec.resize(120, 40).await.unwrap();
+        let manifest = rec.finish(EndReason::Exited, Some(7)).await.unwrap();
+        let (cast, man) = recording_paths(dir.path(), "admin-1");
+        let text = std::fs::read_to_string(&cast).unwrap();
+        assert!(!dir.path().join("admin-1.cast.part").exists());
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["version"], 2);
+        assert_eq!(lines[0]["width"], 80);
+        assert_eq!(lines[1][1], "o");
+        assert_eq!(lines[1][2], "hello ");
+        assert_eq!(lines[2][2], "€\r\n");
+        assert_eq!(lines[3][1], "i");
+        assert_eq!(lines[4][2], "120x40");
+        assert_eq!(lines[5][1], "m");
+        assert!(lines[5][2].as_str().unwrap().contains("exit code 7"));
+        assert_eq!(manifest.size, text.len() as u64);
+        assert_eq!(manifest.events, 5);
+        assert_eq!(manifest.sha256, hex::encode(Sha256::digest(text.as_bytes())));
+        let on_disk: Manifest = serde_json::from_slice(&std::fs::read(man).unwrap()).unwrap();
+        assert_eq!(on_disk, manifest);
+    }
+
+    #[tokio::test]
+    async fn refuses_path_tricks_and_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(Recorder::create(dir.path(), meta("../x")).await, Err(RecordingError::BadName(_))));
+        assert!(matches!(Recorder::create(dir.path(), meta("")).await, Err(RecordingError::BadName(_))));
+        let _first = Recorder::create(dir.path(), meta("dup")).await.unwrap();
+        assert!(matches!(Recorder::create(dir.path(), meta("dup")).await, Err(RecordingError::Io { .. })));
+    }
+
+    #[tokio::test]
+    async fn unwritable_folder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(Recorder::create(&file, meta("s")).await, Err(RecordingError::Io { .. })));
+    }
+}

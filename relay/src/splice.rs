@@ -1,0 +1,292 @@
+//! One session's splice: client ⇄ agent, two directions, one recording.
+//!
+//! Each direction reads a frame, records it, then writes it on; the write must finish
+//! before the next read, so a slow reader slows its own session and nothing queues without
+//! bound (QUIC flow control carries the backpressure to the producer).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_proto::{CloseReason, Control, Frame, FrameCodec, FrameKind, ProtoError};
+use airlock_recordings::{EndReason, Manifest, Recorder, RecordingError};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+/// How long the agent gets to report an exit after being told to stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How a splice ended.
+#[derive(Debug)]
+pub struct SpliceOutcome {
+    pub end: EndReason,
+    pub exit_code: Option<i32>,
+    /// Why, for people (logs, DescribeSessions `Details`).
+    pub message: String,
+    pub bytes_from_client: u64,
+    pub bytes_from_agent: u64,
+    /// The finished recording, or why it could not be finished.
+    pub recording: Result<Manifest, RecordingError>,
+}
+
+type Shared = Arc<Mutex<Recorder>>;
+
+enum UpEnd {
+    Terminated,
+    ClientGone(String),
+    AgentUnwritable,
+    Protocol(String),
+    RecordingFailed(String),
+}
+
+enum DownEnd {
+    Finished,
+    AgentClosed(CloseReason, String),
+    Protocol(String),
+    RecordingFailed(String),
+    StopTimeout,
+}
+
+/// Relays frames between `client` and `agent` until the session ends, recording into
+/// `recorder`. Cancelling `terminate` ends the session as TerminateSession does.
+pub async fn splice<CR, CW, AR, AW>(
+    client: (FramedRead<CR, FrameCodec>, FramedWrite<CW, FrameCodec>),
+    agent: (FramedRead<AR, FrameCodec>, FramedWrite<AW, FrameCodec>),
+    recorder: Recorder,
+    terminate: CancellationToken,
+) -> SpliceOutcome
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    AR: AsyncRead + Unpin,
+    AW: AsyncWrite + Unpin,
+{
+    let (c_read, mut c_write) = client;
+    let (a_read, a_write) = agent;
+    let rec: Shared = Arc::new(Mutex::new(recorder));
+    let client_gone = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let mut bytes_up = 0u64;
+    let mut bytes_down = 0u64;
+    let mut exit_code = None;
+
+    let (up_end, down_end, forwarding) = {
+        let up = upstream(c_read, a_write, rec.clone(), terminate.clone(), &mut bytes_up);
+        let down = downstream(
+            a_read,
+            &mut c_write,
+            rec.clone(),
+            terminate.clone(),
+            client_gone.clone(),
+            stop.clone(),
+            &mut bytes_down,
+            &mut exit_code,
+        );
+        tokio::pin!(up, down);
+        tokio::select! {
+            d = &mut down => (None, d.0, d.1),
+            u = &mut up => {
+                match u {
+                    UpEnd::ClientGone(_) => client_gone.cancel(),
+                    _ => stop.cancel(),
+                }
+                let d = down.await;
+                (Some(u), d.0, d.1)
+            }
+        }
+    };
+
+    let (end, reason, message) = classify(&terminate, up_end, down_end, exit_code);
+    if forwarding {
+        let _ = c_write.send(Frame::control(&Control::Close { reason, message: message.clone() })).await;
+        let _ = c_write.close().await;
+    }
+    let recording = match Arc::try_unwrap(rec) {
+        Ok(m) => m.into_inner().finish(end, exit_code).await,
+        // Both directions have returned, so no other owner is left.
+        Err(_) => Err(RecordingError::BadName("recording still shared".into())),
+    };
+    SpliceOutcome {
+        end,
+        exit_code,
+        message,
+        bytes_from_client: bytes_up,
+        bytes_from_agent: bytes_down,
+        recording,
+    }
+}
+
+fn classify(
+    terminate: &CancellationToken,
+    up: Option<UpEnd>,
+    down: DownEnd,
+    exit_code: Option<i32>,
+) -> (EndReason, CloseReason, String) {
+    if let DownEnd::RecordingFailed(m) | DownEnd::Protocol(m) = &down {
+        let (end, reason) = match down {
+            DownEnd::Protocol(_) => (EndReason::ProtocolError, CloseReason::ProtocolError),
+            _ => (EndReason::ProtocolError, CloseReason::Internal),
+        };
+        return (end, reason, m.clone());
+    }
+    match up {
+        Some(UpEnd::Protocol(m)) => return (EndReason::ProtocolError, CloseReason::ProtocolError, m),
+        Some(UpEnd::RecordingFailed(m)) => return (EndReason::ProtocolError, CloseReason::Internal, m),
+        _ => {}
+    }
+    if terminate.is_cancelled() {
+        return (EndReason::Terminated, CloseReason::Terminated, "session terminated".into());
+    }
+    match (up, down) {
+        (Some(UpEnd::ClientGone(m)), _) => (EndReason::ClientLost, CloseReason::ClientLost, m),
+        (_, DownEnd::Finished) if exit_code.is_some() => {
+            (EndReason::Exited, CloseReason::Exited, format!("exited with code {}", exit_code.unwrap_or(0)))
+        }
+        (_, DownEnd::AgentClosed(reason, m)) => (EndReason::AgentLost, reason, m),
+        (_, DownEnd::StopTimeout) => {
+            (EndReason::AgentLost, CloseReason::AgentLost, "agent did not stop the session in time".into())
+        }
+        (Some(UpEnd::AgentUnwritable), _) | (_, _) => {
+            (EndReason::AgentLost, CloseReason::AgentLost, "the agent's stream ended without an exit status".into())
+        }
+    }
+}
+
+async fn upstream<CR, AW>(
+    mut c_read: FramedRead<CR, FrameCodec>,
+    mut a_write: FramedWrite<AW, FrameCodec>,
+    rec: Shared,
+    terminate: CancellationToken,
+    bytes: &mut u64,
+) -> UpEnd
+where
+    CR: AsyncRead + Unpin,
+    AW: AsyncWrite + Unpin,
+{
+    let mut expect_seq = 0u64;
+    let end = loop {
+        let next = tokio::select! {
+            _ = terminate.cancelled() => {
+                let msg = Control::Close { reason: CloseReason::Terminated, message: "session terminated".into() };
+                let _ = a_write.send(Frame::control(&msg)).await;
+                break UpEnd::Terminated;
+            }
+            next = c_read.next() => next,
+        };
+        let frame = match next {
+            None => break UpEnd::ClientGone("the client disconnected".into()),
+            Some(Err(ProtoError::Io(e))) => break UpEnd::ClientGone(format!("the client's stream failed: {e}")),
+            Some(Err(e)) => break UpEnd::Protocol(format!("client: {e}")),
+            Some(Ok(frame)) => frame,
+        };
+        match frame.kind {
+            FrameKind::Data => {
+                if frame.seq != expect_seq {
+                    break UpEnd::Protocol(format!("client: data frame {} out of order, expected {expect_seq}", frame.seq));
+                }
+                expect_seq += 1;
+                *bytes += frame.payload.len() as u64;
+                if let Err(e) = rec.lock().await.input(&frame.payload).await {
+                    break UpEnd::RecordingFailed(e.to_string());
+                }
+            }
+            FrameKind::Control => match frame.to_control() {
+                Ok(Control::Resize { cols, rows }) => {
+                    if let Err(e) = rec.lock().await.resize(cols, rows).await {
+                        break UpEnd::RecordingFailed(e.to_string());
+                    }
+                }
+                Ok(Control::Close { .. }) => break UpEnd::ClientGone("the client closed the session".into()),
+                Ok(other) => break UpEnd::Protocol(format!("client sent an unexpected {other:?}")),
+                Err(e) => break UpEnd::Protocol(format!("client: {e}")),
+            },
+            FrameKind::Stderr => break UpEnd::Protocol("client sent a stderr frame".into()),
+        }
+        if a_write.send(frame).await.is_err() {
+            break UpEnd::AgentUnwritable;
+        }
+    };
+    if let UpEnd::ClientGone(m) | UpEnd::Protocol(m) | UpEnd::RecordingFailed(m) = &end {
+        let reason = match end {
+            UpEnd::ClientGone(_) => CloseReason::ClientLost,
+            UpEnd::Protocol(_) => CloseReason::ProtocolError,
+            _ => CloseReason::Internal,
+        };
+        let _ = a_write.send(Frame::control(&Control::Close { reason, message: m.clone() })).await;
+    }
+    let _ = a_write.close().await;
+    end
+}
+
+async fn downstream<AR, CW>(
+    mut a_read: FramedRead<AR, FrameCodec>,
+    c_write: &mut FramedWrite<CW, FrameCodec>,
+    rec: Shared,
+    terminate: CancellationToken,
+    client_gone: CancellationToken,
+    stop: CancellationToken,
+    bytes: &mut u64,
+    exit_code: &mut Option<i32>,
+) -> (DownEnd, bool)
+where
+    AR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+{
+    let mut expect_seq = 0u64;
+    let mut forwarding = true;
+    let mut stop_at: Option<Instant> = None;
+    let end = loop {
+        let next = match stop_at {
+            Some(at) => match tokio::time::timeout_at(at, a_read.next()).await {
+                Ok(next) => next,
+                Err(_) => break DownEnd::StopTimeout,
+            },
+            None => tokio::select! {
+                next = a_read.next() => next,
+                _ = terminate.cancelled() => { stop_at = Some(Instant::now() + STOP_GRACE); continue; }
+                _ = stop.cancelled() => { stop_at = Some(Instant::now() + STOP_GRACE); continue; }
+                _ = client_gone.cancelled() => {
+                    forwarding = false;
+                    stop_at = Some(Instant::now() + STOP_GRACE);
+                    continue;
+                }
+            },
+        };
+        let frame = match next {
+            None => break DownEnd::Finished,
+            Some(Err(ProtoError::Io(e))) => {
+                break DownEnd::AgentClosed(CloseReason::AgentLost, format!("the agent's stream failed: {e}"))
+            }
+            Some(Err(e)) => break DownEnd::Protocol(format!("agent: {e}")),
+            Some(Ok(frame)) => frame,
+        };
+        match frame.kind {
+            FrameKind::Data | FrameKind::Stderr => {
+                if frame.seq != expect_seq {
+                    break DownEnd::Protocol(format!("agent: data frame {} out of order, expected {expect_seq}", frame.seq));
+                }
+                expect_seq += 1;
+                *bytes += frame.payload.len() as u64;
+                if let Err(e) = rec.lock().await.output(&frame.payload).await {
+                    break DownEnd::RecordingFailed(format!("recording failed, session stopped: {e}"));
+                }
+            }
+            FrameKind::Control => match frame.to_control() {
+                Ok(Control::Exit { code }) => *exit_code = Some(code),
+                Ok(Control::Close { reason, message }) => break DownEnd::AgentClosed(reason, message),
+                Ok(other) => break DownEnd::Protocol(format!("agent sent an unexpected {other:?}")),
+                Err(e) => break DownEnd::Protocol(format!("agent: {e}")),
+            },
+        }
+        if forwarding && c_write.send(frame).await.is_err() {
+            forwarding = false;
+        }
+    };
+    (end, forwarding)
+}
+
+#[cfg(test)]
+mod tests;
