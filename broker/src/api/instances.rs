@@ -1,0 +1,142 @@
+//! DescribeInstanceInformation and GetConnectionStatus.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{paginate, ApiError};
+use crate::app::App;
+use crate::store::Instance;
+
+/// One `InstanceInformationFilterList` entry (lower-case member names, as in SSM).
+#[derive(Deserialize)]
+pub struct InfoFilter {
+    key: String,
+    #[serde(rename = "valueSet")]
+    value_set: Vec<String>,
+}
+
+/// One `Filters` entry.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyValues {
+    key: String,
+    values: Vec<String>,
+}
+
+/// DescribeInstanceInformation's input.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeInstances {
+    instance_information_filter_list: Vec<InfoFilter>,
+    filters: Vec<KeyValues>,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+}
+
+/// GetConnectionStatus's input.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConnectionStatus {
+    target: String,
+}
+
+fn ping_status(app: &App, instance: &Instance) -> &'static str {
+    if app.registry.agent(&instance.instance_id).is_some() {
+        "Online"
+    } else {
+        "ConnectionLost"
+    }
+}
+
+fn field<'a>(app: &App, i: &'a Instance, key: &str) -> Result<Vec<&'a str>, ApiError> {
+    Ok(match key {
+        "InstanceIds" => vec![i.instance_id.as_str()],
+        "PingStatus" => vec![ping_status(app, i)],
+        "AgentVersion" => vec![i.host.agent_version.as_str()],
+        "PlatformTypes" => vec![i.host.platform_type.as_str()],
+        "ActivationIds" => vec![i.activation_id.as_str()],
+        "IamRole" => vec![i.iam_role.as_str()],
+        "ResourceType" => vec!["ManagedInstance"],
+        other => {
+            return Err(ApiError::bad("InvalidFilterKey", format!("filter key {other} is not supported")))
+        }
+    })
+}
+
+/// Lists managed instances with their live status.
+pub async fn describe(app: &App, req: DescribeInstances) -> Result<serde_json::Value, ApiError> {
+    if let Some(n) = req.max_results {
+        if !(5..=50).contains(&n) {
+            return Err(ApiError::bad("ValidationException", "MaxResults must be between 5 and 50"));
+        }
+    }
+    let filters: Vec<(&str, &[String])> = req
+        .instance_information_filter_list
+        .iter()
+        .map(|f| (f.key.as_str(), f.value_set.as_slice()))
+        .chain(req.filters.iter().map(|f| (f.key.as_str(), f.values.as_slice())))
+        .collect();
+    for (_, values) in &filters {
+        if values.is_empty() {
+            return Err(ApiError::bad(
+                "InvalidInstanceInformationFilterValue",
+                "a filter needs at least one value",
+            ));
+        }
+    }
+    let mut matched = Vec::new();
+    for instance in app.store.instances().await? {
+        let mut keep = true;
+        for (key, values) in &filters {
+            let have = field(app, &instance, key)?;
+            keep &= have.iter().any(|h| values.iter().any(|v| v == h));
+        }
+        if keep {
+            matched.push(instance);
+        }
+    }
+    let (page, next) = paginate(matched, req.max_results.unwrap_or(50), req.next_token.as_deref())?;
+    let list: Vec<serde_json::Value> = page
+        .iter()
+        .map(|i| {
+            let mut v = json!({
+                "InstanceId": i.instance_id,
+                "PingStatus": ping_status(app, i),
+                "ActivationId": i.activation_id,
+                "IamRole": i.iam_role,
+                "RegistrationDate": i.registered_us / 1_000_000,
+                "ResourceType": "ManagedInstance",
+                "Name": i.name,
+                "IsLatestVersion": true,
+            });
+            let host = &i.host;
+            for (k, val) in [
+                ("AgentVersion", &host.agent_version),
+                ("PlatformType", &host.platform_type),
+                ("PlatformName", &host.platform_name),
+                ("PlatformVersion", &host.platform_version),
+                ("ComputerName", &host.computer_name),
+                ("IPAddress", &host.ip_address),
+            ] {
+                if !val.is_empty() {
+                    v[k] = json!(val);
+                }
+            }
+            if let Some(p) = i.last_ping_us {
+                v["LastPingDateTime"] = json!(p / 1_000_000);
+            }
+            v
+        })
+        .collect();
+    let mut out = json!({ "InstanceInformationList": list });
+    if let Some(n) = next {
+        out["NextToken"] = json!(n);
+    }
+    Ok(out)
+}
+
+/// Whether a target's agent is connected now.
+pub async fn connection_status(app: &App, req: ConnectionStatus) -> Result<serde_json::Value, ApiError> {
+    let status = if app.registry.agent(&req.target).is_some() { "connected" } else { "notconnected" };
+    Ok(json!({ "Target": req.target, "Status": status }))
+}

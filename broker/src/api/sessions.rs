@@ -1,0 +1,247 @@
+//! StartSession, TerminateSession and DescribeSessions.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{paginate, ApiError};
+use crate::app::{now_us, App};
+use crate::registry::{PendingSession, SessionPlan};
+use crate::store::{Principal, SessionEnd, SessionRecord, SessionStatus};
+use airlock_proto::{InstanceId, SessionId};
+
+/// The default shell document.
+pub const SHELL_DOCUMENT: &str = "SSM-SessionManagerRunShell";
+/// The document for one command without a PTY.
+pub const COMMAND_DOCUMENT: &str = "AWS-StartNonInteractiveCommand";
+
+/// StartSession's input.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StartSession {
+    target: String,
+    document_name: Option<String>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    parameters: HashMap<String, Vec<String>>,
+}
+
+/// TerminateSession's input.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TerminateSession {
+    session_id: String,
+}
+
+/// A DescribeSessions filter (lower-case member names, as in SSM).
+#[derive(Deserialize)]
+pub struct SessionFilter {
+    key: String,
+    value: String,
+}
+
+/// DescribeSessions' input.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeSessions {
+    state: String,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+    #[serde(default)]
+    filters: Vec<SessionFilter>,
+}
+
+fn plan_for(document: &str, params: &HashMap<String, Vec<String>>) -> Result<SessionPlan, ApiError> {
+    let name = document.rsplit('/').next().unwrap_or(document);
+    match name {
+        SHELL_DOCUMENT => Ok(SessionPlan::Shell),
+        COMMAND_DOCUMENT => {
+            let command = params.get("command").map(|v| v.join("\n")).unwrap_or_default();
+            if command.trim().is_empty() {
+                return Err(ApiError::bad(
+                    "InvalidParameters",
+                    format!("document {name} requires the parameter \"command\""),
+                ));
+            }
+            Ok(SessionPlan::Command(command))
+        }
+        other => Err(ApiError::bad(
+            "InvalidDocument",
+            format!("Document {other} does not exist or is not supported by this broker (supported: {SHELL_DOCUMENT}, {COMMAND_DOCUMENT})"),
+        )),
+    }
+}
+
+/// Creates a session and the single-use token its client presents on the stream.
+pub async fn start(
+    app: &App,
+    principal: &Principal,
+    req: StartSession,
+) -> Result<serde_json::Value, ApiError> {
+    let document = req.document_name.clone().unwrap_or_else(|| SHELL_DOCUMENT.to_owned());
+    let plan = plan_for(&document, &req.parameters)?;
+    let target: InstanceId =
+        req.target.parse().map_err(|e| ApiError::bad("InvalidTarget", format!("{e}")))?;
+    if app.store.instance(target.as_str()).await?.is_none() {
+        return Err(ApiError::bad(
+            "TargetNotConnected",
+            format!("{target} is not a registered managed instance."),
+        ));
+    }
+    if app.registry.agent(target.as_str()).is_none() {
+        return Err(ApiError::bad("TargetNotConnected", format!("{target} is not connected.")));
+    }
+    let session_id = SessionId::generate(&principal.name);
+    let record = SessionRecord {
+        session_id: session_id.to_string(),
+        target: target.to_string(),
+        document: document.clone(),
+        owner_arn: principal.arn.clone(),
+        reason: req.reason.chars().take(256).collect(),
+        status: SessionStatus::Connecting,
+        start_us: now_us(),
+        end_us: None,
+        details: String::new(),
+        exit_code: None,
+    };
+    app.store.insert_session(&record).await?;
+    let token = app.registry.mint_token(PendingSession {
+        session_id: session_id.to_string(),
+        target: target.to_string(),
+        document,
+        plan,
+        owner: principal.clone(),
+    });
+    let ws = app.settings.public_url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+    Ok(json!({
+        "SessionId": session_id.as_str(),
+        "TokenValue": token,
+        "StreamUrl": format!("{ws}/v1/data-channel/{session_id}?role=publish_subscribe"),
+    }))
+}
+
+/// Ends a session; terminating an ended session succeeds and changes nothing, as in SSM.
+pub async fn terminate(app: &App, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
+    let Some(session) = app.store.session(&req.session_id).await? else {
+        return Err(ApiError::bad(
+            "DoesNotExistException",
+            format!("Session {} does not exist.", req.session_id),
+        ));
+    };
+    if session.end_us.is_none() {
+        if app.registry.terminate(&session.session_id) {
+            app.store.set_session_status(&session.session_id, SessionStatus::Terminating).await?;
+        } else {
+            // Not running here: either its client never came, or it died with a previous broker.
+            app.registry.revoke_session_tokens(&session.session_id);
+            let end = SessionEnd {
+                status: SessionStatus::Terminated,
+                end_us: now_us(),
+                details: "terminated before a client connected".into(),
+                exit_code: None,
+            };
+            app.store.finish_session(&session.session_id, &end).await?;
+        }
+    }
+    Ok(json!({ "SessionId": session.session_id }))
+}
+
+fn session_json(s: &SessionRecord) -> serde_json::Value {
+    let mut v = json!({
+        "SessionId": s.session_id,
+        "Target": s.target,
+        "Status": s.status.as_str(),
+        "StartDate": s.start_us / 1_000_000,
+        "DocumentName": s.document,
+        "Owner": s.owner_arn,
+    });
+    if let Some(end) = s.end_us {
+        v["EndDate"] = json!(end / 1_000_000);
+    }
+    if !s.reason.is_empty() {
+        v["Reason"] = json!(s.reason);
+    }
+    if !s.details.is_empty() {
+        v["Details"] = json!(s.details.chars().take(1024).collect::<String>());
+    }
+    v
+}
+
+fn keep(s: &SessionRecord, f: &SessionFilter) -> Result<bool, ApiError> {
+    let secs = |v: &str| {
+        chrono::DateTime::parse_from_rfc3339(v)
+            .map(|t| t.timestamp_micros())
+            .or_else(|_| v.parse::<i64>().map(|n| n * 1_000_000))
+            .map_err(|_| ApiError::bad("InvalidFilterValue", format!("{}: {v:?} is not a date", f.key)))
+    };
+    Ok(match f.key.as_str() {
+        "Target" => s.target == f.value,
+        "Owner" => s.owner_arn == f.value,
+        "Status" => s.status.as_str() == f.value,
+        "SessionId" => s.session_id == f.value,
+        "InvokedAfter" => s.start_us >= secs(&f.value)?,
+        "InvokedBefore" => s.start_us <= secs(&f.value)?,
+        "AccessType" => f.value == "Standard",
+        other => {
+            return Err(ApiError::bad("InvalidFilterKey", format!("filter key {other} is not supported")))
+        }
+    })
+}
+
+/// Lists active or past sessions, newest first.
+pub async fn describe(app: &App, req: DescribeSessions) -> Result<serde_json::Value, ApiError> {
+    let active = match req.state.as_str() {
+        "Active" => true,
+        "History" => false,
+        other => {
+            return Err(ApiError::bad(
+                "ValidationException",
+                format!("State {other:?} must be one of Active, History"),
+            ))
+        }
+    };
+    let max = req.max_results.unwrap_or(20);
+    if !(1..=200).contains(&max) {
+        return Err(ApiError::bad("ValidationException", "MaxResults must be between 1 and 200"));
+    }
+    if req.filters.len() > 6 {
+        return Err(ApiError::bad("ValidationException", "at most 6 filters"));
+    }
+    let mut matched = Vec::new();
+    for s in app.store.sessions(active).await? {
+        let mut ok = true;
+        for f in &req.filters {
+            ok &= keep(&s, f)?;
+        }
+        if ok {
+            matched.push(s);
+        }
+    }
+    let (page, next) = paginate(matched, max, req.next_token.as_deref())?;
+    let mut out = json!({ "Sessions": page.iter().map(session_json).collect::<Vec<_>>() });
+    if let Some(n) = next {
+        out["NextToken"] = json!(n);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_map_to_plans() {
+        let none = HashMap::new();
+        assert_eq!(plan_for(SHELL_DOCUMENT, &none).unwrap(), SessionPlan::Shell);
+        assert_eq!(
+            plan_for("arn:aws:ssm:us-east-1::document/SSM-SessionManagerRunShell", &none).unwrap(),
+            SessionPlan::Shell
+        );
+        let cmd = HashMap::from([("command".to_string(), vec!["uname -a".to_string()])]);
+        assert_eq!(plan_for(COMMAND_DOCUMENT, &cmd).unwrap(), SessionPlan::Command("uname -a".into()));
+        assert_eq!(plan_for(COMMAND_DOCUMENT, &none).unwrap_err().code, "InvalidParameters");
+        assert_eq!(plan_for("AWS-Nope", &none).unwrap_err().code, "InvalidDocument");
+    }
+}

@@ -1,0 +1,161 @@
+//! The broker's certificate authority: created at first start, it signs the broker's own
+//! TLS certificate and each agent's client certificate (from the agent's CSR, so agent keys
+//! never leave their hosts).
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+/// Errors of the CA.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("cannot access {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("certificate error: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("invalid certificate signing request: {0}")]
+    BadCsr(String),
+}
+
+/// The CA's certificate and key, loaded from (or created in) the data folder.
+pub struct CertificateAuthority {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate issued to an agent.
+pub struct IssuedCert {
+    pub pem: String,
+    /// SHA-256 of the DER certificate, hex: how the broker recognizes the agent later.
+    pub fingerprint: String,
+}
+
+/// SHA-256 of a DER certificate, hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
+    move |source| CaError::Io { path: path.to_owned(), source }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), CaError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(contents.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+impl CertificateAuthority {
+    /// Loads `DIR/ca.pem` and `DIR/ca.key`, creating both on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self, CaError> {
+        let cert_path = dir.join("ca.pem");
+        let key_path = dir.join("ca.key");
+        if cert_path.exists() {
+            let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+            let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+            let key = KeyPair::from_pem(&key_pem)?;
+            let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+            return Ok(CertificateAuthority { cert_pem, issuer });
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Airlock broker CA");
+        dn.push(DnType::OrganizationName, "Airlock");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+        let cert = params.self_signed(&key)?;
+        write_private(&key_path, &key.serialize_pem())?;
+        std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+        Ok(CertificateAuthority { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A fresh server certificate for the broker, valid for `names` (DNS names or IPs).
+    pub fn server_identity(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name.push(DnType::CommonName, "Airlock broker");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let key_der =
+            PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| CaError::BadCsr(e.to_string()))?;
+        Ok((vec![cert.der().clone()], key_der))
+    }
+
+    /// Signs an agent's CSR as a client certificate naming `instance_id`.
+    pub fn sign_agent_csr(&self, csr_pem: &str, instance_id: &str) -> Result<IssuedCert, CaError> {
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, instance_id);
+        csr.params.distinguished_name = dn;
+        csr.params.subject_alt_names = Vec::new();
+        csr.params.is_ca = IsCa::ExplicitNoCa;
+        csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        csr.params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        csr.params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+        let cert = csr.signed_by(&self.issuer)?;
+        Ok(IssuedCert { pem: cert.pem(), fingerprint: fingerprint(cert.der()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_then_reloads_and_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        let again = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.cert_pem(), again.cert_pem());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let agent_key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::new(vec!["ignored".to_string()])
+            .unwrap()
+            .serialize_request(&agent_key)
+            .unwrap();
+        let issued = again.sign_agent_csr(&csr.pem().unwrap(), "mi-0123456789abcdef0").unwrap();
+        assert_eq!(issued.fingerprint.len(), 64);
+        assert!(issued.pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(again.server_identity(&["localhost".into(), "127.0.0.1".into()]).is_ok());
+    }
+
+    #[test]
+    fn garbage_csr_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        assert!(matches!(ca.sign_agent_csr("not a csr", "mi-0123456789abcdef0"), Err(CaError::BadCsr(_))));
+    }
+}

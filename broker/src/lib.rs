@@ -1,0 +1,13 @@
+//! The Airlock broker: SSM-dialect API, identity, node and session registry, store, and
+//! the QUIC front that hands sessions to the relay.
+
+pub mod api;
+pub mod app;
+pub mod ca;
+pub mod http;
+pub mod keys;
+pub mod quic;
+pub mod registry;
+pub mod server;
+pub mod sigv4;
+pub mod store;

@@ -1,0 +1,98 @@
+//! One agent's connection: identify it, keep its control stream (hello, heartbeats) and
+//! make it reachable for sessions while it lives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_proto::{Control, FramedStream, ProtoError};
+use rustls_pki_types::CertificateDer;
+
+use super::CONTROL_FRAME_LIMIT;
+use crate::app::{now_us, App};
+use crate::ca::fingerprint;
+use crate::store::HostInfo;
+
+/// An agent that sends nothing (not even a heartbeat) for this long is dropped.
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Application close codes on agent connections.
+mod close {
+    pub const UNKNOWN_CERT: u32 = 1;
+    pub const PROTOCOL: u32 = 3;
+}
+
+pub async fn run(app: Arc<App>, connection: quinn::Connection, cert: CertificateDer<'static>) {
+    let remote = connection.remote_address();
+    let instance = match app.store.instance_by_fingerprint(&fingerprint(&cert)).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            tracing::warn!(%remote, "agent certificate is not registered here; closing");
+            connection.close(close::UNKNOWN_CERT.into(), b"unknown agent certificate");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store lookup failed");
+            connection.close(0u32.into(), b"internal error");
+            return;
+        }
+    };
+    let id = instance.instance_id;
+    let (send, recv) = match tokio::time::timeout(HELLO_DEADLINE, connection.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            connection.close(close::PROTOCOL.into(), b"no control stream");
+            return;
+        }
+    };
+    let mut control = FramedStream::new(recv, send, CONTROL_FRAME_LIMIT);
+    let hello = match control.recv_control(HELLO_DEADLINE).await {
+        Ok(Control::AgentHello(h)) => h,
+        other => {
+            tracing::warn!(instance = %id, ?other, "agent did not say hello");
+            connection.close(close::PROTOCOL.into(), b"expected AgentHello");
+            return;
+        }
+    };
+    let host = HostInfo {
+        agent_version: hello.agent_version,
+        platform_type: hello.platform_type,
+        platform_name: hello.platform_name,
+        platform_version: hello.platform_version,
+        computer_name: hello.hostname,
+        ip_address: hello.ip_address,
+    };
+    if let Err(e) = app.store.update_instance_host(&id, &host, now_us()).await {
+        tracing::error!(error = %e, "cannot record agent host info");
+    }
+    let generation = app.registry.agent_connected(&id, connection.clone());
+    tracing::info!(instance = %id, %remote, "agent online");
+
+    let why = loop {
+        match control.recv_control(SILENCE_LIMIT).await {
+            Ok(Control::Heartbeat { seq }) => {
+                if let Err(e) = app.store.touch_instance(&id, now_us()).await {
+                    tracing::error!(error = %e, "cannot record heartbeat");
+                }
+                if control.send_control(&Control::Heartbeat { seq }).await.is_err() {
+                    break "control stream failed".to_owned();
+                }
+            }
+            Ok(other) => {
+                connection.close(close::PROTOCOL.into(), b"unexpected control message");
+                break format!("unexpected control message {other:?}");
+            }
+            Err(ProtoError::Timeout) => {
+                connection.close(close::PROTOCOL.into(), b"heartbeat timeout");
+                break "heartbeat timeout".to_owned();
+            }
+            Err(e @ (ProtoError::TooLong { .. } | ProtoError::UnknownKind(_) | ProtoError::Reserved(_))) => {
+                connection.close(close::PROTOCOL.into(), e.to_string().as_bytes());
+                break format!("protocol error: {e}");
+            }
+            Err(e) => break format!("control stream ended: {e}"),
+        }
+    };
+    app.registry.agent_disconnected(&id, generation);
+    tracing::info!(instance = %id, reason = %why, "agent offline");
+}

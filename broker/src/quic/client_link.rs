@@ -1,0 +1,178 @@
+//! One CLI client's connection: redeem its token, open the session on the agent, splice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_proto::{ClientRequest, CloseReason, Control, FramedStream, SessionSpec, MAX_FRAME_LEN};
+use airlock_recordings::{EndReason, Recorder, RecordingMeta};
+
+use crate::app::{now_us, App};
+use crate::registry::{PendingSession, SessionPlan};
+use crate::store::{SessionEnd, SessionStatus};
+
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the agent may take to start a shell or command.
+const START_DEADLINE: Duration = Duration::from_secs(15);
+/// How long we wait for the client to read the final frames before closing.
+const LINGER: Duration = Duration::from_secs(5);
+
+pub async fn run(app: Arc<App>, connection: quinn::Connection) {
+    let remote = connection.remote_address();
+    let Ok(Ok((send, recv))) = tokio::time::timeout(HELLO_DEADLINE, connection.accept_bi()).await else {
+        connection.close(1u32.into(), b"no session stream");
+        return;
+    };
+    let mut client = FramedStream::new(recv, send, MAX_FRAME_LEN);
+    let hello = match client.recv_control(HELLO_DEADLINE).await {
+        Ok(Control::ClientHello(h)) => h,
+        other => {
+            tracing::info!(%remote, ?other, "client did not present a token");
+            refuse(&mut client, CloseReason::ProtocolError, "expected ClientHello".into()).await;
+            linger(&connection).await;
+            return;
+        }
+    };
+    let pending = match app.registry.redeem(&hello.token) {
+        Ok(p) => p,
+        Err(refusal) => {
+            tracing::warn!(%remote, %refusal, "session token refused");
+            refuse(&mut client, CloseReason::Unauthorized, refusal.to_string()).await;
+            linger(&connection).await;
+            return;
+        }
+    };
+    let id = pending.session_id.clone();
+    match open_session(&app, &pending, &hello).await {
+        Err((reason, message)) => {
+            tracing::warn!(session = %id, %message, "session could not start");
+            refuse(&mut client, reason, message.clone()).await;
+            let end = SessionEnd {
+                status: SessionStatus::Failed,
+                end_us: now_us(),
+                details: message,
+                exit_code: None,
+            };
+            if let Err(e) = app.store.finish_session(&id, &end).await {
+                tracing::error!(error = %e, "cannot record session end");
+            }
+        }
+        Ok((agent, recorder)) => {
+            let terminate = app.registry.session_started(&id);
+            if let Err(e) = app.store.set_session_status(&id, SessionStatus::Connected).await {
+                tracing::error!(error = %e, "cannot record session start");
+            }
+            if client.send_control(&Control::Ready { session_id: id.clone() }).await.is_ok() {
+                tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
+            }
+            let outcome = airlock_relay::splice(client.split(), agent.split(), recorder, terminate).await;
+            app.registry.session_ended(&id);
+            let status = match outcome.end {
+                EndReason::ProtocolError => SessionStatus::Failed,
+                _ => SessionStatus::Terminated,
+            };
+            let end = SessionEnd {
+                status,
+                end_us: now_us(),
+                details: outcome.message.clone(),
+                exit_code: outcome.exit_code,
+            };
+            if let Err(e) = app.store.finish_session(&id, &end).await {
+                tracing::error!(error = %e, "cannot record session end");
+            }
+            match &outcome.recording {
+                Ok(m) => tracing::info!(
+                    session = %id, end = ?outcome.end, exit = ?outcome.exit_code, bytes_in = outcome.bytes_from_client,
+                    bytes_out = outcome.bytes_from_agent, recording_sha256 = %m.sha256, "session ended"
+                ),
+                Err(e) => {
+                    tracing::error!(session = %id, error = %e, "session ended but its recording could not be finished")
+                }
+            }
+        }
+    }
+    linger(&connection).await;
+}
+
+type AgentStream = FramedStream<quinn::RecvStream, quinn::SendStream>;
+
+/// Starts the recording first (no recording, no session), then the agent's side.
+async fn open_session(
+    app: &App,
+    pending: &PendingSession,
+    hello: &ClientRequest,
+) -> Result<(AgentStream, Recorder), (CloseReason, String)> {
+    let (cols, rows) = if hello.cols == 0 || hello.rows == 0 { (80, 24) } else { (hello.cols, hello.rows) };
+    let term = if hello.term.is_empty() {
+        "xterm-256color".to_owned()
+    } else {
+        hello.term.chars().take(64).collect()
+    };
+    let spec = match &pending.plan {
+        SessionPlan::Shell => SessionSpec::Shell { cols, rows, term: term.clone() },
+        SessionPlan::Command(command) => SessionSpec::Command { command: command.clone() },
+    };
+    let Some(agent) = app.registry.agent(&pending.target) else {
+        return Err((CloseReason::TargetNotConnected, format!("{} is not connected", pending.target)));
+    };
+    let meta = RecordingMeta {
+        session_id: pending.session_id.clone(),
+        target: pending.target.clone(),
+        owner: pending.owner.arn.clone(),
+        document: pending.document.clone(),
+        width: cols,
+        height: rows,
+        term,
+    };
+    let recorder = Recorder::create(&app.settings.recordings_dir, meta).await.map_err(|e| {
+        (CloseReason::Internal, format!("the session cannot be recorded, so it was refused: {e}"))
+    })?;
+    match start_on_agent(&agent.connection, pending, spec).await {
+        Ok(stream) => Ok((stream, recorder)),
+        Err(e) => {
+            // The attempt stays on record, closed, like any other session.
+            if let Err(err) = recorder.finish(EndReason::AgentLost, None).await {
+                tracing::error!(error = %err, "cannot finish the recording of a failed start");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn start_on_agent(
+    connection: &quinn::Connection,
+    pending: &PendingSession,
+    spec: SessionSpec,
+) -> Result<AgentStream, (CloseReason, String)> {
+    let lost = |e: &dyn std::fmt::Display| {
+        (CloseReason::TargetNotConnected, format!("{} went away: {e}", pending.target))
+    };
+    let (send, recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
+    let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);
+    let open = Control::Open { session_id: pending.session_id.clone(), spec };
+    stream.send_control(&open).await.map_err(|e| lost(&e))?;
+    match stream.recv_control(START_DEADLINE).await {
+        Ok(Control::Started) => Ok(stream),
+        Ok(Control::Close { message, .. }) => {
+            Err((CloseReason::StartFailed, format!("the agent could not start the session: {message}")))
+        }
+        Ok(other) => {
+            Err((CloseReason::ProtocolError, format!("the agent answered {other:?} instead of Started")))
+        }
+        Err(e) => Err((CloseReason::StartFailed, format!("the agent did not start the session: {e}"))),
+    }
+}
+
+async fn refuse(
+    client: &mut FramedStream<quinn::RecvStream, quinn::SendStream>,
+    reason: CloseReason,
+    message: String,
+) {
+    let _ = client.send_control(&Control::Close { reason, message }).await;
+    let _ = futures_util::SinkExt::close(&mut client.writer).await;
+}
+
+/// Gives the client time to read what was sent, then closes.
+async fn linger(connection: &quinn::Connection) {
+    let _ = tokio::time::timeout(LINGER, connection.closed()).await;
+    connection.close(0u32.into(), b"done");
+}

@@ -1,0 +1,160 @@
+//! Starts a broker: data folder, store, CA, the HTTP API on TCP and QUIC on UDP, same port.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::Rng;
+use tokio::net::TcpListener;
+
+use crate::app::{now_us, App, Settings};
+use crate::ca::{CaError, CertificateAuthority};
+use crate::registry::Registry;
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// How to run a broker.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Plain HTTP instead of TLS (loopback only).
+    pub insecure_http: bool,
+    pub region: String,
+    /// Extra DNS names or IPs for the broker's certificate, and the host clients use.
+    pub public_host: Option<String>,
+}
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("--insecure-http is allowed only on a loopback address, not {0}")]
+    InsecureNotLoopback(IpAddr),
+    #[error("cannot use data folder {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Quic(#[from] crate::quic::QuicSetupError),
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A running broker.
+pub struct Broker {
+    pub app: Arc<App>,
+    /// The URL clients use (`https://host:port` or `http://127.0.0.1:port`).
+    pub url: String,
+    pub local_addr: SocketAddr,
+    /// Set on first start: the admin's new access key, to show once.
+    pub first_admin_key: Option<crate::keys::NewKey>,
+    pub quic: quinn::Endpoint,
+}
+
+/// The account id of a data folder (created on first start).
+pub fn account_id(dir: &Path) -> Result<String, StartError> {
+    let path = dir.join("account-id");
+    let io = |source| StartError::DataDir { path: path.clone(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(s.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id: String = (0..12).map(|_| char::from(b'0' + rand::rng().random_range(0..10u8))).collect();
+            std::fs::write(&path, &id).map_err(io)?;
+            Ok(id)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Opens the store in a data folder.
+pub async fn open_store(dir: &Path) -> Result<SqliteStore, StartError> {
+    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir { path: dir.to_owned(), source })?;
+    Ok(SqliteStore::open(&dir.join("airlock.db")).await?)
+}
+
+/// Binds TCP then UDP on the same port; with port 0 it retries until both are free.
+async fn bind_pair(
+    listen: SocketAddr,
+    make_quic: impl Fn(SocketAddr) -> Result<quinn::Endpoint, crate::quic::QuicSetupError>,
+) -> Result<(TcpListener, quinn::Endpoint), StartError> {
+    let mut last = None;
+    for _ in 0..20 {
+        let tcp =
+            TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
+        let addr = tcp.local_addr().map_err(|source| StartError::Listen { addr: listen, source })?;
+        match make_quic(addr) {
+            Ok(q) => return Ok((tcp, q)),
+            Err(e) if listen.port() == 0 => last = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.map(StartError::from).unwrap_or(StartError::Listen {
+        addr: listen,
+        source: std::io::Error::other("no free TCP+UDP port pair"),
+    }))
+}
+
+/// Starts serving; returns once both listeners are up.
+pub async fn start(opts: Options) -> Result<Broker, StartError> {
+    let ip = opts.listen.ip();
+    if opts.insecure_http && !ip.is_loopback() {
+        return Err(StartError::InsecureNotLoopback(ip));
+    }
+    let dir = &opts.data_dir;
+    let store = open_store(dir).await?;
+    let account = account_id(dir)?;
+    let orphans = store.fail_orphaned_sessions(now_us()).await?;
+    if orphans > 0 {
+        tracing::warn!(orphans, "sessions left open by a previous run were marked Failed");
+    }
+    let ca = CertificateAuthority::load_or_create(dir)?;
+    let recordings_dir = dir.join("recordings");
+    std::fs::create_dir_all(&recordings_dir)
+        .map_err(|source| StartError::DataDir { path: recordings_dir.clone(), source })?;
+
+    let host = match (&opts.public_host, ip) {
+        (Some(h), _) => h.clone(),
+        (None, ip) if ip.is_unspecified() => "localhost".to_owned(),
+        (None, IpAddr::V6(v6)) => format!("[{v6}]"),
+        (None, ip) => ip.to_string(),
+    };
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    if let Some(h) = &opts.public_host {
+        names.push(h.clone());
+    }
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(h.trim().to_owned());
+    }
+    names.sort();
+    names.dedup();
+    let (chain, key) = ca.server_identity(&names)?;
+    let ca_pem = ca.cert_pem().to_owned();
+    let (tcp, quic) =
+        bind_pair(opts.listen, |addr| crate::quic::endpoint(addr, &ca_pem, chain.clone(), key.clone_key()))
+            .await?;
+    let local_addr = tcp.local_addr().map_err(|source| StartError::Listen { addr: opts.listen, source })?;
+    let scheme = if opts.insecure_http { "http" } else { "https" };
+    let url = format!("{scheme}://{host}:{}", local_addr.port());
+
+    let first_admin_key = if store.has_principals().await? {
+        None
+    } else {
+        Some(crate::keys::mint(&store, &crate::keys::admin(&account)).await?)
+    };
+    let app = Arc::new(App {
+        store: Arc::new(store),
+        registry: Registry::default(),
+        ca,
+        settings: Settings { account, public_url: url.clone(), region: opts.region.clone(), recordings_dir },
+    });
+    let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };
+    tokio::spawn(crate::http::serve(tcp, crate::api::router(app.clone()), tls));
+    tokio::spawn(crate::quic::serve(app.clone(), quic.clone()));
+    Ok(Broker { app, url, local_addr, first_admin_key, quic })
+}

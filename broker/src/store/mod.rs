@@ -1,0 +1,201 @@
+//! Persistent state: principals, access keys, activations, managed instances, sessions.
+//!
+//! [`Store`] is the interface; [`sqlite::SqliteStore`] the embedded implementation. A
+//! PostgreSQL implementation can sit behind the same trait for several brokers.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An IAM-style principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user name (`aws:username`), also the prefix of its session ids.
+    pub name: String,
+    pub arn: String,
+}
+
+/// An access key with its owner.
+#[derive(Debug, Clone)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret: String,
+    pub active: bool,
+    pub principal: Principal,
+}
+
+/// A hybrid activation.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    pub activation_id: String,
+    /// SHA-256 of the activation code, hex; the code itself is shown once and never stored.
+    pub code_hash: String,
+    pub iam_role: String,
+    pub description: String,
+    pub default_instance_name: String,
+    pub registration_limit: i64,
+    pub registrations: i64,
+    pub expires_us: i64,
+    pub created_us: i64,
+}
+
+/// Why an activation could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActivationRefusal {
+    NotFound,
+    CodeMismatch,
+    Expired { at_us: i64 },
+    Exhausted { limit: i64 },
+}
+
+/// What an agent last said about its host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    pub agent_version: String,
+    pub platform_type: String,
+    pub platform_name: String,
+    pub platform_version: String,
+    pub computer_name: String,
+    pub ip_address: String,
+}
+
+/// A registered managed instance.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub instance_id: String,
+    pub activation_id: String,
+    pub iam_role: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub registered_us: i64,
+    pub last_ping_us: Option<i64>,
+    pub host: HostInfo,
+}
+
+/// SSM's session states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    Connecting,
+    Connected,
+    Terminating,
+    Terminated,
+    Failed,
+}
+
+impl SessionStatus {
+    /// The name SSM uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Connecting => "Connecting",
+            SessionStatus::Connected => "Connected",
+            SessionStatus::Terminating => "Terminating",
+            SessionStatus::Terminated => "Terminated",
+            SessionStatus::Failed => "Failed",
+        }
+    }
+
+    /// Parses SSM's name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Connecting, Self::Connected, Self::Terminating, Self::Terminated, Self::Failed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
+    /// Whether DescribeSessions lists it under `Active` (else `History`).
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Connecting | Self::Connected | Self::Terminating)
+    }
+}
+
+/// A session as stored.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub target: String,
+    pub document: String,
+    pub owner_arn: String,
+    pub reason: String,
+    pub status: SessionStatus,
+    pub start_us: i64,
+    pub end_us: Option<i64>,
+    pub details: String,
+    pub exit_code: Option<i32>,
+}
+
+/// How a session ended, for [`Store::finish_session`].
+#[derive(Debug, Clone)]
+pub struct SessionEnd {
+    pub status: SessionStatus,
+    pub end_us: i64,
+    pub details: String,
+    pub exit_code: Option<i32>,
+}
+
+/// The broker's persistent state.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Whether any principal exists yet (first start creates the admin).
+    async fn has_principals(&self) -> Result<bool, StoreError>;
+    /// Creates the principal if needed and adds an access key to it.
+    async fn add_access_key(
+        &self,
+        principal: &Principal,
+        access_key_id: &str,
+        secret: &str,
+    ) -> Result<(), StoreError>;
+    /// Looks an access key up.
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>, StoreError>;
+
+    /// Stores a new activation.
+    async fn insert_activation(&self, activation: &Activation) -> Result<(), StoreError>;
+    /// Uses one registration of an activation, atomically, if the code matches and it is
+    /// neither expired nor used up.
+    async fn consume_activation(
+        &self,
+        activation_id: &str,
+        code_hash: &str,
+        now_us: i64,
+    ) -> Result<Result<Activation, ActivationRefusal>, StoreError>;
+
+    /// Stores a newly registered instance.
+    async fn insert_instance(&self, instance: &Instance) -> Result<(), StoreError>;
+    /// The instance whose agent certificate has this fingerprint.
+    async fn instance_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Instance>, StoreError>;
+    /// One instance.
+    async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, StoreError>;
+    /// Every instance, ordered by id.
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError>;
+    /// Records what the agent reported and when.
+    async fn update_instance_host(
+        &self,
+        instance_id: &str,
+        host: &HostInfo,
+        ping_us: i64,
+    ) -> Result<(), StoreError>;
+    /// Records a heartbeat.
+    async fn touch_instance(&self, instance_id: &str, ping_us: i64) -> Result<(), StoreError>;
+
+    /// Stores a new session.
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// Moves a session to another live status.
+    async fn set_session_status(&self, session_id: &str, status: SessionStatus) -> Result<(), StoreError>;
+    /// Ends a session (only once: an ended session keeps its first ending).
+    async fn finish_session(&self, session_id: &str, end: &SessionEnd) -> Result<(), StoreError>;
+    /// One session.
+    async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Sessions, newest first.
+    async fn sessions(&self, active: bool) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Marks sessions left active by a previous broker process as failed; returns how many.
+    async fn fail_orphaned_sessions(&self, now_us: i64) -> Result<u64, StoreError>;
+}
