@@ -68,7 +68,8 @@ mod tests {
     fn event_time_is_exact() {
         assert_eq!(event_line(1_000_001, EventCode::Output, "a\"b\n"), "[1.000001, \"o\", \"a\\\"b\\n\"]\n");
         assert_eq!(event_line(0, EventCode::Resize, "80x24"), "[0.000000, \"r\", \"80x24\"]\n");
-        let v: serde_json::Value = serde_json::from_str(&event_line(123_456_789, EventCode::Input, "\u{1b}[A")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&event_line(123_456_789, EventCode::Input, "\u{1b}[A")).unwrap();
         assert_eq!(v[0].as_f64().unwrap(), 123.456789);
         assert_eq!(v[2].as_str().unwrap(), "\u{1b}[A");
     }

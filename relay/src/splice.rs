@@ -149,9 +149,11 @@ fn classify(
         (_, DownEnd::StopTimeout) => {
             (EndReason::AgentLost, CloseReason::AgentLost, "agent did not stop the session in time".into())
         }
-        (Some(UpEnd::AgentUnwritable), _) | (_, _) => {
-            (EndReason::AgentLost, CloseReason::AgentLost, "the agent's stream ended without an exit status".into())
-        }
+        (Some(UpEnd::AgentUnwritable), _) | (_, _) => (
+            EndReason::AgentLost,
+            CloseReason::AgentLost,
+            "the agent's stream ended without an exit status".into(),
+        ),
     }
 }
 
@@ -178,14 +180,19 @@ where
         };
         let frame = match next {
             None => break UpEnd::ClientGone("the client disconnected".into()),
-            Some(Err(ProtoError::Io(e))) => break UpEnd::ClientGone(format!("the client's stream failed: {e}")),
+            Some(Err(ProtoError::Io(e))) => {
+                break UpEnd::ClientGone(format!("the client's stream failed: {e}"))
+            }
             Some(Err(e)) => break UpEnd::Protocol(format!("client: {e}")),
             Some(Ok(frame)) => frame,
         };
         match frame.kind {
             FrameKind::Data => {
                 if frame.seq != expect_seq {
-                    break UpEnd::Protocol(format!("client: data frame {} out of order, expected {expect_seq}", frame.seq));
+                    break UpEnd::Protocol(format!(
+                        "client: data frame {} out of order, expected {expect_seq}",
+                        frame.seq
+                    ));
                 }
                 expect_seq += 1;
                 *bytes += frame.payload.len() as u64;
@@ -266,7 +273,10 @@ where
         match frame.kind {
             FrameKind::Data | FrameKind::Stderr => {
                 if frame.seq != expect_seq {
-                    break DownEnd::Protocol(format!("agent: data frame {} out of order, expected {expect_seq}", frame.seq));
+                    break DownEnd::Protocol(format!(
+                        "agent: data frame {} out of order, expected {expect_seq}",
+                        frame.seq
+                    ));
                 }
                 expect_seq += 1;
                 *bytes += frame.payload.len() as u64;

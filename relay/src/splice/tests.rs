@@ -5,7 +5,8 @@ use bytes::Bytes;
 use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 
 type Side = FramedStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
-type Halves = (FramedRead<ReadHalf<DuplexStream>, FrameCodec>, FramedWrite<WriteHalf<DuplexStream>, FrameCodec>);
+type Halves =
+    (FramedRead<ReadHalf<DuplexStream>, FrameCodec>, FramedWrite<WriteHalf<DuplexStream>, FrameCodec>);
 
 fn pair(max: usize) -> (Side, Halves) {
     let (a, b) = tokio::io::duplex(1 << 16);
@@ -97,7 +98,10 @@ async fn terminate_stops_agent_and_tells_client() {
     h.agent.send_control(&Control::Exit { code: 129 }).await.unwrap();
     drop(h.agent);
     assert_eq!(next_control(&mut h.client).await, Control::Exit { code: 129 });
-    assert!(matches!(next_control(&mut h.client).await, Control::Close { reason: CloseReason::Terminated, .. }));
+    assert!(matches!(
+        next_control(&mut h.client).await,
+        Control::Close { reason: CloseReason::Terminated, .. }
+    ));
     let outcome = h.task.await.unwrap();
     assert_eq!((outcome.end, outcome.exit_code), (EndReason::Terminated, Some(129)));
 }
@@ -143,7 +147,9 @@ async fn out_of_order_client_data_is_a_protocol_error() {
     }
     drop(h.agent);
     match next_control(&mut h.client).await {
-        Control::Close { reason: CloseReason::ProtocolError, message } => assert!(message.contains("expected 0")),
+        Control::Close { reason: CloseReason::ProtocolError, message } => {
+            assert!(message.contains("expected 0"))
+        }
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(h.task.await.unwrap().end, EndReason::ProtocolError);
