@@ -1,0 +1,15 @@
+//! The Airlock agent: registers a managed host with the broker, keeps a QUIC link to it, and
+//! runs the shells and commands of the sessions the broker opens.
+
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod endpoint;
+pub mod error;
+pub mod host;
+pub mod link;
+pub mod register;
+pub mod session;
+pub mod state;
+
+pub use error::Error;

@@ -1,0 +1,290 @@
+//! One session: a broker-opened stream that runs a shell on a PTY or a command on pipes
+//! (wire contract §2.2).
+//!
+//! The driver is generic over the stream halves, so tests run it over an in-memory pipe.
+//! Two loops share the session: output (process → peer: Data/Stderr frames, then `Exit`) and
+//! input (peer → process: Data, Resize, Close). Neither waits on the other, so a process
+//! that does not read its input can still be heard, and killed.
+
+mod command;
+mod process;
+mod pty;
+
+use std::time::Duration;
+
+use airlock_proto::{
+    CloseReason, Control, Frame, FrameCodec, FrameKind, FramedStream, SessionId, SessionSpec,
+};
+use airlock_proto::{ProtoError, MAX_FRAME_LEN};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::Instrument;
+
+use crate::error::Error;
+use process::{Output, Process, ProcessControl};
+
+/// Time limits of a session.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// How long the broker has to send `Open` after opening the stream.
+    pub open_timeout: Duration,
+    /// Between SIGHUP and SIGKILL when a session is ended from outside.
+    pub kill_grace: Duration,
+    /// How long output may keep coming after the process exited (a background job holding
+    /// the terminal or pipes) before the session stops reading it.
+    pub drain_timeout: Duration,
+    /// Deadline for a control frame we send (`Started`, `Close`) to be taken by the peer.
+    pub send_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            open_timeout: Duration::from_secs(10),
+            kill_grace: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(2),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a session that got past `Open` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionReport {
+    /// The broker's id for the session.
+    pub session_id: SessionId,
+    /// The exit code sent to the broker; `None` if the process never started.
+    pub exit_code: Option<i32>,
+}
+
+/// Why the input loop stopped.
+#[derive(Debug)]
+enum InputEnd {
+    /// The broker sent `Close`.
+    Closed { reason: CloseReason, message: String },
+    /// The stream ended or broke.
+    PeerGone(String),
+}
+
+/// Serves one session stream: reads `Open`, runs what it asks for, relays I/O, reports `Exit`.
+pub async fn serve<R, W>(reader: R, writer: W, limits: &SessionLimits) -> Result<SessionReport, Error>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let mut stream = FramedStream::new(reader, writer, MAX_FRAME_LEN);
+    let (session_id, spec) = match read_open(&mut stream, limits.open_timeout).await {
+        Ok(open) => open,
+        Err(detail) => {
+            refuse(stream.writer, CloseReason::ProtocolError, &detail, limits.send_timeout).await;
+            return Err(Error::Protocol(detail));
+        }
+    };
+    let span = tracing::info_span!("session", id = %session_id);
+    run(stream, session_id, spec, limits).instrument(span).await
+}
+
+async fn run<R, W>(
+    mut stream: FramedStream<R, W>,
+    session_id: SessionId,
+    spec: SessionSpec,
+    limits: &SessionLimits,
+) -> Result<SessionReport, Error>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let kind = if matches!(spec, SessionSpec::Shell { .. }) { "shell" } else { "command" };
+    let drain = limits.drain_timeout;
+    // fork/exec and the password-database lookup for the home directory may block.
+    let started = tokio::task::spawn_blocking(move || match spec {
+        SessionSpec::Shell { cols, rows, term } => pty::spawn(cols, rows, &term, drain),
+        SessionSpec::Command { command } => command::spawn(&command, drain),
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Spawn(format!("spawning task failed: {e}"))));
+    let process = match started {
+        Ok(process) => process,
+        Err(e) => {
+            tracing::warn!("{e}");
+            refuse(stream.writer, CloseReason::StartFailed, &e.to_string(), limits.send_timeout).await;
+            return Ok(SessionReport { session_id, exit_code: None });
+        }
+    };
+    tracing::info!(kind, "started");
+    // If this fails the peer is gone; dropping `process` kills what we started.
+    send_within(&mut stream.writer, Frame::control(&Control::Started), limits.send_timeout).await?;
+    let (reader, writer) = stream.split();
+    let code = relay(reader, writer, process, limits).await?;
+    tracing::info!(code, "exited");
+    Ok(SessionReport { session_id, exit_code: Some(code) })
+}
+
+/// Reads the first frame, which must be `Open` with a well-formed session id.
+async fn read_open<R, W>(
+    stream: &mut FramedStream<R, W>,
+    deadline: Duration,
+) -> Result<(SessionId, SessionSpec), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match stream.recv_control(deadline).await {
+        Ok(Control::Open { session_id, spec }) => {
+            let id = session_id.parse::<SessionId>().map_err(|e| e.to_string())?;
+            Ok((id, spec))
+        }
+        Ok(other) => Err(format!("expected Open, got {}", control_name(&other))),
+        Err(ProtoError::Timeout) => Err(format!("no Open within {deadline:?}")),
+        Err(e) => Err(format!("expected Open: {e}")),
+    }
+}
+
+/// Sends `Close{reason}` and finishes the stream, giving up after `deadline`.
+async fn refuse<W: AsyncWrite + Unpin>(
+    mut writer: FramedWrite<W, FrameCodec>,
+    reason: CloseReason,
+    message: &str,
+    deadline: Duration,
+) {
+    let close = Frame::control(&Control::Close { reason, message: message.to_owned() });
+    let finish = async {
+        writer.send(close).await?;
+        writer.close().await
+    };
+    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(deadline, finish).await.map_err(|_| ProtoError::Timeout)
+    {
+        tracing::debug!("could not send Close: {e}");
+    }
+}
+
+async fn send_within<W: AsyncWrite + Unpin>(
+    writer: &mut FramedWrite<W, FrameCodec>,
+    frame: Frame,
+    deadline: Duration,
+) -> Result<(), Error> {
+    match tokio::time::timeout(deadline, writer.send(frame)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ProtoError::Timeout.into()),
+    }
+}
+
+/// Runs both directions until the process exited and `Exit` went out (or the peer is gone).
+async fn relay<R, W>(
+    reader: FramedRead<R, FrameCodec>,
+    writer: FramedWrite<W, FrameCodec>,
+    process: Process,
+    limits: &SessionLimits,
+) -> Result<i32, Error>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let Process { output, input, control } = process;
+    let outbound = send_output(writer, output, &control);
+    let inbound = receive_input(reader, input, &control);
+    tokio::pin!(outbound, inbound);
+    tokio::select! {
+        sent = &mut outbound => {
+            if sent.is_err() {
+                // We cannot report to the peer any more, so nothing should keep running.
+                control.terminate(limits.kill_grace).await;
+            }
+            sent
+        }
+        end = &mut inbound => {
+            match &end {
+                InputEnd::Closed { reason, message } => tracing::info!(?reason, message, "closed by the broker"),
+                InputEnd::PeerGone(why) => tracing::info!("peer went away: {why}"),
+            }
+            // The remaining output and `Exit` still go out if the peer reads them, but a peer
+            // that stopped reading must not keep this session alive.
+            let bound = limits.kill_grace + limits.drain_timeout + limits.send_timeout;
+            let finish = async { tokio::join!(control.terminate(limits.kill_grace), &mut outbound).1 };
+            match tokio::time::timeout(bound, finish).await {
+                Ok(sent) => sent,
+                Err(_) => Err(ProtoError::Timeout.into()),
+            }
+        }
+    }
+}
+
+/// Process → peer: output frames numbered from 0, then `Exit`, then the end of the stream.
+async fn send_output<W: AsyncWrite + Unpin>(
+    mut writer: FramedWrite<W, FrameCodec>,
+    mut output: mpsc::Receiver<Output>,
+    control: &ProcessControl,
+) -> Result<i32, Error> {
+    let mut seq = 0u64;
+    while let Some(chunk) = output.recv().await {
+        let frame = match chunk {
+            Output::Stdout(bytes) => Frame::data(seq, bytes),
+            Output::Stderr(bytes) => Frame::stderr(seq, bytes),
+        };
+        seq += 1;
+        writer.send(frame).await?;
+    }
+    let code = control.wait().await;
+    writer.send(Frame::control(&Control::Exit { code })).await?;
+    writer.close().await?;
+    Ok(code)
+}
+
+/// Peer → process: stdin bytes, resizes, and the broker's `Close`.
+async fn receive_input<R: AsyncRead + Unpin>(
+    mut reader: FramedRead<R, FrameCodec>,
+    mut input: Option<mpsc::Sender<Bytes>>,
+    control: &ProcessControl,
+) -> InputEnd {
+    let mut next_seq = 0u64;
+    loop {
+        let frame = match reader.next().await {
+            None => return InputEnd::PeerGone("stream finished".into()),
+            Some(Err(e)) => return InputEnd::PeerGone(e.to_string()),
+            Some(Ok(frame)) => frame,
+        };
+        match frame.kind {
+            FrameKind::Data => {
+                if frame.seq != next_seq {
+                    tracing::debug!(expected = next_seq, got = frame.seq, "input sequence gap");
+                }
+                next_seq = frame.seq.wrapping_add(1);
+                if frame.payload.is_empty() {
+                    continue;
+                }
+                if let Some(tx) = &input {
+                    // Waiting here when the process is not reading is the backpressure
+                    // towards the peer; a process that closed its input just drops data.
+                    if tx.send(frame.payload).await.is_err() {
+                        input = None;
+                    }
+                }
+            }
+            FrameKind::Stderr => tracing::debug!("ignoring a Stderr frame from the broker"),
+            FrameKind::Control => match frame.to_control() {
+                Ok(Control::Resize { cols, rows }) => control.resize(cols, rows),
+                Ok(Control::Close { reason, message }) => return InputEnd::Closed { reason, message },
+                Ok(other) => tracing::debug!("ignoring {} on a session stream", control_name(&other)),
+                Err(e) => return InputEnd::PeerGone(format!("bad control frame: {e}")),
+            },
+        }
+    }
+}
+
+/// A short name of a control message for logs and errors (never its contents).
+fn control_name(msg: &Control) -> &'static str {
+    match msg {
+        Control::ClientHello(_) => "ClientHello",
+        Control::Ready { .. } => "Ready",
+        Control::AgentHello(_) => "AgentHello",
+        Control::Heartbeat { .. } => "Heartbeat",
+        Control::Open { .. } => "Open",
+        Control::Started => "Started",
+        Control::Resize { .. } => "Resize",
+        Control::Exit { .. } => "Exit",
+        Control::Close { .. } => "Close",
+    }
+}

@@ -1,0 +1,261 @@
+//! Session driver over an in-memory pipe, playing the broker's side of wire contract §2.2.
+
+use std::time::Duration;
+
+use airlock_agent::session::{serve, SessionLimits, SessionReport};
+use airlock_agent::Error;
+use airlock_proto::{CloseReason, Control, Frame, FrameKind, FramedStream, SessionSpec, MAX_FRAME_LEN};
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+
+/// Upper bound for anything a test waits for; a healthy run takes a fraction of it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Broker {
+    stream: FramedStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>,
+    seq: u64,
+}
+
+fn start(limits: SessionLimits) -> (Broker, JoinHandle<Result<SessionReport, Error>>) {
+    let (ours, agents) = tokio::io::duplex(64 * 1024);
+    let (r, w) = tokio::io::split(agents);
+    let task = tokio::spawn(async move { serve(r, w, &limits).await });
+    let (r, w) = tokio::io::split(ours);
+    (Broker { stream: FramedStream::new(r, w, MAX_FRAME_LEN), seq: 0 }, task)
+}
+
+impl Broker {
+    async fn control(&mut self, msg: Control) {
+        self.stream.send_control(&msg).await.unwrap();
+    }
+
+    async fn open(&mut self, spec: SessionSpec) {
+        self.control(Control::Open { session_id: "tester-0123456789abcdef0".into(), spec }).await;
+        assert_eq!(self.next_control().await, Control::Started);
+    }
+
+    async fn type_in(&mut self, text: &str) {
+        let frame = Frame::data(self.seq, Bytes::copy_from_slice(text.as_bytes()));
+        self.seq += 1;
+        self.stream.send(frame).await.unwrap();
+    }
+
+    /// The next frame; panics on end of stream or when nothing comes within PATIENCE.
+    async fn next(&mut self) -> Frame {
+        match timeout(PATIENCE, self.stream.recv()).await {
+            Ok(Ok(Some(frame))) => frame,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    async fn next_control(&mut self) -> Control {
+        self.next().await.to_control().unwrap()
+    }
+
+    /// Reads output until it contains `needle`; returns everything read.
+    async fn read_until(&mut self, needle: &str) -> String {
+        let mut seen = String::new();
+        while !seen.contains(needle) {
+            let frame = self.next().await;
+            match frame.kind {
+                FrameKind::Data => seen.push_str(&String::from_utf8_lossy(&frame.payload)),
+                _ => panic!("{:?} before {needle:?}; output so far: {seen:?}", frame.to_control()),
+            }
+        }
+        seen
+    }
+
+    /// Reads to the `Exit`, skipping output; returns the code.
+    async fn read_exit(&mut self) -> i32 {
+        loop {
+            let frame = self.next().await;
+            if frame.kind == FrameKind::Control {
+                match frame.to_control().unwrap() {
+                    Control::Exit { code } => return code,
+                    other => panic!("expected Exit, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    async fn expect_end(&mut self) {
+        let end = timeout(PATIENCE, self.stream.recv()).await.unwrap().unwrap();
+        assert!(end.is_none(), "expected the stream to finish, got {end:?}");
+    }
+}
+
+fn command(cmd: &str) -> SessionSpec {
+    SessionSpec::Command { command: cmd.into() }
+}
+
+#[tokio::test]
+async fn shell_runs_resizes_and_exits_with_code() {
+    let (mut broker, task) = start(SessionLimits::default());
+    broker.open(SessionSpec::Shell { cols: 80, rows: 24, term: "xterm".into() }).await;
+    // The terminal echoes the input line, but only the shell's arithmetic produces "airlock-42".
+    broker.type_in("echo airlock-$((40+2))\n").await;
+    broker.read_until("airlock-42").await;
+
+    broker.control(Control::Resize { cols: 120, rows: 40 }).await;
+    broker.type_in("stty size\n").await;
+    broker.read_until("40 120").await;
+
+    broker.type_in("echo \"term=$TERM\"\n").await;
+    broker.read_until("term=xterm").await;
+
+    broker.type_in("exit 7\n").await;
+    assert_eq!(broker.read_exit().await, 7);
+    broker.expect_end().await;
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.exit_code, Some(7));
+    assert_eq!(report.session_id.as_str(), "tester-0123456789abcdef0");
+}
+
+#[tokio::test]
+async fn command_keeps_stdout_and_stderr_apart() {
+    let (mut broker, task) = start(SessionLimits::default());
+    broker.open(command("echo out; echo err >&2; exit 3")).await;
+    let (mut stdout, mut stderr, mut seqs) = (Vec::new(), Vec::new(), Vec::new());
+    let code = loop {
+        let frame = broker.next().await;
+        match frame.kind {
+            FrameKind::Data => stdout.extend_from_slice(&frame.payload),
+            FrameKind::Stderr => stderr.extend_from_slice(&frame.payload),
+            FrameKind::Control => match frame.to_control().unwrap() {
+                Control::Exit { code } => break code,
+                other => panic!("unexpected {other:?}"),
+            },
+        }
+        seqs.push(frame.seq);
+    };
+    assert_eq!(String::from_utf8(stdout).unwrap(), "out\n");
+    assert_eq!(String::from_utf8(stderr).unwrap(), "err\n");
+    assert_eq!(code, 3);
+    let expected: Vec<u64> = (0..seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "one counter for both kinds, from 0");
+    broker.expect_end().await;
+    assert_eq!(task.await.unwrap().unwrap().exit_code, Some(3));
+}
+
+#[tokio::test]
+async fn large_output_arrives_whole_in_bounded_chunks() {
+    let (mut broker, _task) = start(SessionLimits::default());
+    broker.open(command("head -c 3000000 /dev/zero")).await;
+    let mut total = 0usize;
+    let code = loop {
+        let frame = broker.next().await;
+        match frame.kind {
+            FrameKind::Data => {
+                assert!(frame.payload.len() <= 32 * 1024, "chunk of {}", frame.payload.len());
+                assert!(frame.payload.iter().all(|&b| b == 0));
+                total += frame.payload.len();
+            }
+            FrameKind::Stderr => panic!("stderr: {:?}", frame.payload),
+            FrameKind::Control => match frame.to_control().unwrap() {
+                Control::Exit { code } => break code,
+                other => panic!("unexpected {other:?}"),
+            },
+        }
+    };
+    assert_eq!((code, total), (0, 3_000_000));
+}
+
+#[tokio::test]
+async fn close_terminates_a_command_quickly() {
+    let (mut broker, task) = start(SessionLimits::default());
+    broker.open(command("sleep 100")).await;
+    let asked = Instant::now();
+    broker
+        .control(Control::Close { reason: CloseReason::Terminated, message: "TerminateSession".into() })
+        .await;
+    let code = broker.read_exit().await;
+    assert!(code == 128 + 1 || code == 128 + 9, "exit code {code}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
+    broker.expect_end().await;
+    assert!(task.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn sighup_ignored_means_sigkill_after_the_grace() {
+    let limits = SessionLimits { kill_grace: Duration::from_millis(300), ..SessionLimits::default() };
+    let (mut broker, _task) = start(limits);
+    // The shell ignores SIGHUP for itself and the sleep it runs in the foreground.
+    broker.open(command("trap '' HUP; echo armed; sleep 100; echo survived")).await;
+    // Only once the trap is set does SIGHUP meet a process that ignores it.
+    broker.read_until("armed").await;
+    broker.control(Control::Close { reason: CloseReason::Terminated, message: String::new() }).await;
+    assert_eq!(broker.read_exit().await, 128 + 9);
+}
+
+#[tokio::test]
+async fn peer_going_away_kills_the_process() {
+    let (mut broker, task) = start(SessionLimits::default());
+    broker.open(command("sleep 100")).await;
+    // The broker finishes its side without a Close: the agent must not leave `sleep` running.
+    broker.stream.writer.close().await.unwrap();
+    let code = broker.read_exit().await;
+    assert!(code == 128 + 1 || code == 128 + 9, "exit code {code}");
+    assert!(task.await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn close_ends_a_shell() {
+    let (mut broker, _task) = start(SessionLimits::default());
+    broker.open(SessionSpec::Shell { cols: 80, rows: 24, term: "xterm".into() }).await;
+    broker.type_in("echo ready-$((1+1))\n").await;
+    broker.read_until("ready-2").await;
+    broker.control(Control::Close { reason: CloseReason::Terminated, message: String::new() }).await;
+    let code = broker.read_exit().await;
+    assert!(code == 128 + 1 || code == 128 + 9, "exit code {code}");
+    broker.expect_end().await;
+}
+
+#[tokio::test]
+async fn garbage_first_frame_is_a_protocol_error() {
+    let (mut broker, task) = start(SessionLimits::default());
+    broker.type_in("ls\n").await;
+    match broker.next_control().await {
+        Control::Close { reason: CloseReason::ProtocolError, message } => {
+            assert!(message.contains("Open"), "{message}")
+        }
+        other => panic!("expected Close{{ProtocolError}}, got {other:?}"),
+    }
+    broker.expect_end().await;
+    assert!(matches!(task.await.unwrap(), Err(Error::Protocol(_))));
+}
+
+#[tokio::test]
+async fn missing_open_times_out() {
+    let limits = SessionLimits { open_timeout: Duration::from_millis(100), ..SessionLimits::default() };
+    let (mut broker, task) = start(limits);
+    match broker.next_control().await {
+        Control::Close { reason: CloseReason::ProtocolError, .. } => {}
+        other => panic!("expected Close{{ProtocolError}}, got {other:?}"),
+    }
+    broker.expect_end().await;
+    assert!(task.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn bad_session_id_is_a_protocol_error() {
+    let (mut broker, _task) = start(SessionLimits::default());
+    broker.control(Control::Open { session_id: "no spaces allowed".into(), spec: command("true") }).await;
+    assert!(matches!(broker.next_control().await, Control::Close { reason: CloseReason::ProtocolError, .. }));
+}
+
+#[tokio::test]
+async fn spawn_failure_is_start_failed() {
+    let (mut broker, task) = start(SessionLimits::default());
+    // A NUL byte cannot go into the environment, so the shell cannot be started.
+    let spec = SessionSpec::Shell { cols: 80, rows: 24, term: "xterm\0bad".into() };
+    broker.control(Control::Open { session_id: "tester-1".into(), spec }).await;
+    match broker.next_control().await {
+        Control::Close { reason: CloseReason::StartFailed, message } => assert!(!message.is_empty()),
+        other => panic!("expected Close{{StartFailed}}, got {other:?}"),
+    }
+    broker.expect_end().await;
+    assert_eq!(task.await.unwrap().unwrap().exit_code, None);
+}
