@@ -1,1 +1,341 @@
-fn main() {}
+//! `airlock`: the user's client of the Airlock broker, shaped like `aws ssm …`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airlock_cli::params::{self, Parameters};
+use airlock_cli::start::{self, StartSessionRequest};
+use airlock_cli::{Client, ConfigInput, Error, Settings, EXIT_FAILURE};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+/// Secure sessions to managed instances through an Airlock broker.
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version, about, propagate_version = true)]
+struct Cli {
+    /// Broker API endpoint (https://host:port, or http://127.0.0.1:port for a local broker).
+    #[arg(long, global = true, env = "AIRLOCK_ENDPOINT", value_name = "URL")]
+    endpoint_url: Option<String>,
+    /// PEM file with the broker's CA certificate (required for https endpoints).
+    #[arg(long, global = true, env = "AIRLOCK_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Signing region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's, us-east-1).
+    #[arg(long, global = true, value_name = "REGION")]
+    region: Option<String>,
+    /// Named profile from ~/.aws/credentials and ~/.aws/config.
+    #[arg(long, global = true, value_name = "PROFILE")]
+    profile: Option<String>,
+    /// Log debug details to stderr.
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start an interactive shell, or run one command, on a managed instance.
+    StartSession(StartSessionArgs),
+    /// End a session.
+    TerminateSession {
+        /// The session to end.
+        #[arg(long, value_name = "ID")]
+        session_id: String,
+    },
+    /// List active or past sessions.
+    DescribeSessions(DescribeSessionsArgs),
+    /// List managed instances.
+    DescribeInstanceInformation(DescribeInstancesArgs),
+    /// Create an activation code for registering instances.
+    CreateActivation(CreateActivationArgs),
+    /// Whether an instance's agent is connected.
+    GetConnectionStatus {
+        /// The managed instance (mi-…).
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StartSessionArgs {
+    /// The managed instance (mi-…).
+    #[arg(long)]
+    target: String,
+    /// Session document, e.g. AWS-StartNonInteractiveCommand.
+    #[arg(long)]
+    document_name: Option<String>,
+    /// Document parameters: `command=uname -a`, `k=v,k2=v2`, or JSON.
+    #[arg(long, value_parser = params::parse_parameters)]
+    parameters: Option<Parameters>,
+    /// Why the session is started (recorded by the broker).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PageArgs {
+    /// Maximum items per page.
+    #[arg(long, value_name = "N")]
+    max_results: Option<i64>,
+    /// Token from a previous page's NextToken.
+    #[arg(long, value_name = "TOKEN")]
+    next_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DescribeSessionsArgs {
+    /// Active sessions or History (ended ones).
+    #[arg(long, value_parser = ["Active", "History"])]
+    state: String,
+    /// Filters: `key=Target,value=mi-…` (several allowed), or JSON.
+    #[arg(long, num_args = 1.., value_parser = params::parse_session_filter)]
+    filters: Vec<Vec<Value>>,
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+#[derive(Debug, Args)]
+struct DescribeInstancesArgs {
+    /// Filters: `Key=PingStatus,Values=Online,ConnectionLost` (several allowed), or JSON.
+    #[arg(long, num_args = 1.., value_parser = params::parse_instance_filter)]
+    filters: Vec<Vec<Value>>,
+    /// Filters: `key=InstanceIds,valueSet=mi-…,mi-…` (several allowed), or JSON.
+    #[arg(long, num_args = 1.., value_parser = params::parse_instance_information_filter)]
+    instance_information_filter_list: Vec<Vec<Value>>,
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+#[derive(Debug, Args)]
+struct CreateActivationArgs {
+    /// Role the registered instances assume (recorded by the broker).
+    #[arg(long)]
+    iam_role: String,
+    /// Free-text description.
+    #[arg(long)]
+    description: Option<String>,
+    /// Name given to the registered instances.
+    #[arg(long)]
+    default_instance_name: Option<String>,
+    /// How many instances may register with this activation.
+    #[arg(long, value_name = "N")]
+    registration_limit: Option<i64>,
+    /// When the activation expires: RFC 3339 or epoch seconds.
+    #[arg(long, value_name = "TIME", value_parser = params::parse_timestamp)]
+    expiration_date: Option<Value>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = run(cli);
+    // Flush before exiting: `exit` skips destructors, and the stdin thread may be blocked.
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
+fn run(cli: Cli) -> i32 {
+    if cli.debug {
+        init_logging();
+    }
+    airlock_proto::quic::install_crypto_provider();
+    let input = ConfigInput {
+        endpoint_url: cli.endpoint_url.clone(),
+        ca_file: cli.ca_file.clone(),
+        region: cli.region.clone(),
+        profile: cli.profile.clone(),
+    };
+    // Blocking file reads, done before the runtime exists.
+    let settings = match Settings::resolve(&input) {
+        Ok(s) => s,
+        Err(e) => return report(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, settings));
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(Done::Exit(code)) => code,
+        Ok(Done::Print(response)) => match print_json(&response) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("cannot write the response to stdout: {e}");
+                EXIT_FAILURE
+            }
+        },
+        Err(e) => match e.downcast_ref::<Error>() {
+            Some(e) => report(e),
+            None => {
+                eprintln!("{e:#}");
+                EXIT_FAILURE
+            }
+        },
+    }
+}
+
+fn report(e: &Error) -> i32 {
+    eprintln!("{e}");
+    e.exit_code()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("airlock_cli=debug,airlock_proto=debug,quinn=info")
+    });
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// What is left to do once the async part is over.
+enum Done {
+    /// Exit with this status.
+    Exit(i32),
+    /// Print this API response, then exit 0.
+    Print(Value),
+}
+
+async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Done> {
+    let client = Client::new(
+        settings.endpoint.clone(),
+        settings.ca_pem.as_deref(),
+        settings.region.clone(),
+        settings.credentials,
+    )?;
+    let (op, body) = match command {
+        Command::StartSession(a) => {
+            let request = StartSessionRequest {
+                target: a.target,
+                document_name: a.document_name,
+                parameters: a.parameters,
+                reason: a.reason,
+            };
+            let code = start::start_session(&client, settings.ca_pem.as_deref(), &request).await?;
+            return Ok(Done::Exit(code));
+        }
+        Command::TerminateSession { session_id } => ("TerminateSession", json!({ "SessionId": session_id })),
+        Command::DescribeSessions(a) => {
+            let mut body = Map::new();
+            body.insert("State".into(), json!(a.state));
+            insert_list(&mut body, "Filters", a.filters);
+            insert_page(&mut body, a.page);
+            ("DescribeSessions", Value::Object(body))
+        }
+        Command::DescribeInstanceInformation(a) => {
+            let mut body = Map::new();
+            insert_list(&mut body, "Filters", a.filters);
+            insert_list(&mut body, "InstanceInformationFilterList", a.instance_information_filter_list);
+            insert_page(&mut body, a.page);
+            ("DescribeInstanceInformation", Value::Object(body))
+        }
+        Command::CreateActivation(a) => {
+            let mut body = Map::new();
+            body.insert("IamRole".into(), json!(a.iam_role));
+            insert_opt(&mut body, "Description", a.description.map(Value::from));
+            insert_opt(&mut body, "DefaultInstanceName", a.default_instance_name.map(Value::from));
+            insert_opt(&mut body, "RegistrationLimit", a.registration_limit.map(Value::from));
+            insert_opt(&mut body, "ExpirationDate", a.expiration_date);
+            ("CreateActivation", Value::Object(body))
+        }
+        Command::GetConnectionStatus { target } => ("GetConnectionStatus", json!({ "Target": target })),
+    };
+    let response = client.call(op, &body).await.map_err(Error::from)?;
+    Ok(Done::Print(response))
+}
+
+fn insert_opt(body: &mut Map<String, Value>, name: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        body.insert(name.to_owned(), v);
+    }
+}
+
+fn insert_list(body: &mut Map<String, Value>, name: &str, groups: Vec<Vec<Value>>) {
+    let items: Vec<Value> = groups.into_iter().flatten().collect();
+    if !items.is_empty() {
+        body.insert(name.to_owned(), Value::Array(items));
+    }
+}
+
+fn insert_page(body: &mut Map<String, Value>, page: PageArgs) {
+    insert_opt(body, "MaxResults", page.max_results.map(Value::from));
+    insert_opt(body, "NextToken", page.next_token.map(Value::from));
+}
+
+/// Prints like `aws --output json`: four-space indentation and a trailing newline.
+fn print_json(value: &Value) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b"    "),
+    );
+    serde::Serialize::serialize(value, &mut ser).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let cli = Cli::try_parse_from([
+            "airlock",
+            "--endpoint-url",
+            "http://127.0.0.1:8080",
+            "start-session",
+            "--target",
+            "mi-0123456789abcdef0",
+            "--document-name",
+            "AWS-StartNonInteractiveCommand",
+            "--parameters",
+            "command=uname -a",
+        ])
+        .unwrap();
+        let Command::StartSession(a) = cli.command else { panic!("wrong command") };
+        assert_eq!(a.parameters.unwrap()["command"], vec!["uname -a"]);
+
+        let cli = Cli::try_parse_from([
+            "airlock",
+            "describe-sessions",
+            "--state",
+            "History",
+            "--filters",
+            "key=Target,value=mi-1",
+            "key=Owner,value=alice",
+            "--max-results",
+            "5",
+            "--region",
+            "eu-west-1",
+        ])
+        .unwrap();
+        assert_eq!(cli.region.as_deref(), Some("eu-west-1"), "global options work after the command");
+        let Command::DescribeSessions(a) = cli.command else { panic!("wrong command") };
+        assert_eq!(a.filters.concat().len(), 2);
+        assert_eq!(a.page.max_results, Some(5));
+    }
+
+    #[test]
+    fn usage_errors() {
+        let bad = [
+            vec!["airlock", "describe-sessions", "--state", "Sideways"],
+            vec!["airlock", "start-session"],
+            vec!["airlock", "start-session", "--target", "mi-1", "--parameters", "{bad json"],
+            vec!["airlock", "create-activation", "--iam-role", "r", "--expiration-date", "soon"],
+            vec!["airlock", "frobnicate"],
+        ];
+        for args in bad {
+            let err = Cli::try_parse_from(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

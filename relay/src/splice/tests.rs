@@ -166,3 +166,36 @@ async fn agent_that_ignores_terminate_is_cut_off() {
     assert_eq!((outcome.end, outcome.exit_code), (EndReason::Terminated, None));
     drop(h.agent);
 }
+
+#[tokio::test]
+async fn terminate_gets_through_while_the_agent_reads_nothing() {
+    tokio::time::pause();
+    let h = start(1 << 20).await;
+    // Fill the pipe towards an agent that never reads, until a write blocks in the relay.
+    let filler = Bytes::from(vec![b'k'; 60_000]);
+    let (mut client_r, mut client_w) = h.client.split();
+    // (the downstream side's grace period is what ends the session here)
+    let feeder = tokio::spawn(async move {
+        for seq in 0..8 {
+            if client_w.send(Frame::data(seq, filler.clone())).await.is_err() {
+                break;
+            }
+        }
+        client_w
+    });
+    // Let the relay fill the agent's pipe and block on its next write.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.terminate.cancel();
+    // The session ends within the grace period even though the agent never drained its input.
+    let outcome = h.task.await.unwrap();
+    assert_eq!(outcome.end, EndReason::Terminated);
+    let close = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), client_r.next()).await.unwrap().unwrap().unwrap();
+        if frame.kind == FrameKind::Control {
+            break frame.to_control().unwrap();
+        }
+    };
+    assert!(matches!(close, Control::Close { reason: CloseReason::Terminated, .. }), "{close:?}");
+    feeder.abort();
+    drop(h.agent);
+}

@@ -1,0 +1,31 @@
+//! The `airlock` CLI as a library: SigV4-signed calls to the broker's SSM-style JSON API and
+//! interactive sessions carried over QUIC.
+//!
+//! The binary (`src/main.rs`) is a thin clap front end over these modules, so integration
+//! tests and benches can drive the same code paths.
+
+pub mod api;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod link;
+pub mod params;
+pub mod session;
+pub mod signing;
+pub mod start;
+pub mod terminal;
+
+#[cfg(test)]
+mod testutil;
+
+pub use api::{ApiError, ApiErrorKind, Client};
+pub use config::{ConfigInput, Endpoint, Settings};
+pub use credentials::Credentials;
+pub use error::Error;
+
+/// Exit status for a command line that is wrong (clap uses the same for its own errors).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status for an error returned by the service (as the AWS CLI v2 uses).
+pub const EXIT_SERVICE_ERROR: i32 = 254;
+/// Exit status for everything else that went wrong: connection, configuration, protocol.
+pub const EXIT_FAILURE: i32 = 255;

@@ -1,0 +1,410 @@
+//! The client side of a session stream: hello and ready, then input and output pumps.
+//!
+//! Generic over the byte streams so tests can run it over an in-memory pipe.
+
+use std::time::Duration;
+
+use airlock_proto::control::{ClientRequest, CloseReason, Control};
+use airlock_proto::frame::{Frame, FrameCodec, FrameKind, ProtoError};
+use airlock_proto::stream::FramedStream;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::error::Error;
+
+/// How long the broker has to answer `ClientHello` with `Ready` or `Close`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one frame may take to be accepted by the stream before we give up on the peer.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first message of the session stream.
+pub fn client_hello(token: &str, size: Option<(u16, u16)>, term: String) -> ClientRequest {
+    let (cols, rows) = size.unwrap_or((0, 0));
+    ClientRequest {
+        token: token.to_owned(),
+        client_version: env!("CARGO_PKG_VERSION").to_owned(),
+        cols,
+        rows,
+        term,
+    }
+}
+
+/// Sends `ClientHello` and waits for `Ready`; a `Close` instead becomes [`Error::Rejected`].
+pub async fn handshake<R, W>(
+    stream: &mut FramedStream<R, W>,
+    hello: ClientRequest,
+    session_id: &str,
+) -> Result<(), Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let sent = tokio::time::timeout(SEND_TIMEOUT, stream.send_control(&Control::ClientHello(hello))).await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Error::Connect(format!("cannot send the session request: {e}"))),
+        Err(_) => {
+            return Err(Error::Connect("the broker did not accept the session request in time".to_owned()))
+        }
+    }
+    match stream.recv_control(READY_TIMEOUT).await {
+        Ok(Control::Ready { .. }) => Ok(()),
+        Ok(Control::Close { reason, message }) => {
+            Err(Error::Rejected { session_id: session_id.to_owned(), reason, message })
+        }
+        Ok(other) => Err(Error::Protocol(format!("expected Ready, got {other:?}"))),
+        Err(ProtoError::Timeout) => Err(Error::Connect(format!(
+            "the broker did not confirm session {session_id} within {} s",
+            READY_TIMEOUT.as_secs()
+        ))),
+        Err(ProtoError::Closed) => {
+            Err(Error::Connect(format!("the broker closed the stream before session {session_id} was ready")))
+        }
+        Err(e) => Err(Error::Protocol(e.to_string())),
+    }
+}
+
+/// How the output side of a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The broker sent `Close`.
+    Closed { reason: CloseReason, message: String },
+    /// The stream finished without a `Close`.
+    StreamEnded,
+    /// The stream or connection failed.
+    Failed(String),
+    /// Writing our own stdout or stderr failed (e.g. a closed pipe).
+    LocalOutput(String),
+}
+
+/// The result of a session's output side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The remote exit code, if an `Exit` arrived.
+    pub exit: Option<i32>,
+    /// How the stream ended.
+    pub end: End,
+}
+
+/// Copies `Data` to `out` and `Stderr` to `err` (flushing each, so interactive output shows at
+/// once), remembers `Exit`, and returns at `Close` or the end of the stream.
+pub async fn pump_output<R, O, E>(reader: &mut FramedRead<R, FrameCodec>, out: &mut O, err: &mut E) -> Outcome
+where
+    R: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let mut exit = None;
+    loop {
+        // No deadline: an idle shell is silent for hours; QUIC keep-alives and the idle
+        // timeout end this read if the broker itself goes away.
+        let frame = match reader.next().await {
+            None => return Outcome { exit, end: End::StreamEnded },
+            Some(Err(e)) => return Outcome { exit, end: End::Failed(e.to_string()) },
+            Some(Ok(frame)) => frame,
+        };
+        let written = match frame.kind {
+            FrameKind::Data => {
+                write_flush(out, &frame.payload).await.map_err(|e| format!("writing stdout: {e}"))
+            }
+            FrameKind::Stderr => {
+                write_flush(err, &frame.payload).await.map_err(|e| format!("writing stderr: {e}"))
+            }
+            FrameKind::Control => match frame.to_control() {
+                Ok(Control::Exit { code }) => {
+                    exit = Some(code);
+                    Ok(())
+                }
+                Ok(Control::Close { reason, message }) => {
+                    return Outcome { exit, end: End::Closed { reason, message } }
+                }
+                Ok(other) => {
+                    tracing::debug!(?other, "ignoring an unexpected control message");
+                    Ok(())
+                }
+                Err(e) => return Outcome { exit, end: End::Failed(e.to_string()) },
+            },
+        };
+        if let Err(e) = written {
+            return Outcome { exit, end: End::LocalOutput(e) };
+        }
+    }
+}
+
+async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// Sends stdin chunks as `Data` frames numbered 0, 1, 2, … and window sizes as `Resize`,
+/// until both sources are exhausted or the stream fails.
+///
+/// Sizes come through a `watch` so a burst of SIGWINCHs collapses to the latest size
+/// instead of queueing.
+///
+/// Returning does not finish the stream: the caller keeps `writer` alive until the session
+/// ends, because a finished client stream would read as the client leaving.
+pub async fn pump_input<W>(
+    writer: &mut FramedWrite<W, FrameCodec>,
+    mut stdin: Option<mpsc::Receiver<Bytes>>,
+    mut resize: Option<watch::Receiver<(u16, u16)>>,
+) -> Result<(), Error>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut seq = 0u64;
+    loop {
+        let frame = tokio::select! {
+            chunk = recv(&mut stdin), if stdin.is_some() => match chunk {
+                Some(bytes) => {
+                    let f = Frame::data(seq, bytes);
+                    seq += 1;
+                    f
+                }
+                None => {
+                    stdin = None;
+                    continue;
+                }
+            },
+            size = changed(&mut resize), if resize.is_some() => match size {
+                Some((cols, rows)) => Frame::control(&Control::Resize { cols, rows }),
+                None => {
+                    resize = None;
+                    continue;
+                }
+            },
+            else => return Ok(()),
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, writer.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Connect(format!("sending input: {e}"))),
+            Err(_) => return Err(Error::Connect("the broker stopped accepting input".to_owned())),
+        }
+    }
+}
+
+async fn changed<T: Copy>(rx: &mut Option<watch::Receiver<T>>) -> Option<T> {
+    let rx = rx.as_mut()?;
+    rx.changed().await.ok()?;
+    Some(*rx.borrow_and_update())
+}
+
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }
+}
+
+/// The exit status of a finished session and the message to print on stderr, if any.
+///
+/// An `Exit` code wins; otherwise a `Close` for `Terminated` is success (as the SSM plugin
+/// treats TerminateSession) and anything else is failure.
+pub fn conclude(outcome: &Outcome, session_id: &str) -> (i32, Option<String>) {
+    let local_failure = match &outcome.end {
+        End::LocalOutput(e) => Some(e.clone()),
+        _ => None,
+    };
+    if let Some(code) = outcome.exit {
+        return (code, local_failure.map(|e| format!("\r\nSession {session_id}: {e}")));
+    }
+    let ended = |text: &str| Some(format!("\r\nSession {session_id} ended: {text}"));
+    match &outcome.end {
+        End::Closed { reason: CloseReason::Terminated, message } => {
+            (0, ended(or_reason(message, "terminated")))
+        }
+        End::Closed { reason, message } => {
+            let fallback = format!("{reason:?}");
+            (crate::EXIT_FAILURE, ended(or_reason(message, &fallback)))
+        }
+        End::StreamEnded => (crate::EXIT_FAILURE, ended("the broker ended the stream without a reason")),
+        End::Failed(e) => (crate::EXIT_FAILURE, ended(&format!("connection lost: {e}"))),
+        End::LocalOutput(e) => (crate::EXIT_FAILURE, ended(e)),
+    }
+}
+
+fn or_reason<'a>(message: &'a str, fallback: &'a str) -> &'a str {
+    if message.is_empty() {
+        fallback
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_proto::MAX_FRAME_LEN;
+    use tokio::io::{duplex, split, DuplexStream, ReadHalf, WriteHalf};
+
+    type Framed = FramedStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
+
+    fn pair() -> (Framed, Framed) {
+        let (a, b) = duplex(1 << 20);
+        let (ar, aw) = split(a);
+        let (br, bw) = split(b);
+        (FramedStream::new(ar, aw, MAX_FRAME_LEN), FramedStream::new(br, bw, MAX_FRAME_LEN))
+    }
+
+    #[test]
+    fn hello_carries_version_and_size() {
+        let h = client_hello("tok", Some((120, 40)), "screen".into());
+        assert_eq!((h.token.as_str(), h.cols, h.rows, h.term.as_str()), ("tok", 120, 40, "screen"));
+        assert_eq!(h.client_version, env!("CARGO_PKG_VERSION"));
+        let h = client_hello("tok", None, "xterm".into());
+        assert_eq!((h.cols, h.rows), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn handshake_ready() {
+        let (mut client, mut broker) = pair();
+        let b = tokio::spawn(async move {
+            let hello = broker.recv_control(Duration::from_secs(5)).await.unwrap();
+            assert!(matches!(hello, Control::ClientHello(ClientRequest { ref token, .. }) if token == "tok"));
+            broker.send_control(&Control::Ready { session_id: "s-1".into() }).await.unwrap();
+            broker
+        });
+        handshake(&mut client, client_hello("tok", None, "xterm".into()), "s-1").await.unwrap();
+        drop(b.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn handshake_close_is_rejection() {
+        let (mut client, mut broker) = pair();
+        let b = tokio::spawn(async move {
+            broker.recv_control(Duration::from_secs(5)).await.unwrap();
+            broker
+                .send_control(&Control::Close {
+                    reason: CloseReason::TargetNotConnected,
+                    message: "offline".into(),
+                })
+                .await
+                .unwrap();
+            broker
+        });
+        let err = handshake(&mut client, client_hello("tok", None, "xterm".into()), "s-1").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Rejected { reason: CloseReason::TargetNotConnected, message, .. } if message == "offline"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 255);
+        drop(b.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn handshake_stream_end_and_garbage() {
+        let (mut client, broker) = pair();
+        drop(broker);
+        let err = handshake(&mut client, client_hello("t", None, "x".into()), "s").await.unwrap_err();
+        assert!(matches!(err, Error::Connect(_)), "{err}");
+
+        let (mut client, mut broker) = pair();
+        let b = tokio::spawn(async move {
+            broker.recv_control(Duration::from_secs(5)).await.unwrap();
+            broker.send(Frame::data(0, Bytes::from_static(b"early"))).await.unwrap();
+            broker
+        });
+        let err = handshake(&mut client, client_hello("t", None, "x".into()), "s").await.unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err}");
+        drop(b.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn output_routes_frames_and_keeps_exit() {
+        let (client, mut broker) = pair();
+        let (mut reader, _w) = client.split();
+        broker.send(Frame::data(0, Bytes::from_static(b"hello "))).await.unwrap();
+        broker.send(Frame::stderr(1, Bytes::from_static(b"oops"))).await.unwrap();
+        broker.send(Frame::data(2, Bytes::from_static(b"world"))).await.unwrap();
+        broker.send_control(&Control::Exit { code: 3 }).await.unwrap();
+        broker
+            .send_control(&Control::Close { reason: CloseReason::Exited, message: String::new() })
+            .await
+            .unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let outcome = pump_output(&mut reader, &mut out, &mut err).await;
+        assert_eq!(out, b"hello world");
+        assert_eq!(err, b"oops");
+        assert_eq!(
+            outcome,
+            Outcome {
+                exit: Some(3),
+                end: End::Closed { reason: CloseReason::Exited, message: String::new() }
+            }
+        );
+        assert_eq!(conclude(&outcome, "s"), (3, None));
+    }
+
+    #[tokio::test]
+    async fn output_stream_end_without_close() {
+        let (client, mut broker) = pair();
+        let (mut reader, _w) = client.split();
+        broker.send(Frame::data(0, Bytes::from_static(b"x"))).await.unwrap();
+        drop(broker);
+        let outcome = pump_output(&mut reader, &mut Vec::new(), &mut Vec::new()).await;
+        assert_eq!(outcome, Outcome { exit: None, end: End::StreamEnded });
+        let (code, msg) = conclude(&outcome, "s-9");
+        assert_eq!(code, 255);
+        assert!(msg.unwrap().starts_with("\r\nSession s-9 ended: "));
+    }
+
+    #[tokio::test]
+    async fn input_numbers_data_and_sends_resize() {
+        let (client, mut broker) = pair();
+        let (_r, mut writer) = client.split();
+        let (stdin_tx, stdin_rx) = mpsc::channel(4);
+        let (size_tx, size_rx) = watch::channel((80, 24));
+        stdin_tx.send(Bytes::from_static(b"ls\r")).await.unwrap();
+        size_tx.send((90, 20)).unwrap();
+        size_tx.send((100, 30)).unwrap();
+        stdin_tx.send(Bytes::from_static(b"exit\r")).await.unwrap();
+        drop((stdin_tx, size_tx));
+        pump_input(&mut writer, Some(stdin_rx), Some(size_rx)).await.unwrap();
+        let mut data = Vec::new();
+        let mut resized = false;
+        for _ in 0..3 {
+            let f = broker.recv().await.unwrap().unwrap();
+            match f.kind {
+                FrameKind::Data => data.push((f.seq, f.payload)),
+                FrameKind::Control => {
+                    assert_eq!(f.to_control().unwrap(), Control::Resize { cols: 100, rows: 30 });
+                    resized = true;
+                }
+                FrameKind::Stderr => panic!("client never sends stderr"),
+            }
+        }
+        assert!(resized);
+        assert_eq!(data, vec![(0, Bytes::from_static(b"ls\r")), (1, Bytes::from_static(b"exit\r"))]);
+        // Both sources ended without finishing the stream: nothing more arrives yet.
+        let more = tokio::time::timeout(Duration::from_millis(50), broker.recv()).await;
+        assert!(more.is_err(), "stream must stay open");
+        drop(writer);
+    }
+
+    #[test]
+    fn conclusions() {
+        let closed = |reason, message: &str| Outcome {
+            exit: None,
+            end: End::Closed { reason, message: message.to_owned() },
+        };
+        assert_eq!(
+            conclude(&closed(CloseReason::Terminated, "terminated by alice"), "s-1"),
+            (0, Some("\r\nSession s-1 ended: terminated by alice".to_owned()))
+        );
+        assert_eq!(
+            conclude(&closed(CloseReason::AgentLost, "agent went away"), "s-1"),
+            (255, Some("\r\nSession s-1 ended: agent went away".to_owned()))
+        );
+        assert_eq!(
+            conclude(&closed(CloseReason::Internal, ""), "s").1.unwrap(),
+            "\r\nSession s ended: Internal"
+        );
+        let failed = Outcome { exit: Some(7), end: End::Failed("reset".into()) };
+        assert_eq!(conclude(&failed, "s"), (7, None));
+        let broken_pipe = Outcome { exit: None, end: End::LocalOutput("writing stdout: broken pipe".into()) };
+        assert_eq!(conclude(&broken_pipe, "s").0, 255);
+    }
+}

@@ -1,0 +1,53 @@
+//! A throw-away CA, and QUIC and HTTPS listeners standing in for the broker in tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A CA certificate (PEM) and a rustls server config whose certificate it signed.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub server: rustls::ServerConfig,
+}
+
+/// A fresh CA and a server certificate for `names` (DNS names or IP literals).
+pub fn test_ca(names: &[&str], alpn: &[u8]) -> TestCa {
+    airlock_proto::quic::install_crypto_provider();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
+    let key = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(airlock_proto::quic::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    server.alpn_protocols = vec![alpn.to_vec()];
+    TestCa { ca_pem: ca_cert.pem(), server }
+}
+
+/// A CA PEM and a QUIC server endpoint on 127.0.0.1 whose certificate it signed.
+pub struct FakeBroker {
+    pub ca_pem: String,
+    pub endpoint: quinn::Endpoint,
+    pub addr: SocketAddr,
+}
+
+/// Starts a QUIC listener on 127.0.0.1 with a certificate for `names`.
+pub fn fake_broker(names: &[&str]) -> FakeBroker {
+    let ca = test_ca(names, airlock_proto::ALPN);
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(ca.server).unwrap();
+    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    FakeBroker { ca_pem: ca.ca_pem, endpoint, addr }
+}
