@@ -10,7 +10,8 @@ pub struct NewKey {
     pub secret: String,
 }
 
-fn random_from(alphabet: &[u8], len: usize) -> String {
+/// `len` characters drawn uniformly from `alphabet` (a CSPRNG: thread_rng is ChaCha-based).
+pub fn random_from(alphabet: &[u8], len: usize) -> String {
     let mut rng = rand::rng();
     (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
 }

@@ -1,7 +1,5 @@
 //! CreateActivation and RegisterManagedInstance.
 
-use base64::Engine;
-use rand::RngCore;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -86,9 +84,9 @@ pub async fn create(
             "ExpirationDate must be in the future and at most 30 days from now",
         ));
     }
-    let mut raw = [0u8; 15];
-    rand::rng().fill_bytes(&mut raw);
-    let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    // Letters and digits only: a code starting with '-' would read as a flag on a command line.
+    let code =
+        crate::keys::random_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 24);
     let activation = Activation {
         activation_id: uuid::Uuid::new_v4().to_string(),
         code_hash: code_hash(&code),

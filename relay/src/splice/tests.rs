@@ -190,7 +190,8 @@ async fn terminate_gets_through_while_the_agent_reads_nothing() {
     let outcome = h.task.await.unwrap();
     assert_eq!(outcome.end, EndReason::Terminated);
     let close = loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), client_r.next()).await.unwrap().unwrap().unwrap();
+        let frame =
+            tokio::time::timeout(Duration::from_secs(10), client_r.next()).await.unwrap().unwrap().unwrap();
         if frame.kind == FrameKind::Control {
             break frame.to_control().unwrap();
         }

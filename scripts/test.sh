@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace, installing what they need first.
+# Idempotent: safe to run again on the same machine. This is what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "== installing ${missing[*]}"
+        apt-get -o DPkg::Lock::Timeout=300 update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}"
+    fi
+}
+
+# Tests run real shells; bash and coreutils are on every Debian machine, procps gives `ps`.
+apt_install bash coreutils procps
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== build binaries (end-to-end tests run them)"
+cargo build --locked --workspace --bins
+echo "== cargo test"
+cargo test --locked --workspace 2>&1 | tee target/test-output.txt
+# One closing line with the totals over every test binary.
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' target/test-output.txt
