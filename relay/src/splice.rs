@@ -70,34 +70,24 @@ where
     let client_gone = CancellationToken::new();
     let stop = CancellationToken::new();
     let mut bytes_up = 0u64;
-    let mut bytes_down = 0u64;
-    let mut exit_code = None;
 
-    let (up_end, down_end, forwarding) = {
+    let (up_end, down) = {
         let up = upstream(c_read, a_write, rec.clone(), terminate.clone(), &mut bytes_up);
-        let down = downstream(
-            a_read,
-            &mut c_write,
-            rec.clone(),
-            terminate.clone(),
-            client_gone.clone(),
-            stop.clone(),
-            &mut bytes_down,
-            &mut exit_code,
-        );
+        let stops = Stops { terminate: terminate.clone(), client_gone: client_gone.clone(), stop: stop.clone() };
+        let down = downstream(a_read, &mut c_write, rec.clone(), stops);
         tokio::pin!(up, down);
         tokio::select! {
-            d = &mut down => (None, d.0, d.1),
+            d = &mut down => (None, d),
             u = &mut up => {
                 match u {
                     UpEnd::ClientGone(_) => client_gone.cancel(),
                     _ => stop.cancel(),
                 }
-                let d = down.await;
-                (Some(u), d.0, d.1)
+                (Some(u), down.await)
             }
         }
     };
+    let Down { end: down_end, forwarding, bytes: bytes_down, exit_code } = down;
 
     let (end, reason, message) = classify(&terminate, up_end, down_end, exit_code);
     if forwarding {
@@ -228,20 +218,37 @@ where
     end
 }
 
+/// What tells the agent-to-client direction to wind down.
+struct Stops {
+    /// TerminateSession.
+    terminate: CancellationToken,
+    /// The client went away: stop forwarding, give the agent its grace period.
+    client_gone: CancellationToken,
+    /// The other direction ended for another reason: give the agent its grace period.
+    stop: CancellationToken,
+}
+
+/// How the agent-to-client direction ended.
+struct Down {
+    end: DownEnd,
+    /// Whether the client can still be written to.
+    forwarding: bool,
+    bytes: u64,
+    exit_code: Option<i32>,
+}
+
 async fn downstream<AR, CW>(
     mut a_read: FramedRead<AR, FrameCodec>,
     c_write: &mut FramedWrite<CW, FrameCodec>,
     rec: Shared,
-    terminate: CancellationToken,
-    client_gone: CancellationToken,
-    stop: CancellationToken,
-    bytes: &mut u64,
-    exit_code: &mut Option<i32>,
-) -> (DownEnd, bool)
+    stops: Stops,
+) -> Down
 where
     AR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
 {
+    let Stops { terminate, client_gone, stop } = stops;
+    let (mut bytes, mut exit_code) = (0u64, None);
     let mut expect_seq = 0u64;
     let mut forwarding = true;
     let mut stop_at: Option<Instant> = None;
@@ -279,13 +286,13 @@ where
                     ));
                 }
                 expect_seq += 1;
-                *bytes += frame.payload.len() as u64;
+                bytes += frame.payload.len() as u64;
                 if let Err(e) = rec.lock().await.output(&frame.payload).await {
                     break DownEnd::RecordingFailed(format!("recording failed, session stopped: {e}"));
                 }
             }
             FrameKind::Control => match frame.to_control() {
-                Ok(Control::Exit { code }) => *exit_code = Some(code),
+                Ok(Control::Exit { code }) => exit_code = Some(code),
                 Ok(Control::Close { reason, message }) => break DownEnd::AgentClosed(reason, message),
                 Ok(other) => break DownEnd::Protocol(format!("agent sent an unexpected {other:?}")),
                 Err(e) => break DownEnd::Protocol(format!("agent: {e}")),
@@ -295,7 +302,7 @@ where
             forwarding = false;
         }
     };
-    (end, forwarding)
+    Down { end, forwarding, bytes, exit_code }
 }
 
 #[cfg(test)]
