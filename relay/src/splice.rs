@@ -73,7 +73,8 @@ where
 
     let (up_end, down) = {
         let up = upstream(c_read, a_write, rec.clone(), terminate.clone(), &mut bytes_up);
-        let stops = Stops { terminate: terminate.clone(), client_gone: client_gone.clone(), stop: stop.clone() };
+        let stops =
+            Stops { terminate: terminate.clone(), client_gone: client_gone.clone(), stop: stop.clone() };
         let down = downstream(a_read, &mut c_write, rec.clone(), stops);
         tokio::pin!(up, down);
         tokio::select! {
