@@ -57,6 +57,10 @@ pub enum CloseReason {
     ClientLost,
     /// Anything else; the message says what.
     Internal,
+    /// The agent's operator does not allow the requested host and port.
+    Refused,
+    /// The TCP connection on the far side failed (refused, unreachable, reset).
+    ConnectFailed,
 }
 
 /// Every control message. Which side may send which is documented per variant.
@@ -80,6 +84,13 @@ pub enum Control {
     Exit { code: i32 },
     /// any direction: the stream ends; `message` is for humans.
     Close { reason: CloseReason, message: String },
+    /// client → broker: first frame of each further stream of a port session; carries one
+    /// TCP connection to the session's port target number `target` (0-based, in the order
+    /// of the StartSession parameters).
+    Connect { target: u16 },
+    /// broker → agent: first frame of a broker-opened stream: connect to `host:port` for
+    /// the port session `session_id` and relay that TCP connection on this stream.
+    Dial { session_id: String, host: String, port: u16 },
 }
 
 #[cfg(test)]
@@ -108,6 +119,9 @@ mod tests {
             Control::Resize { cols: 120, rows: 40 },
             Control::Exit { code: -1 },
             Control::Close { reason: CloseReason::AgentLost, message: "gone".into() },
+            Control::Close { reason: CloseReason::Refused, message: "no".into() },
+            Control::Connect { target: 3 },
+            Control::Dial { session_id: "s".into(), host: "db.internal".into(), port: 5432 },
         ];
         for msg in msgs {
             let bytes = postcard::to_allocvec(&msg).unwrap();
