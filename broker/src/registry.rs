@@ -22,6 +22,15 @@ pub enum SessionPlan {
     Shell,
     /// A non-interactive command.
     Command(String),
+    /// Port forwarding (and ssh's ProxyCommand): TCP connections to these targets.
+    Port(Vec<PortTarget>),
+}
+
+/// One host and port a port session may reach, on the agent's side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortTarget {
+    pub host: String,
+    pub port: u16,
 }
 
 /// A session waiting for its client to present the token.

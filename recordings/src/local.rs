@@ -183,6 +183,11 @@ impl Recorder {
         self.write(event_line(self.elapsed_us(), EventCode::Resize, &format!("{cols}x{rows}"))).await
     }
 
+    /// Records a lifecycle note, e.g. a forwarded connection opening or closing.
+    pub async fn marker(&mut self, note: &str) -> Result<(), RecordingError> {
+        self.write(event_line(self.elapsed_us(), EventCode::Marker, note)).await
+    }
+
     /// Closes the recording: flushes held-back bytes, notes how it ended, syncs, renames
     /// it to its final name and writes the manifest.
     pub async fn finish(
@@ -250,6 +255,7 @@ mod tests {
         rec.output(b"\xac\r\n").await.unwrap();
         rec.input(b"ls\r").await.unwrap();
         rec.resize(120, 40).await.unwrap();
+        rec.marker("conn 1 open").await.unwrap();
         let manifest = rec.finish(EndReason::Exited, Some(7)).await.unwrap();
         let (cast, man) = recording_paths(dir.path(), "admin-1");
         let text = std::fs::read_to_string(&cast).unwrap();
@@ -262,10 +268,14 @@ mod tests {
         assert_eq!(lines[2][2], "€\r\n");
         assert_eq!(lines[3][1], "i");
         assert_eq!(lines[4][2], "120x40");
-        assert_eq!(lines[5][1], "m");
-        assert!(lines[5][2].as_str().unwrap().contains("exit code 7"));
+        assert_eq!(
+            (&lines[5][1], &lines[5][2]),
+            (&serde_json::json!("m"), &serde_json::json!("conn 1 open"))
+        );
+        assert_eq!(lines[6][1], "m");
+        assert!(lines[6][2].as_str().unwrap().contains("exit code 7"));
         assert_eq!(manifest.size, text.len() as u64);
-        assert_eq!(manifest.events, 5);
+        assert_eq!(manifest.events, 6);
         assert_eq!(manifest.sha256, hex::encode(Sha256::digest(text.as_bytes())));
         let on_disk: Manifest = serde_json::from_slice(&std::fs::read(man).unwrap()).unwrap();
         assert_eq!(on_disk, manifest);

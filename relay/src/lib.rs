@@ -2,5 +2,7 @@
 //! chunk before it is forwarded.
 
 pub mod splice;
+pub mod tcp;
 
 pub use splice::{splice, SpliceOutcome};
+pub use tcp::{pipe, PipeOutcome};

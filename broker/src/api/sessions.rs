@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{paginate, ApiError};
 use crate::app::{now_us, App};
-use crate::registry::{PendingSession, SessionPlan};
+use crate::registry::{PendingSession, PortTarget, SessionPlan};
 use crate::store::{Principal, SessionEnd, SessionRecord, SessionStatus};
 use airlock_proto::{InstanceId, SessionId};
 
@@ -15,6 +15,60 @@ use airlock_proto::{InstanceId, SessionId};
 pub const SHELL_DOCUMENT: &str = "SSM-SessionManagerRunShell";
 /// The document for one command without a PTY.
 pub const COMMAND_DOCUMENT: &str = "AWS-StartNonInteractiveCommand";
+/// Port forwarding to the agent host's own ports.
+pub const PORT_DOCUMENT: &str = "AWS-StartPortForwardingSession";
+/// Port forwarding to hosts reachable from the agent.
+pub const REMOTE_PORT_DOCUMENT: &str = "AWS-StartPortForwardingSessionToRemoteHost";
+/// ssh's ProxyCommand: one connection to the agent host's sshd.
+pub const SSH_DOCUMENT: &str = "AWS-StartSSHSession";
+
+/// Reads the port targets of a port document: the i-th `portNumber` and `host` make target i.
+fn port_targets(
+    params: &HashMap<String, Vec<String>>,
+    default_port: u16,
+    host_required: bool,
+) -> Result<Vec<PortTarget>, ApiError> {
+    let bad = |m: String| ApiError::bad("InvalidParameters", m);
+    let ports: Vec<u16> = match params.get("portNumber") {
+        None => vec![default_port],
+        Some(list) if list.is_empty() => vec![default_port],
+        Some(list) => list
+            .iter()
+            .map(|p| {
+                p.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad(format!("portNumber {p:?} is not a port number (1-65535)")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let hosts = params.get("host").cloned().unwrap_or_default();
+    if host_required && hosts.is_empty() {
+        return Err(bad("this document requires the parameter \"host\"".into()));
+    }
+    if !hosts.is_empty() && hosts.len() != ports.len() {
+        return Err(bad(format!("{} host values for {} portNumber values", hosts.len(), ports.len())));
+    }
+    if ports.len() > 64 {
+        return Err(bad("at most 64 port targets per session".into()));
+    }
+    ports
+        .into_iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let host = hosts.get(i).map(|h| h.trim().to_owned()).unwrap_or_else(|| "localhost".to_owned());
+            let valid = !host.is_empty()
+                && host.len() <= 253
+                && !host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/');
+            if valid {
+                Ok(PortTarget { host, port })
+            } else {
+                Err(bad(format!("host {host:?} is not a host name or address")))
+            }
+        })
+        .collect()
+}
 
 /// StartSession's input.
 #[derive(Deserialize)]
@@ -67,9 +121,21 @@ fn plan_for(document: &str, params: &HashMap<String, Vec<String>>) -> Result<Ses
             }
             Ok(SessionPlan::Command(command))
         }
+        PORT_DOCUMENT => Ok(SessionPlan::Port(port_targets(params, 80, false)?)),
+        REMOTE_PORT_DOCUMENT => Ok(SessionPlan::Port(port_targets(params, 80, true)?)),
+        SSH_DOCUMENT => {
+            let targets = port_targets(params, 22, false)?;
+            if targets.len() != 1 {
+                return Err(ApiError::bad("InvalidParameters", "AWS-StartSSHSession takes one portNumber"));
+            }
+            Ok(SessionPlan::Port(targets))
+        }
         other => Err(ApiError::bad(
             "InvalidDocument",
-            format!("Document {other} does not exist or is not supported by this broker (supported: {SHELL_DOCUMENT}, {COMMAND_DOCUMENT})"),
+            format!(
+                "Document {other} does not exist or is not supported by this broker (supported: {SHELL_DOCUMENT}, \
+                 {COMMAND_DOCUMENT}, {PORT_DOCUMENT}, {REMOTE_PORT_DOCUMENT}, {SSH_DOCUMENT})"
+            ),
         )),
     }
 }
@@ -243,5 +309,42 @@ mod tests {
         assert_eq!(plan_for(COMMAND_DOCUMENT, &cmd).unwrap(), SessionPlan::Command("uname -a".into()));
         assert_eq!(plan_for(COMMAND_DOCUMENT, &none).unwrap_err().code, "InvalidParameters");
         assert_eq!(plan_for("AWS-Nope", &none).unwrap_err().code, "InvalidDocument");
+    }
+
+    fn params(pairs: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
+    }
+
+    #[test]
+    fn port_documents() {
+        let t = |host: &str, port| PortTarget { host: host.into(), port };
+        assert_eq!(
+            plan_for(SSH_DOCUMENT, &HashMap::new()).unwrap(),
+            SessionPlan::Port(vec![t("localhost", 22)])
+        );
+        assert_eq!(
+            plan_for(
+                PORT_DOCUMENT,
+                &params(&[("portNumber", &["5432", "80"]), ("localPortNumber", &["0", "1"])])
+            )
+            .unwrap(),
+            SessionPlan::Port(vec![t("localhost", 5432), t("localhost", 80)])
+        );
+        assert_eq!(
+            plan_for(REMOTE_PORT_DOCUMENT, &params(&[("host", &["db.internal"]), ("portNumber", &["5432"])]))
+                .unwrap(),
+            SessionPlan::Port(vec![t("db.internal", 5432)])
+        );
+        for (doc, p) in [
+            (REMOTE_PORT_DOCUMENT, params(&[("portNumber", &["5432"])])),
+            (PORT_DOCUMENT, params(&[("portNumber", &["0"])])),
+            (PORT_DOCUMENT, params(&[("portNumber", &["65536"])])),
+            (PORT_DOCUMENT, params(&[("portNumber", &["http"])])),
+            (REMOTE_PORT_DOCUMENT, params(&[("host", &["a", "b"]), ("portNumber", &["1"])])),
+            (REMOTE_PORT_DOCUMENT, params(&[("host", &["a b"]), ("portNumber", &["1"])])),
+            (SSH_DOCUMENT, params(&[("portNumber", &["22", "23"])])),
+        ] {
+            assert_eq!(plan_for(doc, &p).unwrap_err().code, "InvalidParameters", "{doc} {p:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use airlock_proto::{ClientRequest, CloseReason, Control, FramedStream, SessionSpec, MAX_FRAME_LEN};
 use airlock_recordings::{EndReason, Recorder, RecordingMeta};
 
+use super::port_session::refuse;
 use crate::app::{now_us, App};
 use crate::registry::{PendingSession, SessionPlan};
 use crate::store::{SessionEnd, SessionStatus};
@@ -15,6 +16,8 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 const START_DEADLINE: Duration = Duration::from_secs(15);
 /// How long we wait for the client to read the final frames before closing.
 const LINGER: Duration = Duration::from_secs(5);
+
+type Stream = FramedStream<quinn::RecvStream, quinn::SendStream>;
 
 pub async fn run(app: Arc<App>, connection: quinn::Connection) {
     let remote = connection.remote_address();
@@ -42,78 +45,91 @@ pub async fn run(app: Arc<App>, connection: quinn::Connection) {
         }
     };
     let id = pending.session_id.clone();
-    match open_session(&app, &pending, &hello).await {
-        Err((reason, message)) => {
-            tracing::warn!(session = %id, %message, "session could not start");
-            refuse(&mut client, reason, message.clone()).await;
-            let end = SessionEnd {
-                status: SessionStatus::Failed,
-                end_us: now_us(),
-                details: message,
-                exit_code: None,
-            };
-            if let Err(e) = app.store.finish_session(&id, &end).await {
-                tracing::error!(error = %e, "cannot record session end");
+    if let SessionPlan::Port(targets) = pending.plan.clone() {
+        match start_recording(&app, &pending, 0, 0, String::new()).await {
+            Ok(recorder) => {
+                super::port_session::run(app.clone(), &connection, client, pending, targets, recorder).await
+            }
+            Err((reason, message)) => {
+                refuse(&mut client, reason, message.clone()).await;
+                fail(&app, &id, message).await;
             }
         }
-        Ok((agent, recorder)) => {
-            let terminate = app.registry.session_started(&id);
-            if let Err(e) = app.store.set_session_status(&id, SessionStatus::Connected).await {
-                tracing::error!(error = %e, "cannot record session start");
+    } else {
+        match open_session(&app, &pending, &hello).await {
+            Err((reason, message)) => {
+                tracing::warn!(session = %id, %message, "session could not start");
+                refuse(&mut client, reason, message.clone()).await;
+                fail(&app, &id, message).await;
             }
-            if client.send_control(&Control::Ready { session_id: id.clone() }).await.is_ok() {
-                tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
-            }
-            let outcome = airlock_relay::splice(client.split(), agent.split(), recorder, terminate).await;
-            app.registry.session_ended(&id);
-            let status = match outcome.end {
-                EndReason::ProtocolError => SessionStatus::Failed,
-                _ => SessionStatus::Terminated,
-            };
-            let end = SessionEnd {
-                status,
-                end_us: now_us(),
-                details: outcome.message.clone(),
-                exit_code: outcome.exit_code,
-            };
-            if let Err(e) = app.store.finish_session(&id, &end).await {
-                tracing::error!(error = %e, "cannot record session end");
-            }
-            match &outcome.recording {
-                Ok(m) => tracing::info!(
-                    session = %id, end = ?outcome.end, exit = ?outcome.exit_code, bytes_in = outcome.bytes_from_client,
-                    bytes_out = outcome.bytes_from_agent, recording_sha256 = %m.sha256, "session ended"
-                ),
-                Err(e) => {
-                    tracing::error!(session = %id, error = %e, "session ended but its recording could not be finished")
-                }
-            }
+            Ok((agent, recorder)) => process_session(&app, client, agent, recorder, &pending).await,
         }
     }
     linger(&connection).await;
 }
 
-type AgentStream = FramedStream<quinn::RecvStream, quinn::SendStream>;
+/// Splices a shell or command session until it ends, then records how.
+async fn process_session(
+    app: &App,
+    mut client: Stream,
+    agent: Stream,
+    recorder: Recorder,
+    pending: &PendingSession,
+) {
+    let id = &pending.session_id;
+    let terminate = app.registry.session_started(id);
+    if let Err(e) = app.store.set_session_status(id, SessionStatus::Connected).await {
+        tracing::error!(error = %e, "cannot record session start");
+    }
+    if client.send_control(&Control::Ready { session_id: id.clone() }).await.is_ok() {
+        tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
+    }
+    let outcome = airlock_relay::splice(client.split(), agent.split(), recorder, terminate).await;
+    app.registry.session_ended(id);
+    let status = match outcome.end {
+        EndReason::ProtocolError => SessionStatus::Failed,
+        _ => SessionStatus::Terminated,
+    };
+    let end = SessionEnd {
+        status,
+        end_us: now_us(),
+        details: outcome.message.clone(),
+        exit_code: outcome.exit_code,
+    };
+    if let Err(e) = app.store.finish_session(id, &end).await {
+        tracing::error!(error = %e, "cannot record session end");
+    }
+    match &outcome.recording {
+        Ok(m) => tracing::info!(
+            session = %id, end = ?outcome.end, exit = ?outcome.exit_code, bytes_in = outcome.bytes_from_client,
+            bytes_out = outcome.bytes_from_agent, recording_sha256 = %m.sha256, "session ended"
+        ),
+        Err(e) => {
+            tracing::error!(session = %id, error = %e, "session ended but its recording could not be finished")
+        }
+    }
+}
 
-/// Starts the recording first (no recording, no session), then the agent's side.
-async fn open_session(
+/// Records a session that never ran.
+async fn fail(app: &App, id: &str, message: String) {
+    let end =
+        SessionEnd { status: SessionStatus::Failed, end_us: now_us(), details: message, exit_code: None };
+    if let Err(e) = app.store.finish_session(id, &end).await {
+        tracing::error!(error = %e, "cannot record session end");
+    }
+}
+
+/// Opens the session's recording; no recording, no session.
+async fn start_recording(
     app: &App,
     pending: &PendingSession,
-    hello: &ClientRequest,
-) -> Result<(AgentStream, Recorder), (CloseReason, String)> {
-    let (cols, rows) = if hello.cols == 0 || hello.rows == 0 { (80, 24) } else { (hello.cols, hello.rows) };
-    let term = if hello.term.is_empty() {
-        "xterm-256color".to_owned()
-    } else {
-        hello.term.chars().take(64).collect()
-    };
-    let spec = match &pending.plan {
-        SessionPlan::Shell => SessionSpec::Shell { cols, rows, term: term.clone() },
-        SessionPlan::Command(command) => SessionSpec::Command { command: command.clone() },
-    };
-    let Some(agent) = app.registry.agent(&pending.target) else {
+    cols: u16,
+    rows: u16,
+    term: String,
+) -> Result<Recorder, (CloseReason, String)> {
+    if app.registry.agent(&pending.target).is_none() {
         return Err((CloseReason::TargetNotConnected, format!("{} is not connected", pending.target)));
-    };
+    }
     let meta = RecordingMeta {
         session_id: pending.session_id.clone(),
         target: pending.target.clone(),
@@ -123,10 +139,36 @@ async fn open_session(
         height: rows,
         term,
     };
-    let recorder = Recorder::create(&app.settings.recordings_dir, meta).await.map_err(|e| {
+    Recorder::create(&app.settings.recordings_dir, meta).await.map_err(|e| {
         (CloseReason::Internal, format!("the session cannot be recorded, so it was refused: {e}"))
-    })?;
-    match start_on_agent(&agent.connection, pending, spec).await {
+    })
+}
+
+/// Starts the recording first (no recording, no session), then the agent's side.
+async fn open_session(
+    app: &App,
+    pending: &PendingSession,
+    hello: &ClientRequest,
+) -> Result<(Stream, Recorder), (CloseReason, String)> {
+    let (cols, rows) = if hello.cols == 0 || hello.rows == 0 { (80, 24) } else { (hello.cols, hello.rows) };
+    let term = if hello.term.is_empty() {
+        "xterm-256color".to_owned()
+    } else {
+        hello.term.chars().take(64).collect()
+    };
+    let spec = match &pending.plan {
+        SessionPlan::Shell => SessionSpec::Shell { cols, rows, term: term.clone() },
+        SessionPlan::Command(command) => SessionSpec::Command { command: command.clone() },
+        SessionPlan::Port(_) => {
+            return Err((CloseReason::ProtocolError, "a port session runs no process".into()))
+        }
+    };
+    let recorder = start_recording(app, pending, cols, rows, term).await?;
+    let started = match app.registry.agent(&pending.target) {
+        Some(agent) => start_on_agent(&agent.connection, pending, spec).await,
+        None => Err((CloseReason::TargetNotConnected, format!("{} is not connected", pending.target))),
+    };
+    match started {
         Ok(stream) => Ok((stream, recorder)),
         Err(e) => {
             // The attempt stays on record, closed, like any other session.
@@ -142,7 +184,7 @@ async fn start_on_agent(
     connection: &quinn::Connection,
     pending: &PendingSession,
     spec: SessionSpec,
-) -> Result<AgentStream, (CloseReason, String)> {
+) -> Result<Stream, (CloseReason, String)> {
     let lost = |e: &dyn std::fmt::Display| {
         (CloseReason::TargetNotConnected, format!("{} went away: {e}", pending.target))
     };
@@ -160,15 +202,6 @@ async fn start_on_agent(
         }
         Err(e) => Err((CloseReason::StartFailed, format!("the agent did not start the session: {e}"))),
     }
-}
-
-async fn refuse(
-    client: &mut FramedStream<quinn::RecvStream, quinn::SendStream>,
-    reason: CloseReason,
-    message: String,
-) {
-    let _ = client.send_control(&Control::Close { reason, message }).await;
-    let _ = futures_util::SinkExt::close(&mut client.writer).await;
 }
 
 /// Gives the client time to read what was sent, then closes.

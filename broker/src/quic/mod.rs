@@ -4,6 +4,7 @@
 
 mod agent_link;
 mod client_link;
+mod port_session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,171 @@
+//! One forwarded TCP connection: client stream ⇄ agent stream, each direction ending on its
+//! own (half-close travels as the end of a QUIC stream), counted for the recording.
+
+use airlock_proto::{Control, FrameCodec, FrameKind, ProtoError};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+/// How a forwarded connection ended.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PipeOutcome {
+    pub bytes_from_client: u64,
+    pub bytes_from_agent: u64,
+    /// Why it ended early, if it did (a peer's Close, a protocol error, or the session stopping).
+    pub error: Option<String>,
+}
+
+/// One direction: frames from `from` to `to` until end of stream, then half-close `to`.
+async fn one_way<R, W>(
+    mut from: FramedRead<R, FrameCodec>,
+    mut to: FramedWrite<W, FrameCodec>,
+    side: &str,
+) -> (u64, Option<String>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut bytes = 0u64;
+    let mut expect_seq = 0u64;
+    let error = loop {
+        let frame = match from.next().await {
+            None => break None,
+            Some(Err(ProtoError::Io(e))) => break Some(format!("{side} stream failed: {e}")),
+            Some(Err(e)) => break Some(format!("{side}: {e}")),
+            Some(Ok(f)) => f,
+        };
+        match frame.kind {
+            FrameKind::Data => {
+                if frame.seq != expect_seq {
+                    break Some(format!(
+                        "{side}: data frame {} out of order, expected {expect_seq}",
+                        frame.seq
+                    ));
+                }
+                expect_seq += 1;
+                bytes += frame.payload.len() as u64;
+                if let Err(e) = to.send(frame).await {
+                    break Some(format!("cannot forward {side}'s data: {e}"));
+                }
+            }
+            FrameKind::Control => match frame.to_control() {
+                Ok(Control::Close { message, .. }) => {
+                    // Pass the reason on, then stop: the connection is over.
+                    let _ = to.send(frame).await;
+                    break Some(format!("{side} closed the connection: {message}"));
+                }
+                Ok(other) => break Some(format!("{side} sent an unexpected {other:?}")),
+                Err(e) => break Some(format!("{side}: {e}")),
+            },
+            FrameKind::Stderr => break Some(format!("{side} sent a stderr frame")),
+        }
+    };
+    // End of stream (or an error): finish our side so the other end sees the half-close.
+    let _ = to.close().await;
+    (bytes, error)
+}
+
+/// Relays one connection until both directions ended or `stop` is cancelled.
+pub async fn pipe<CR, CW, AR, AW>(
+    client: (FramedRead<CR, FrameCodec>, FramedWrite<CW, FrameCodec>),
+    agent: (FramedRead<AR, FrameCodec>, FramedWrite<AW, FrameCodec>),
+    stop: CancellationToken,
+) -> PipeOutcome
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    AR: AsyncRead + Unpin,
+    AW: AsyncWrite + Unpin,
+{
+    let (c_read, c_write) = client;
+    let (a_read, a_write) = agent;
+    let both = async { tokio::join!(one_way(c_read, a_write, "client"), one_way(a_read, c_write, "agent")) };
+    tokio::select! {
+        ((up, e1), (down, e2)) = both => PipeOutcome { bytes_from_client: up, bytes_from_agent: down, error: e1.or(e2) },
+        _ = stop.cancelled() => PipeOutcome { error: Some("the session ended".into()), ..Default::default() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_proto::{CloseReason, Frame, FramedStream};
+    use bytes::Bytes;
+    use std::time::Duration;
+    use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+
+    type Side = FramedStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
+
+    fn pair() -> (Side, Side) {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        (FramedStream::new(ar, aw, 1 << 20), FramedStream::new(br, bw, 1 << 20))
+    }
+
+    async fn recv(s: &mut Side) -> Option<Frame> {
+        tokio::time::timeout(Duration::from_secs(10), s.recv()).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn half_close_each_way_keeps_the_other_direction() {
+        let (mut client, relay_client) = pair();
+        let (mut agent, relay_agent) = pair();
+        let task = tokio::spawn(pipe(relay_client.split(), relay_agent.split(), CancellationToken::new()));
+        client.send(Frame::data(0, Bytes::from_static(b"GET /"))).await.unwrap();
+        let (c_read, mut c_write) = client.split();
+        c_write.close().await.unwrap(); // the client half-closes
+        assert_eq!(&recv(&mut agent).await.unwrap().payload[..], b"GET /");
+        assert!(recv(&mut agent).await.is_none(), "the agent sees the half-close");
+        // The agent still answers, then closes its side.
+        agent.send(Frame::data(0, Bytes::from_static(b"200 OK"))).await.unwrap();
+        agent.send(Frame::data(1, Bytes::from_static(b" body"))).await.unwrap();
+        let (_a_read, mut a_write) = agent.split();
+        a_write.close().await.unwrap();
+        let mut client = FramedStream { reader: c_read, writer: c_write };
+        assert_eq!(&recv(&mut client).await.unwrap().payload[..], b"200 OK");
+        assert_eq!(&recv(&mut client).await.unwrap().payload[..], b" body");
+        assert!(recv(&mut client).await.is_none());
+        let outcome = task.await.unwrap();
+        assert_eq!(outcome, PipeOutcome { bytes_from_client: 5, bytes_from_agent: 11, error: None });
+    }
+
+    #[tokio::test]
+    async fn agent_close_is_passed_on() {
+        let (mut client, relay_client) = pair();
+        let (mut agent, relay_agent) = pair();
+        let task = tokio::spawn(pipe(relay_client.split(), relay_agent.split(), CancellationToken::new()));
+        agent
+            .send_control(&Control::Close { reason: CloseReason::ConnectFailed, message: "reset".into() })
+            .await
+            .unwrap();
+        drop(agent);
+        let got = recv(&mut client).await.unwrap().to_control().unwrap();
+        assert!(matches!(got, Control::Close { reason: CloseReason::ConnectFailed, .. }));
+        drop(client);
+        let outcome = task.await.unwrap();
+        assert!(outcome.error.unwrap().contains("reset"));
+    }
+
+    #[tokio::test]
+    async fn out_of_order_data_stops_the_connection() {
+        let (mut client, relay_client) = pair();
+        let (agent, relay_agent) = pair();
+        let task = tokio::spawn(pipe(relay_client.split(), relay_agent.split(), CancellationToken::new()));
+        client.send(Frame::data(1, Bytes::from_static(b"x"))).await.unwrap();
+        drop(client);
+        drop(agent);
+        assert!(task.await.unwrap().error.unwrap().contains("out of order"));
+    }
+
+    #[tokio::test]
+    async fn stop_ends_a_quiet_connection() {
+        let (_client, relay_client) = pair();
+        let (_agent, relay_agent) = pair();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(pipe(relay_client.split(), relay_agent.split(), stop.clone()));
+        stop.cancel();
+        assert_eq!(task.await.unwrap().error.as_deref(), Some("the session ended"));
+    }
+}
