@@ -1,8 +1,9 @@
 //! The Airlock agent: registers a managed host with the broker, keeps a QUIC link to it, and
-//! runs the shells and commands of the sessions the broker opens.
+//! runs the shells, commands and forwarded TCP connections of the sessions the broker opens.
 
 #![warn(missing_docs)]
 
+pub mod allow;
 pub mod backoff;
 pub mod endpoint;
 pub mod error;

@@ -15,7 +15,7 @@ use crate::backoff::Backoff;
 use crate::endpoint::BrokerUrl;
 use crate::error::Error;
 use crate::host;
-use crate::session::{self, SessionLimits};
+use crate::session::{self, ForwardConfig, SessionLimits, StreamReport};
 use crate::state::StateDir;
 
 /// Timings of the link.
@@ -37,6 +37,9 @@ pub struct LinkConfig {
     pub shutdown_grace: Duration,
     /// Limits applied to every session.
     pub session: SessionLimits,
+    /// Port forwarding: allow-list and deadlines; cancelling its `link_gone` ends every
+    /// forwarded connection.
+    pub forward: ForwardConfig,
 }
 
 impl Default for LinkConfig {
@@ -50,6 +53,7 @@ impl Default for LinkConfig {
             stable_after: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             session: SessionLimits::default(),
+            forward: ForwardConfig::default(),
         }
     }
 }
@@ -246,6 +250,10 @@ async fn serve(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
     let mut last_heard = Instant::now();
+    // Streams of this link see it cancelled when serve returns, however it ends.
+    let forward =
+        ForwardConfig { link_gone: config.forward.link_gone.child_token(), ..config.forward.clone() };
+    let _end_forwards = forward.link_gone.clone().drop_guard();
 
     let end = loop {
         let silence_deadline = last_heard + config.heartbeat_timeout;
@@ -281,9 +289,12 @@ async fn serve(
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let limits = config.session.clone();
+                    let forward = forward.clone();
                     sessions.spawn(async move {
-                        match session::serve(recv, send, &limits).await {
-                            Ok(report) => tracing::debug!(id = %report.session_id, code = ?report.exit_code, "session done"),
+                        match session::serve(recv, send, &limits, &forward).await {
+                            Ok(StreamReport::Session(report)) => tracing::debug!(id = %report.session_id, code = ?report.exit_code, "session done"),
+                            // The forwarding code logs its own line per connection.
+                            Ok(StreamReport::Forward(_)) => {}
                             Err(e) => tracing::warn!("session failed: {e}"),
                         }
                     });

@@ -2,9 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use airlock_agent::allow::AllowList;
 use airlock_agent::link::{self, LinkConfig};
 use airlock_agent::register::{self, RegisterOptions};
+use airlock_agent::session::ForwardConfig;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
@@ -46,6 +49,19 @@ enum Command {
         /// Directory holding the registration.
         #[arg(long)]
         data_dir: PathBuf,
+        /// Allow port forwarding to HOST:PORT only (repeatable; comma-separated in the
+        /// environment). HOST may use * and ? wildcards and is matched against the name asked
+        /// for and the addresses it resolves to; IPv6 goes in brackets ([::1]:22). PORT is N,
+        /// LO-HI or *. Without any, every host and port is allowed except link-local and
+        /// metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254), which need a
+        /// pattern naming the address itself in every mode.
+        #[arg(
+            long = "allow-port",
+            value_name = "PATTERN",
+            env = "AIRLOCK_AGENT_ALLOW_PORTS",
+            value_delimiter = ','
+        )]
+        allow_port: Vec<String>,
     },
 }
 
@@ -80,7 +96,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("Registered as {id}");
             Ok(())
         }
-        Command::Run { data_dir } => {
+        Command::Run { data_dir, allow_port } => {
+            // Parsed before anything starts so that a typo stops the agent instead of the
+            // forwards it was meant to allow.
+            let allow = AllowList::parse(&allow_port)?;
+            tracing::info!("port forwarding allowed to: {allow}");
+            let forward = ForwardConfig { allow: Arc::new(allow), ..ForwardConfig::default() };
+            let config = LinkConfig { forward, ..LinkConfig::default() };
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
             let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -91,7 +113,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 let _ = stop_tx.send(true);
             });
-            link::run(&data_dir, &LinkConfig::default(), stop_rx).await?;
+            link::run(&data_dir, &config, stop_rx).await?;
             Ok(())
         }
     }

@@ -9,8 +9,11 @@ use std::time::Duration;
 use airlock_agent::link::{self, LinkConfig};
 use airlock_agent::state::{AgentState, Registration, StateDir};
 use airlock_proto::quic::{certs_from_pem, key_from_pem, pinned_roots, provider, transport_config};
-use airlock_proto::{Control, FrameKind, FramedStream, SessionSpec, ALPN, MAX_FRAME_LEN};
+use airlock_proto::{Control, Frame, FrameKind, FramedStream, SessionSpec, ALPN, MAX_FRAME_LEN};
+use bytes::Bytes;
 use common::TestCa;
+use futures_util::SinkExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -153,6 +156,48 @@ async fn hello_heartbeats_a_session_and_clean_shutdown() {
         other => panic!("expected an application close, got {other:?}"),
     }
     echo.abort();
+}
+
+#[tokio::test]
+async fn a_forward_over_quic_keeps_half_close() {
+    let ca = TestCa::new();
+    let broker = broker_endpoint(&ca, &ca.pem);
+    let tmp = tempfile::tempdir().unwrap();
+    register_agent(&ca, broker.local_addr().unwrap().port(), tmp.path());
+    let (stop_tx, task) = start_agent(tmp.path().to_owned(), fast());
+    let conn = accept(&broker).await;
+    let (mut control, _) = control_stream(&conn).await;
+    let beats = tokio::spawn(async move {
+        while let Ok(Control::Heartbeat { seq }) = control.recv_control(PATIENCE).await {
+            if control.send_control(&Control::Heartbeat { seq }).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Answers only after EOF, so the answer shows that finishing our QUIC stream reached
+    // the server as a TCP half-close and that the other direction still worked.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut all = Vec::new();
+        tcp.read_to_end(&mut all).await.unwrap();
+        tcp.write_all(format!("got {}", all.len()).as_bytes()).await.unwrap();
+    });
+
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);
+    let dial = Control::Dial { session_id: "tester-1".into(), host: "127.0.0.1".into(), port };
+    stream.send_control(&dial).await.unwrap();
+    assert_eq!(stream.recv_control(PATIENCE).await.unwrap(), Control::Started);
+    stream.send(Frame::data(0, Bytes::from_static(b"12345"))).await.unwrap();
+    stream.writer.close().await.unwrap();
+    let answer = timeout(PATIENCE, stream.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!((answer.kind, answer.seq, &answer.payload[..]), (FrameKind::Data, 0, &b"got 5"[..]));
+    assert!(timeout(PATIENCE, stream.recv()).await.unwrap().unwrap().is_none());
+    timeout(PATIENCE, server).await.unwrap().unwrap();
+    stop(stop_tx, task).await;
+    beats.abort();
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use airlock_agent::session::{serve, SessionLimits, SessionReport};
+use airlock_agent::session::{serve, ForwardConfig, SessionLimits, SessionReport, StreamReport};
 use airlock_agent::Error;
 use airlock_proto::{CloseReason, Control, Frame, FrameKind, FramedStream, SessionSpec, MAX_FRAME_LEN};
 use bytes::Bytes;
@@ -22,7 +22,12 @@ struct Broker {
 fn start(limits: SessionLimits) -> (Broker, JoinHandle<Result<SessionReport, Error>>) {
     let (ours, agents) = tokio::io::duplex(64 * 1024);
     let (r, w) = tokio::io::split(agents);
-    let task = tokio::spawn(async move { serve(r, w, &limits).await });
+    let task = tokio::spawn(async move {
+        serve(r, w, &limits, &ForwardConfig::default()).await.map(|report| match report {
+            StreamReport::Session(report) => report,
+            other => panic!("expected a session, got {other:?}"),
+        })
+    });
     let (r, w) = tokio::io::split(ours);
     (Broker { stream: FramedStream::new(r, w, MAX_FRAME_LEN), seq: 0 }, task)
 }

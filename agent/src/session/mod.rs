@@ -1,5 +1,6 @@
-//! One session: a broker-opened stream that runs a shell on a PTY or a command on pipes
-//! (wire contract §2.2).
+//! One broker-opened stream: a session that runs a shell on a PTY or a command on pipes
+//! (wire contract §2.2), or, when the first frame is `Dial`, a forwarded TCP connection
+//! (§3, in [`forward`]).
 //!
 //! The driver is generic over the stream halves, so tests run it over an in-memory pipe.
 //! Two loops share the session: output (process → peer: Data/Stderr frames, then `Exit`) and
@@ -7,8 +8,11 @@
 //! that does not read its input can still be heard, and killed.
 
 mod command;
+mod forward;
 mod process;
 mod pty;
+
+pub use forward::{ForwardConfig, ForwardEnd, ForwardReport};
 
 use std::time::Duration;
 
@@ -29,7 +33,7 @@ use process::{Output, Process, ProcessControl};
 /// Time limits of a session.
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
-    /// How long the broker has to send `Open` after opening the stream.
+    /// How long the broker has to send `Open` or `Dial` after opening the stream.
     pub open_timeout: Duration,
     /// Between SIGHUP and SIGKILL when a session is ended from outside.
     pub kill_grace: Duration,
@@ -60,6 +64,21 @@ pub struct SessionReport {
     pub exit_code: Option<i32>,
 }
 
+/// What a broker-opened stream turned out to be, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamReport {
+    /// A shell or command session (`Open`).
+    Session(SessionReport),
+    /// A forwarded TCP connection (`Dial`).
+    Forward(ForwardReport),
+}
+
+/// The first frame of a stream: what the broker asks for.
+enum Request {
+    Open(SessionId, SessionSpec),
+    Dial(SessionId, String, u16),
+}
+
 /// Why the input loop stopped.
 #[derive(Debug)]
 enum InputEnd {
@@ -69,22 +88,32 @@ enum InputEnd {
     PeerGone(String),
 }
 
-/// Serves one session stream: reads `Open`, runs what it asks for, relays I/O, reports `Exit`.
-pub async fn serve<R, W>(reader: R, writer: W, limits: &SessionLimits) -> Result<SessionReport, Error>
+/// Serves one broker-opened stream: `Open` runs a process and relays its I/O up to `Exit`;
+/// `Dial` connects to a TCP port (if `forward` allows it) and relays the connection.
+pub async fn serve<R, W>(
+    reader: R,
+    writer: W,
+    limits: &SessionLimits,
+    forward: &ForwardConfig,
+) -> Result<StreamReport, Error>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
     let mut stream = FramedStream::new(reader, writer, MAX_FRAME_LEN);
-    let (session_id, spec) = match read_open(&mut stream, limits.open_timeout).await {
-        Ok(open) => open,
+    match read_request(&mut stream, limits.open_timeout).await {
+        Ok(Request::Open(session_id, spec)) => {
+            let span = tracing::info_span!("session", id = %session_id);
+            run(stream, session_id, spec, limits).instrument(span).await.map(StreamReport::Session)
+        }
+        Ok(Request::Dial(session_id, host, port)) => {
+            forward::run(stream, session_id, host, port, limits, forward).await.map(StreamReport::Forward)
+        }
         Err(detail) => {
             refuse(stream.writer, CloseReason::ProtocolError, &detail, limits.send_timeout).await;
-            return Err(Error::Protocol(detail));
+            Err(Error::Protocol(detail))
         }
-    };
-    let span = tracing::info_span!("session", id = %session_id);
-    run(stream, session_id, spec, limits).instrument(span).await
+    }
 }
 
 async fn run<R, W>(
@@ -123,23 +152,19 @@ where
     Ok(SessionReport { session_id, exit_code: Some(code) })
 }
 
-/// Reads the first frame, which must be `Open` with a well-formed session id.
-async fn read_open<R, W>(
-    stream: &mut FramedStream<R, W>,
-    deadline: Duration,
-) -> Result<(SessionId, SessionSpec), String>
+/// Reads the first frame, which must be `Open` or `Dial` with a well-formed session id.
+async fn read_request<R, W>(stream: &mut FramedStream<R, W>, deadline: Duration) -> Result<Request, String>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let parse = |id: String| id.parse::<SessionId>().map_err(|e| e.to_string());
     match stream.recv_control(deadline).await {
-        Ok(Control::Open { session_id, spec }) => {
-            let id = session_id.parse::<SessionId>().map_err(|e| e.to_string())?;
-            Ok((id, spec))
-        }
-        Ok(other) => Err(format!("expected Open, got {}", control_name(&other))),
-        Err(ProtoError::Timeout) => Err(format!("no Open within {deadline:?}")),
-        Err(e) => Err(format!("expected Open: {e}")),
+        Ok(Control::Open { session_id, spec }) => Ok(Request::Open(parse(session_id)?, spec)),
+        Ok(Control::Dial { session_id, host, port }) => Ok(Request::Dial(parse(session_id)?, host, port)),
+        Ok(other) => Err(format!("expected Open or Dial, got {}", control_name(&other))),
+        Err(ProtoError::Timeout) => Err(format!("no Open or Dial within {deadline:?}")),
+        Err(e) => Err(format!("expected Open or Dial: {e}")),
     }
 }
 
@@ -286,5 +311,7 @@ fn control_name(msg: &Control) -> &'static str {
         Control::Resize { .. } => "Resize",
         Control::Exit { .. } => "Exit",
         Control::Close { .. } => "Close",
+        Control::Connect { .. } => "Connect",
+        Control::Dial { .. } => "Dial",
     }
 }
