@@ -6,6 +6,7 @@ pub mod app;
 pub mod ca;
 pub mod http;
 pub mod keys;
+pub mod policy;
 pub mod quic;
 pub mod registry;
 pub mod server;
