@@ -47,6 +47,9 @@ pub enum Error {
     /// The peer broke the session protocol.
     #[error("session protocol error: {0}")]
     Protocol(String),
+    /// A local port for forwarding could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
     /// Local I/O (terminal, stdin, stdout) failed.
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },

@@ -1,5 +1,5 @@
 //! The `airlock` CLI as a library: SigV4-signed calls to the broker's SSM-style JSON API and
-//! interactive sessions carried over QUIC.
+//! interactive sessions, port forwarding and ssh's ProxyCommand carried over QUIC.
 //!
 //! The binary (`src/main.rs`) is a thin clap front end over these modules, so integration
 //! tests and benches can drive the same code paths.
@@ -8,12 +8,16 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod forward;
 pub mod link;
 pub mod params;
+pub mod ports;
 pub mod session;
 pub mod signing;
 pub mod start;
+pub mod stdio;
 pub mod terminal;
+pub mod tunnel;
 
 #[cfg(test)]
 mod testutil;

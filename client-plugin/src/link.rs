@@ -3,6 +3,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use airlock_proto::FrameCodec;
+use futures_util::SinkExt;
+use tokio_util::codec::FramedWrite;
+
 use crate::config::Endpoint;
 use crate::error::{chain, Error};
 
@@ -52,11 +56,12 @@ impl Link {
 
     /// Opens the session's bidirectional stream.
     pub async fn open_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream), Error> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.connection.open_bi()).await {
-            Ok(Ok(pair)) => Ok(pair),
-            Ok(Err(e)) => Err(Error::Connect(format!("cannot open a session stream: {}", chain(&e)))),
-            Err(_) => Err(Error::Connect("the broker did not allow a session stream in time".to_owned())),
-        }
+        self.opener().open().await
+    }
+
+    /// A handle that opens further streams on this connection from other tasks.
+    pub fn opener(&self) -> Opener {
+        Opener { connection: self.connection.clone() }
     }
 
     /// Closes the connection and waits briefly so the broker learns at once that we left.
@@ -64,6 +69,34 @@ impl Link {
         self.connection.close(quinn::VarInt::from_u32(0), reason.as_bytes());
         let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
     }
+}
+
+/// Opens bidirectional streams on a link; cheap to clone, one per forwarded connection.
+#[derive(Debug, Clone)]
+pub struct Opener {
+    connection: quinn::Connection,
+}
+
+impl Opener {
+    /// Opens a bidirectional stream, waiting (bounded) while the broker's stream limit is reached.
+    pub async fn open(&self) -> Result<(quinn::SendStream, quinn::RecvStream), Error> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connection.open_bi()).await {
+            Ok(Ok(pair)) => Ok(pair),
+            Ok(Err(e)) => Err(Error::Connect(format!("cannot open a stream: {}", chain(&e)))),
+            Err(_) => Err(Error::Connect("the broker did not allow another stream in time".to_owned())),
+        }
+    }
+}
+
+/// Finishes a stream and waits (at most [`CLOSE_GRACE`]) until the peer has acknowledged all
+/// of it, so closing the connection right afterwards cannot overtake the end of the stream.
+pub async fn finish(writer: &mut FramedWrite<quinn::SendStream, FrameCodec>) {
+    let done = async {
+        if writer.close().await.is_ok() {
+            let _ = writer.get_ref().stopped().await;
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, done).await;
 }
 
 async fn resolve(target: &Endpoint, prefer: Option<IpAddr>) -> Result<SocketAddr, Error> {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use airlock_cli::params::{self, Parameters};
+use airlock_cli::ports::{self, Forward};
 use airlock_cli::start::{self, StartSessionRequest};
 use airlock_cli::{Client, ConfigInput, Error, Settings, EXIT_FAILURE};
 use clap::{Args, Parser, Subcommand};
@@ -35,7 +36,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start an interactive shell, or run one command, on a managed instance.
+    /// Start a shell, run a command, forward ports or carry ssh (ProxyCommand) to an instance.
     StartSession(StartSessionArgs),
     /// End a session.
     TerminateSession {
@@ -62,12 +63,19 @@ struct StartSessionArgs {
     /// The managed instance (mi-…).
     #[arg(long)]
     target: String,
-    /// Session document, e.g. AWS-StartNonInteractiveCommand.
+    /// Session document, e.g. AWS-StartNonInteractiveCommand, AWS-StartPortForwardingSession,
+    /// AWS-StartPortForwardingSessionToRemoteHost or AWS-StartSSHSession.
     #[arg(long)]
     document_name: Option<String>,
-    /// Document parameters: `command=uname -a`, `k=v,k2=v2`, or JSON.
+    /// Document parameters: `command=uname -a`, `portNumber=5432,localPortNumber=15432`, or
+    /// JSON (`{"portNumber":["5432","80"],"localPortNumber":["15432","18080"]}`).
     #[arg(long, value_parser = params::parse_parameters)]
     parameters: Option<Parameters>,
+    /// Forward a local port (on 127.0.0.1; a free one when LOCAL_PORT is left out) to PORT on
+    /// the target, or on HOST as the target resolves it. Repeat for several ports, e.g.
+    /// `--forward 15432:5432 --forward 18080:web.internal:80`.
+    #[arg(long, value_name = "[LOCAL_PORT:][HOST:]PORT", value_parser = ports::parse_forward)]
+    forward: Vec<Forward>,
     /// Why the session is started (recorded by the broker).
     #[arg(long)]
     reason: Option<String>,
@@ -138,6 +146,11 @@ fn run(cli: Cli) -> i32 {
     if cli.debug {
         init_logging();
     }
+    // Command-line mistakes are reported before credentials or the network are looked at.
+    let task = match Task::from_command(cli.command) {
+        Ok(t) => t,
+        Err(e) => return report(&e),
+    };
     airlock_proto::quic::install_crypto_provider();
     let input = ConfigInput {
         endpoint_url: cli.endpoint_url.clone(),
@@ -157,7 +170,7 @@ fn run(cli: Cli) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let result = runtime.block_on(dispatch(cli.command, settings));
+    let result = runtime.block_on(dispatch(task, settings));
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(Done::Exit(code)) => code,
@@ -190,6 +203,61 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// A checked command line.
+enum Task {
+    /// `start-session`, its document and parameters settled.
+    Start(StartSessionRequest),
+    /// Any other command: one API call with this operation and body.
+    Call(&'static str, Value),
+}
+
+impl Task {
+    fn from_command(command: Command) -> Result<Self, Error> {
+        let (op, body) = match command {
+            Command::StartSession(a) => {
+                let (mut document_name, mut parameters) = (a.document_name, a.parameters);
+                let kind =
+                    ports::prepare(&mut document_name, &mut parameters, &a.forward).map_err(Error::Usage)?;
+                return Ok(Task::Start(StartSessionRequest {
+                    target: a.target,
+                    document_name,
+                    parameters,
+                    reason: a.reason,
+                    kind,
+                }));
+            }
+            Command::TerminateSession { session_id } => {
+                ("TerminateSession", json!({ "SessionId": session_id }))
+            }
+            Command::DescribeSessions(a) => {
+                let mut body = Map::new();
+                body.insert("State".into(), json!(a.state));
+                insert_list(&mut body, "Filters", a.filters);
+                insert_page(&mut body, a.page);
+                ("DescribeSessions", Value::Object(body))
+            }
+            Command::DescribeInstanceInformation(a) => {
+                let mut body = Map::new();
+                insert_list(&mut body, "Filters", a.filters);
+                insert_list(&mut body, "InstanceInformationFilterList", a.instance_information_filter_list);
+                insert_page(&mut body, a.page);
+                ("DescribeInstanceInformation", Value::Object(body))
+            }
+            Command::CreateActivation(a) => {
+                let mut body = Map::new();
+                body.insert("IamRole".into(), json!(a.iam_role));
+                insert_opt(&mut body, "Description", a.description.map(Value::from));
+                insert_opt(&mut body, "DefaultInstanceName", a.default_instance_name.map(Value::from));
+                insert_opt(&mut body, "RegistrationLimit", a.registration_limit.map(Value::from));
+                insert_opt(&mut body, "ExpirationDate", a.expiration_date);
+                ("CreateActivation", Value::Object(body))
+            }
+            Command::GetConnectionStatus { target } => ("GetConnectionStatus", json!({ "Target": target })),
+        };
+        Ok(Task::Call(op, body))
+    }
+}
+
 /// What is left to do once the async part is over.
 enum Done {
     /// Exit with this status.
@@ -198,52 +266,23 @@ enum Done {
     Print(Value),
 }
 
-async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Done> {
+async fn dispatch(task: Task, settings: Settings) -> anyhow::Result<Done> {
     let client = Client::new(
         settings.endpoint.clone(),
         settings.ca_pem.as_deref(),
         settings.region.clone(),
         settings.credentials,
     )?;
-    let (op, body) = match command {
-        Command::StartSession(a) => {
-            let request = StartSessionRequest {
-                target: a.target,
-                document_name: a.document_name,
-                parameters: a.parameters,
-                reason: a.reason,
-            };
+    match task {
+        Task::Start(request) => {
             let code = start::start_session(&client, settings.ca_pem.as_deref(), &request).await?;
-            return Ok(Done::Exit(code));
+            Ok(Done::Exit(code))
         }
-        Command::TerminateSession { session_id } => ("TerminateSession", json!({ "SessionId": session_id })),
-        Command::DescribeSessions(a) => {
-            let mut body = Map::new();
-            body.insert("State".into(), json!(a.state));
-            insert_list(&mut body, "Filters", a.filters);
-            insert_page(&mut body, a.page);
-            ("DescribeSessions", Value::Object(body))
+        Task::Call(op, body) => {
+            let response = client.call(op, &body).await.map_err(Error::from)?;
+            Ok(Done::Print(response))
         }
-        Command::DescribeInstanceInformation(a) => {
-            let mut body = Map::new();
-            insert_list(&mut body, "Filters", a.filters);
-            insert_list(&mut body, "InstanceInformationFilterList", a.instance_information_filter_list);
-            insert_page(&mut body, a.page);
-            ("DescribeInstanceInformation", Value::Object(body))
-        }
-        Command::CreateActivation(a) => {
-            let mut body = Map::new();
-            body.insert("IamRole".into(), json!(a.iam_role));
-            insert_opt(&mut body, "Description", a.description.map(Value::from));
-            insert_opt(&mut body, "DefaultInstanceName", a.default_instance_name.map(Value::from));
-            insert_opt(&mut body, "RegistrationLimit", a.registration_limit.map(Value::from));
-            insert_opt(&mut body, "ExpirationDate", a.expiration_date);
-            ("CreateActivation", Value::Object(body))
-        }
-        Command::GetConnectionStatus { target } => ("GetConnectionStatus", json!({ "Target": target })),
-    };
-    let response = client.call(op, &body).await.map_err(Error::from)?;
-    Ok(Done::Print(response))
+    }
 }
 
 fn insert_opt(body: &mut Map<String, Value>, name: &str, value: Option<Value>) {
@@ -322,6 +361,72 @@ mod tests {
         let Command::DescribeSessions(a) = cli.command else { panic!("wrong command") };
         assert_eq!(a.filters.concat().len(), 2);
         assert_eq!(a.page.max_results, Some(5));
+    }
+
+    fn start_task(args: &[&str]) -> Result<StartSessionRequest, Error> {
+        let mut argv = vec!["airlock", "start-session", "--target", "mi-0123456789abcdef0"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| Error::Usage(e.to_string()))?;
+        match Task::from_command(cli.command)? {
+            Task::Start(request) => Ok(request),
+            Task::Call(op, _) => panic!("expected start-session, got {op}"),
+        }
+    }
+
+    #[test]
+    fn forward_flags_make_a_port_session() {
+        let r = start_task(&["--forward", "15432:5432", "--forward", "18080:web.internal:80"]).unwrap();
+        assert_eq!(
+            r.body(),
+            json!({
+                "Target": "mi-0123456789abcdef0",
+                "DocumentName": "AWS-StartPortForwardingSessionToRemoteHost",
+                "Parameters": {
+                    "portNumber": ["5432", "80"],
+                    "localPortNumber": ["15432", "18080"],
+                    "host": ["localhost", "web.internal"]
+                }
+            })
+        );
+        assert!(matches!(r.kind, ports::SessionKind::Forward(ref t) if t.len() == 2));
+
+        let r = start_task(&["--forward", "5432"]).unwrap();
+        assert_eq!(r.document_name.as_deref(), Some("AWS-StartPortForwardingSession"));
+
+        let r = start_task(&[
+            "--document-name",
+            "AWS-StartPortForwardingSession",
+            "--parameters",
+            r#"{"portNumber":["5432","80"],"localPortNumber":["15432","18080"]}"#,
+        ])
+        .unwrap();
+        let ports::SessionKind::Forward(t) = r.kind else { panic!("expected forwarding") };
+        assert_eq!(t.iter().map(|t| t.local_port).collect::<Vec<_>>(), [15432, 18080]);
+
+        let r = start_task(&["--document-name", "AWS-StartSSHSession", "--parameters", "portNumber=2222"])
+            .unwrap();
+        assert_eq!(r.kind, ports::SessionKind::Stdio { port: 2222 });
+    }
+
+    #[test]
+    fn forward_usage_errors_exit_2() {
+        for args in [
+            vec!["--forward", "0"],
+            vec!["--forward", "99999:80"],
+            vec!["--forward", "1:bad host:80"],
+            vec!["--forward", "5432", "--parameters", "portNumber=80"],
+            vec!["--forward", "5432", "--document-name", "AWS-StartSSHSession"],
+            vec![
+                "--document-name",
+                "AWS-StartPortForwardingSessionToRemoteHost",
+                "--parameters",
+                "portNumber=80",
+            ],
+            vec!["--document-name", "AWS-StartPortForwardingSession", "--parameters", "portNumber=http"],
+        ] {
+            let err = start_task(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `start-session`: StartSession, then the QUIC session with the local terminal attached.
+//! `start-session`: StartSession, then the QUIC session with the local terminal attached,
+//! local ports forwarded, or stdin/stdout relayed for ssh.
 
 use std::future::pending;
 use std::net::IpAddr;
@@ -8,14 +9,17 @@ use airlock_proto::stream::FramedStream;
 use airlock_proto::MAX_FRAME_LEN;
 use serde_json::{json, Map, Value};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::Client;
 use crate::error::Error;
+use crate::forward::{self, Listener, Note};
 use crate::link::Link;
 use crate::params::{parameters_json, Parameters};
+use crate::ports::SessionKind;
 use crate::session::{self, Outcome};
-use crate::terminal::{self, RawMode};
+use crate::stdio;
+use crate::terminal::{self, note, RawMode};
 
 /// The document that runs one command without a terminal.
 pub const NON_INTERACTIVE_DOCUMENT: &str = "AWS-StartNonInteractiveCommand";
@@ -23,6 +27,10 @@ pub const NON_INTERACTIVE_DOCUMENT: &str = "AWS-StartNonInteractiveCommand";
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stdin chunks waiting to be sent; small, so a stalled link stops reading stdin soon.
 const STDIN_QUEUE: usize = 16;
+/// Lines for the user waiting to be printed in a port session.
+const NOTE_QUEUE: usize = 64;
+/// How long the last lines of a port session may take to reach a slow stdout or stderr.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The user's `start-session` arguments.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +43,8 @@ pub struct StartSessionRequest {
     pub parameters: Option<Parameters>,
     /// Free text recorded with the session.
     pub reason: Option<String>,
+    /// What the local side does; see [`crate::ports::prepare`].
+    pub kind: SessionKind,
 }
 
 impl StartSessionRequest {
@@ -60,7 +70,14 @@ impl StartSessionRequest {
     }
 }
 
-/// How the local side is wired up for a session.
+/// What runs once the session is ready.
+enum Job {
+    Terminal(Mode),
+    Forward(Vec<Listener>),
+    Stdio { port: u16 },
+}
+
+/// How the local terminal is wired up for a session.
 #[derive(Debug, Clone, Copy)]
 struct Mode {
     /// Raw terminal, keystrokes forwarded as typed.
@@ -81,19 +98,31 @@ pub async fn start_session(
     ca_pem: Option<&[u8]>,
     request: &StartSessionRequest,
 ) -> Result<i32, Error> {
+    // Bound before the session exists, so a port already in use costs no session.
+    let listeners = match &request.kind {
+        SessionKind::Forward(targets) => forward::bind(targets).await?,
+        _ => Vec::new(),
+    };
     let response = client.call_with_peer("StartSession", &request.body()).await?;
     let field = |name: &str| response.body.get(name).and_then(Value::as_str).map(str::to_owned);
     let (Some(session_id), Some(token)) = (field("SessionId"), field("TokenValue")) else {
         return Err(Error::Protocol("the StartSession response lacks SessionId or TokenValue".to_owned()));
     };
-    let stdin_tty = terminal::stdin_is_tty();
-    let interactive = stdin_tty && !request.is_non_interactive();
-    let mode = Mode { interactive, stdin_tty, banner: interactive || terminal::stderr_is_tty() };
-    if mode.banner {
-        note(&format!("\r\nStarting session with SessionId: {session_id}\r\n")).await;
-    }
+    let job = match &request.kind {
+        SessionKind::Forward(_) => Job::Forward(listeners),
+        SessionKind::Stdio { port } => Job::Stdio { port: *port },
+        SessionKind::Terminal => {
+            let stdin_tty = terminal::stdin_is_tty();
+            let interactive = stdin_tty && !request.is_non_interactive();
+            let mode = Mode { interactive, stdin_tty, banner: interactive || terminal::stderr_is_tty() };
+            if mode.banner {
+                note(&format!("\r\nStarting session with SessionId: {session_id}\r\n")).await;
+            }
+            Job::Terminal(mode)
+        }
+    };
     let peer = response.peer.map(|p| p.ip());
-    match connect_and_run(client, ca_pem, &session_id, &token, peer, mode).await {
+    match connect_and_run(client, ca_pem, &session_id, &token, peer, job).await {
         Ok(code) => Ok(code),
         Err(e @ Error::Rejected { .. }) => Err(e),
         Err(e) => {
@@ -111,7 +140,7 @@ async fn connect_and_run(
     session_id: &str,
     token: &str,
     peer: Option<IpAddr>,
-    mode: Mode,
+    job: Job,
 ) -> Result<i32, Error> {
     let fetched;
     let ca = match ca_pem {
@@ -122,22 +151,17 @@ async fn connect_and_run(
         }
     };
     let link = Link::connect(client.endpoint(), ca, peer).await?;
-    let result = run(&link, session_id, token, mode).await;
+    let result = match job {
+        Job::Terminal(mode) => run(&link, session_id, token, mode).await,
+        Job::Forward(listeners) => run_forward(&link, session_id, token, listeners).await,
+        Job::Stdio { port } => run_stdio(&link, session_id, token, port).await,
+    };
     link.close("client done").await;
     let (code, message) = result?;
     if let Some(message) = message {
         note(&format!("{message}\r\n")).await;
     }
     Ok(code)
-}
-
-/// Writes a line for the user on stderr without blocking a runtime thread.
-async fn note(text: &str) {
-    use tokio::io::AsyncWriteExt;
-    let mut err = tokio::io::stderr();
-    // Nothing sensible to do if stderr is gone; the exit status still tells the story.
-    let _ = err.write_all(text.as_bytes()).await;
-    let _ = err.flush().await;
 }
 
 /// Process-wide signals a session reacts to.
@@ -158,16 +182,93 @@ impl Signals {
             winch: if winch { Some(signal(SignalKind::window_change()).map_err(io)?) } else { None },
         })
     }
+
+    /// Resolves at the first SIGTERM, SIGHUP or SIGINT.
+    async fn stopped(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
+/// Opens the session stream and waits for `Ready`.
+async fn open_session(
+    link: &Link,
+    token: &str,
+    session_id: &str,
+    size: Option<(u16, u16)>,
+) -> Result<FramedStream<quinn::RecvStream, quinn::SendStream>, Error> {
+    let (send, recv) = link.open_stream().await?;
+    let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);
+    session::handshake(&mut stream, session::client_hello(token, size, terminal::term_name()), session_id)
+        .await?;
+    Ok(stream)
+}
+
+/// A ready port-forwarding session, its banner and per-connection messages printed in order.
+async fn run_forward(
+    link: &Link,
+    session_id: &str,
+    token: &str,
+    listeners: Vec<Listener>,
+) -> Result<(i32, Option<String>), Error> {
+    let stream = open_session(link, token, session_id, None).await?;
+    let mut signals = Signals::install(false)?;
+    let (notes, queue) = mpsc::channel(NOTE_QUEUE);
+    let (done, finished) = oneshot::channel();
+    // Printing in its own task: a stdout nobody reads must not hold up the session or Ctrl-C.
+    let mut printer = tokio::spawn(print_notes(queue, finished));
+    let result = forward::run(link.opener(), stream, session_id, listeners, notes, signals.stopped()).await;
+    let _ = done.send(());
+    if tokio::time::timeout(DRAIN_TIMEOUT, &mut printer).await.is_err() {
+        printer.abort();
+    }
+    Ok(result)
+}
+
+/// Prints notes in order until `finished`, then whatever is still queued.
+async fn print_notes(mut queue: mpsc::Receiver<Note>, mut finished: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            biased;
+            Some(line) = queue.recv() => print_note(line).await,
+            _ = &mut finished => break,
+        }
+    }
+    while let Ok(line) = queue.try_recv() {
+        print_note(line).await;
+    }
+}
+
+async fn print_note(line: Note) {
+    match line {
+        Note::Out(text) => terminal::say(&format!("{text}\n")).await,
+        Note::Err(text) => note(&format!("{text}\n")).await,
+    }
+}
+
+/// A ready ssh session: stdin and stdout carry the connection, nothing else touches stdout.
+async fn run_stdio(
+    link: &Link,
+    session_id: &str,
+    token: &str,
+    port: u16,
+) -> Result<(i32, Option<String>), Error> {
+    let stream = open_session(link, token, session_id, None).await?;
+    // ssh sends SIGHUP to its ProxyCommand when it is done; that is a normal end.
+    let mut signals = Signals::install(false)?;
+    let input = terminal::stdin_stream(STDIN_QUEUE)?;
+    let output = tokio::io::stdout();
+    Ok(stdio::run(link.opener(), stream, session_id, port, input, output, signals.stopped()).await)
 }
 
 /// Hello, Ready, then pumps until the session ends or a signal stops us. Returns the exit
 /// status and the message to print once the terminal is restored.
 async fn run(link: &Link, session_id: &str, token: &str, mode: Mode) -> Result<(i32, Option<String>), Error> {
-    let (send, recv) = link.open_stream().await?;
-    let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);
     let size = if mode.stdin_tty { terminal::window_size() } else { None };
-    session::handshake(&mut stream, session::client_hello(token, size, terminal::term_name()), session_id)
-        .await?;
+    let stream = open_session(link, token, session_id, size).await?;
 
     // Handlers first: a SIGTERM arriving after raw mode is on must find them in place.
     let mut signals = Signals::install(mode.stdin_tty)?;
@@ -243,6 +344,7 @@ mod tests {
             document_name: Some(NON_INTERACTIVE_DOCUMENT.into()),
             parameters: Some(Parameters::from([("command".to_owned(), vec!["uname -a".to_owned()])])),
             reason: Some("debugging".into()),
+            kind: SessionKind::Terminal,
         };
         assert_eq!(
             req.body(),

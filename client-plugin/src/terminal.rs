@@ -5,7 +5,9 @@ use std::os::fd::AsFd;
 
 use bytes::Bytes;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::io::StreamReader;
 
 use crate::error::Error;
 
@@ -94,6 +96,32 @@ pub fn spawn_stdin_reader(tx: mpsc::Sender<Bytes>) -> Result<(), Error> {
         })
         .map(|_| ())
         .map_err(|source| Error::Io { what: "starting the stdin reader", source })
+}
+
+/// Stdin as an async reader, fed by [`spawn_stdin_reader`] through a queue of `queue` chunks
+/// (so the thread stops reading when we stop sending).
+pub fn stdin_stream(queue: usize) -> Result<impl AsyncRead + Send + Unpin, Error> {
+    let (tx, mut rx) = mpsc::channel(queue);
+    spawn_stdin_reader(tx)?;
+    let chunks =
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok::<_, std::io::Error>)));
+    Ok(StreamReader::new(chunks))
+}
+
+/// Writes `text` to stderr without blocking a runtime thread.
+pub async fn note(text: &str) {
+    let mut err = tokio::io::stderr();
+    // Nothing sensible to do if stderr is gone; the exit status still tells the story.
+    let _ = err.write_all(text.as_bytes()).await;
+    let _ = err.flush().await;
+}
+
+/// Writes `text` to stdout without blocking a runtime thread.
+pub async fn say(text: &str) {
+    let mut out = tokio::io::stdout();
+    // As for `note`: a closed stdout must not turn into a failure of the session itself.
+    let _ = out.write_all(text.as_bytes()).await;
+    let _ = out.flush().await;
 }
 
 #[cfg(test)]

@@ -51,3 +51,40 @@ pub fn fake_broker(names: &[&str]) -> FakeBroker {
     let addr = endpoint.local_addr().unwrap();
     FakeBroker { ca_pem: ca.ca_pem, endpoint, addr }
 }
+
+/// Answers one port-session connection stream like broker and agent together: `Connect` to a
+/// target in `refused` gets `Close{Refused}`, any other target is an echo server that
+/// finishes its side when ours ends (half-close kept).
+pub async fn echo_port_stream(send: quinn::SendStream, recv: quinn::RecvStream, refused: &[u16]) {
+    use airlock_proto::control::{CloseReason, Control};
+    use airlock_proto::frame::{Frame, FrameKind};
+    use airlock_proto::stream::FramedStream;
+    use futures_util::SinkExt;
+
+    let mut s = FramedStream::new(recv, send, airlock_proto::MAX_FRAME_LEN);
+    let Control::Connect { target } = s.recv_control(std::time::Duration::from_secs(5)).await.unwrap() else {
+        panic!("expected Connect")
+    };
+    if refused.contains(&target) {
+        let close = Control::Close {
+            reason: CloseReason::Refused,
+            message: format!("target {target} is not allowed"),
+        };
+        s.send_control(&close).await.unwrap();
+        s.writer.close().await.unwrap();
+        return;
+    }
+    s.send_control(&Control::Started).await.unwrap();
+    let mut seq = 0;
+    while let Some(frame) = s.recv().await.unwrap() {
+        assert_eq!(frame.kind, FrameKind::Data);
+        s.send(Frame::data(seq, frame.payload)).await.unwrap();
+        seq += 1;
+    }
+    s.writer.close().await.unwrap();
+}
+
+/// `len` bytes of a pattern that differs per `salt`, so swapped or shifted data shows.
+pub fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt) ^ ((i >> 8) as u8)).collect()
+}
