@@ -16,8 +16,8 @@ apt_install() {
     fi
 }
 
-# Tests run real shells; bash and coreutils are on every Debian machine, procps gives `ps`.
-apt_install bash coreutils procps
+# Tests run real shells, and OpenSSH (sshd, ssh, scp, ssh-keygen) for the ProxyCommand tests.
+apt_install bash coreutils procps openssh-server openssh-client
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
