@@ -4,8 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use crate::ca::CertificateAuthority;
+use crate::policy::Policy;
 use crate::registry::Registry;
+use crate::secrets::MasterKey;
 use crate::store::Store;
 
 /// Settings the API needs to answer.
@@ -26,7 +31,37 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub registry: Registry,
     pub ca: CertificateAuthority,
+    pub master: MasterKey,
+    pub policy_cache: PolicyCache,
     pub settings: Settings,
+}
+
+/// Compiled policies per principal; cleared on every identity change (one broker process
+/// owns its store, so nothing else can change them behind its back).
+#[derive(Default)]
+pub struct PolicyCache {
+    map: Mutex<HashMap<String, Arc<Vec<Policy>>>>,
+}
+
+impl PolicyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vec<Policy>>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached policies of a principal.
+    pub fn get(&self, principal: &str) -> Option<Arc<Vec<Policy>>> {
+        self.lock().get(principal).cloned()
+    }
+
+    /// Caches a principal's policies.
+    pub fn put(&self, principal: &str, policies: Arc<Vec<Policy>>) {
+        self.lock().insert(principal.to_owned(), policies);
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
 }
 
 /// Now, in integer microseconds since the Unix epoch.

@@ -24,7 +24,9 @@ pub async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<rustls
             }
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers read the peer address (aws:SourceIp) from the request's extensions.
+        let service =
+            TowerToHyperService::new(router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -3,12 +3,15 @@
 
 pub mod api;
 pub mod app;
+pub mod authz;
 pub mod ca;
 pub mod http;
+pub mod identity;
 pub mod keys;
 pub mod policy;
 pub mod quic;
 pub mod registry;
+pub mod secrets;
 pub mod server;
 pub mod sigv4;
 pub mod store;

@@ -80,8 +80,12 @@ fn main() -> anyhow::Result<()> {
             }
             Command::AdminKey { data_dir } => {
                 let store = server::open_store(&data_dir).await.context("cannot open the store")?;
+                let master = airlock_broker::secrets::MasterKey::load_or_create(&data_dir)?;
                 let account = server::account_id(&data_dir)?;
-                let key = airlock_broker::keys::mint(&store, &airlock_broker::keys::admin(&account)).await?;
+                let key = match airlock_broker::keys::bootstrap_admin(&store, &master, &account).await? {
+                    Some(first) => first,
+                    None => airlock_broker::keys::mint(&store, &master, "admin").await?,
+                };
                 println!("AWS_ACCESS_KEY_ID={}", key.access_key_id);
                 println!("AWS_SECRET_ACCESS_KEY={}", key.secret);
                 Ok(())

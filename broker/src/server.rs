@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::app::{now_us, App, Settings};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::registry::Registry;
+use crate::secrets::MasterKey;
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// How to run a broker.
@@ -41,6 +42,10 @@ pub enum StartError {
     Quic(#[from] crate::quic::QuicSetupError),
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
 }
 
 /// A running broker.
@@ -142,15 +147,14 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     let scheme = if opts.insecure_http { "http" } else { "https" };
     let url = format!("{scheme}://{host}:{}", local_addr.port());
 
-    let first_admin_key = if store.has_principals().await? {
-        None
-    } else {
-        Some(crate::keys::mint(&store, &crate::keys::admin(&account)).await?)
-    };
+    let master = MasterKey::load_or_create(dir)?;
+    let first_admin_key = crate::keys::bootstrap_admin(&store, &master, &account).await?;
     let app = Arc::new(App {
         store: Arc::new(store),
         registry: Registry::default(),
         ca,
+        master,
+        policy_cache: Default::default(),
         settings: Settings { account, public_url: url.clone(), region: opts.region.clone(), recordings_dir },
     });
     let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };

@@ -101,6 +101,7 @@ fn exhausted_and_expired_activations() {
                 registrations: 0,
                 expires_us: airlock_broker::app::now_us() - 1,
                 created_us: 0,
+                tags: Vec::new(),
             })
             .await
             .unwrap();

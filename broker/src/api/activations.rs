@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use super::ApiError;
 use crate::app::{now_us, App};
 use crate::ca::CaError;
-use crate::store::{Activation, ActivationRefusal, Instance, Principal};
+use crate::store::{Activation, ActivationRefusal, Instance};
 use airlock_proto::InstanceId;
 
 const DAY_US: i64 = 86_400_000_000;
@@ -24,6 +24,9 @@ pub struct CreateActivation {
     registration_limit: Option<i64>,
     /// Epoch seconds (awsJson timestamps may carry a fraction).
     expiration_date: Option<serde_json::Number>,
+    /// Stamped on every instance registered with this activation.
+    #[serde(default)]
+    tags: Vec<super::Tag>,
 }
 
 /// RegisterManagedInstance's input (our agent sends a CSR instead of an RSA public key).
@@ -57,17 +60,14 @@ fn timestamp_us(n: &serde_json::Number) -> Option<i64> {
 }
 
 /// Creates an activation: the code is shown once, only its hash is kept.
-pub async fn create(
-    app: &App,
-    _principal: &Principal,
-    req: CreateActivation,
-) -> Result<serde_json::Value, ApiError> {
+pub async fn create(app: &App, req: CreateActivation) -> Result<serde_json::Value, ApiError> {
     let iam_role = req.iam_role.filter(|r| !r.is_empty()).ok_or_else(|| {
         ApiError::bad("ValidationException", "1 validation error detected: Value null at 'iamRole' failed to satisfy constraint: Member must not be null")
     })?;
     if iam_role.len() > 64 {
         return Err(ApiError::bad("ValidationException", "IamRole must be at most 64 characters"));
     }
+    super::check_tags(&req.tags)?;
     let limit = req.registration_limit.unwrap_or(1);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad("ValidationException", "RegistrationLimit must be between 1 and 1000"));
@@ -97,6 +97,7 @@ pub async fn create(
         registrations: 0,
         expires_us: expires,
         created_us: now,
+        tags: req.tags.into_iter().map(|t| (t.key, t.value)).collect(),
     };
     app.store.insert_activation(&activation).await?;
     Ok(json!({ "ActivationId": activation.activation_id, "ActivationCode": code }))
@@ -144,8 +145,8 @@ pub async fn register(app: &App, req: Register) -> Result<serde_json::Value, Api
     };
     let instance = Instance {
         instance_id: instance_id.to_string(),
-        activation_id: activation.activation_id,
-        iam_role: activation.iam_role,
+        activation_id: activation.activation_id.clone(),
+        iam_role: activation.iam_role.clone(),
         name,
         fingerprint: issued.fingerprint,
         registered_us: now,
@@ -153,6 +154,9 @@ pub async fn register(app: &App, req: Register) -> Result<serde_json::Value, Api
         host: Default::default(),
     };
     app.store.insert_instance(&instance).await?;
+    if !activation.tags.is_empty() {
+        app.store.add_instance_tags(&instance.instance_id, &activation.tags).await?;
+    }
     tracing::info!(instance = %instance_id, "agent registered");
     Ok(json!({
         "InstanceId": instance_id.as_str(),

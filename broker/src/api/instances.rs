@@ -3,8 +3,11 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{paginate, ApiError};
+use std::collections::{BTreeMap, HashMap};
+
+use super::{instance_arn, paginate, ApiError};
 use crate::app::App;
+use crate::authz::{Dialect, Gate};
 use crate::store::Instance;
 
 /// One `InstanceInformationFilterList` entry (lower-case member names, as in SSM).
@@ -48,8 +51,17 @@ fn ping_status(app: &App, instance: &Instance) -> &'static str {
     }
 }
 
-fn field<'a>(app: &App, i: &'a Instance, key: &str) -> Result<Vec<&'a str>, ApiError> {
+fn field<'a>(
+    app: &App,
+    i: &'a Instance,
+    tags: Option<&'a BTreeMap<String, String>>,
+    key: &str,
+) -> Result<Vec<&'a str>, ApiError> {
+    if let Some(tag) = key.strip_prefix("tag:") {
+        return Ok(tags.and_then(|t| t.get(tag)).map(|v| vec![v.as_str()]).unwrap_or_default());
+    }
     Ok(match key {
+        "tag-key" => tags.map(|t| t.keys().map(String::as_str).collect()).unwrap_or_default(),
         "InstanceIds" => vec![i.instance_id.as_str()],
         "PingStatus" => vec![ping_status(app, i)],
         "AgentVersion" => vec![i.host.agent_version.as_str()],
@@ -84,11 +96,12 @@ pub async fn describe(app: &App, req: DescribeInstances) -> Result<serde_json::V
             ));
         }
     }
+    let all_tags: HashMap<String, BTreeMap<String, String>> = app.store.all_instance_tags().await?;
     let mut matched = Vec::new();
     for instance in app.store.instances().await? {
         let mut keep = true;
         for (key, values) in &filters {
-            let have = field(app, &instance, key)?;
+            let have = field(app, &instance, all_tags.get(&instance.instance_id), key)?;
             keep &= have.iter().any(|h| values.iter().any(|v| v == h));
         }
         if keep {
@@ -136,7 +149,12 @@ pub async fn describe(app: &App, req: DescribeInstances) -> Result<serde_json::V
 }
 
 /// Whether a target's agent is connected now.
-pub async fn connection_status(app: &App, req: ConnectionStatus) -> Result<serde_json::Value, ApiError> {
+pub async fn connection_status(
+    gate: &Gate<'_>,
+    req: ConnectionStatus,
+) -> Result<serde_json::Value, ApiError> {
+    let app = gate.app;
+    gate.check_plain("ssm:GetConnectionStatus", &instance_arn(app, &req.target), Dialect::Ssm).await?;
     let status = if app.registry.agent(&req.target).is_some() { "connected" } else { "notconnected" };
     Ok(json!({ "Target": req.target, "Status": status }))
 }

@@ -1,24 +1,30 @@
-//! The SSM-dialect HTTP API: `POST /` with `X-Amz-Target: AmazonSSM.<Operation>`, JSON 1.1
-//! bodies, SigV4 on every call but registration, SSM's error shapes.
+//! The SSM-dialect HTTP API: `POST /` with `X-Amz-Target: AmazonSSM.<Operation>` (and
+//! `AirlockIAM.`/`AirlockSTS.` for identity), JSON 1.1 bodies, SigV4 on every call but
+//! registration, SSM's error shapes, and a policy decision before every operation.
 
 mod activations;
 mod error;
+mod iam;
 mod instances;
 mod sessions;
+mod tags;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::app::App;
+use crate::authz::{Dialect, Gate, RequestFacts};
+use crate::identity::Caller;
 use crate::sigv4;
-use crate::store::Principal;
 
 pub use error::ApiError;
 
@@ -40,28 +46,55 @@ async fn ca_pem(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// An AWS tag, `{Key, Value}`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct Tag {
+    #[serde(rename = "Key")]
+    pub key: String,
+    #[serde(rename = "Value", default)]
+    pub value: String,
+}
+
+/// Checks tag keys and values against AWS's limits.
+pub fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
+    if tags.len() > 50 {
+        return Err(ApiError::bad("TooManyTagsError", "at most 50 tags"));
+    }
+    for t in tags {
+        if t.key.is_empty() || t.key.chars().count() > 128 || t.value.chars().count() > 256 {
+            return Err(ApiError::bad(
+                "InvalidParameters",
+                format!("tag {:?}: keys are 1 to 128 characters, values at most 256", t.key),
+            ));
+        }
+        if t.key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(ApiError::bad(
+                "InvalidParameters",
+                format!("tag key {:?} uses the reserved prefix aws:", t.key),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn dispatch(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let op = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix("AmazonSSM."))
-        .unwrap_or("")
-        .to_owned();
-    let result = run(&app, &op, &method, &uri, &headers, &body).await;
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let result = run(&app, &target, peer, &method, &uri, &headers, &body).await;
     let mut response = match result {
         Ok(value) => ([(axum::http::header::CONTENT_TYPE, JSON_11)], value.to_string()).into_response(),
         Err(e) => {
             if e.status.is_server_error() {
-                tracing::error!(op, error = %e.message, "request failed");
+                tracing::error!(x_amz_target = %target, error = %e.message, "request failed");
             } else {
-                tracing::debug!(op, code = e.code, error = %e.message, "request refused");
+                tracing::debug!(x_amz_target = %target, code = e.code, error = %e.message, "request refused");
             }
             e.into_response()
         }
@@ -72,29 +105,66 @@ async fn dispatch(
     response
 }
 
+/// What one request is, before it runs.
+struct Call<'a> {
+    peer: SocketAddr,
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
 async fn run(
     app: &App,
-    op: &str,
+    target: &str,
+    peer: SocketAddr,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<serde_json::Value, ApiError> {
-    if op.is_empty() {
-        return Err(ApiError::bad("UnknownOperationException", "missing or foreign X-Amz-Target header"));
+    if target.is_empty() {
+        return Err(ApiError::bad("UnknownOperationException", "missing X-Amz-Target header"));
     }
     // Registration is authenticated by the activation code, as in SSM.
-    if op == "RegisterManagedInstance" {
+    if target == "AmazonSSM.RegisterManagedInstance" {
         return activations::register(app, parse(body)?).await;
     }
-    let principal = authenticate(app, method, uri, headers, body).await?;
+    let call = Call { peer, method, uri, headers, body };
+    let (caller, region) = authenticate(app, &call).await?;
+    let secure = app.settings.public_url.starts_with("https://");
+    let facts = RequestFacts { source_ip: peer.ip().to_canonical(), secure, region };
+    let gate = Gate { app, caller: &caller, facts: &facts };
+    if let Some(op) = target.strip_prefix("AirlockIAM.") {
+        return iam::dispatch(&gate, op, body).await;
+    }
+    if target == "AirlockSTS.AssumeRole" {
+        return iam::assume_role(&gate, parse(body)?).await;
+    }
+    let Some(op) = target.strip_prefix("AmazonSSM.") else {
+        return Err(ApiError::bad("UnknownOperationException", format!("unknown target {target}")));
+    };
+    let gate = &gate;
+    let allow_any = |action: &'static str| async move { gate.check_plain(action, "*", Dialect::Ssm).await };
     match op {
-        "CreateActivation" => activations::create(app, &principal, parse(body)?).await,
-        "DescribeInstanceInformation" => instances::describe(app, parse(body)?).await,
-        "GetConnectionStatus" => instances::connection_status(app, parse(body)?).await,
-        "StartSession" => sessions::start(app, &principal, parse(body)?).await,
-        "TerminateSession" => sessions::terminate(app, parse(body)?).await,
-        "DescribeSessions" => sessions::describe(app, parse(body)?).await,
+        "CreateActivation" => {
+            allow_any("ssm:CreateActivation").await?;
+            activations::create(app, parse(body)?).await
+        }
+        "DescribeInstanceInformation" => {
+            allow_any("ssm:DescribeInstanceInformation").await?;
+            instances::describe(app, parse(body)?).await
+        }
+        "GetConnectionStatus" => instances::connection_status(gate, parse(body)?).await,
+        "StartSession" => sessions::start(gate, parse(body)?).await,
+        "TerminateSession" => sessions::terminate(gate, parse(body)?).await,
+        "DescribeSessions" => {
+            allow_any("ssm:DescribeSessions").await?;
+            sessions::describe(app, parse(body)?).await
+        }
+        "AddTagsToResource" => tags::add(gate, parse(body)?).await,
+        "RemoveTagsFromResource" => tags::remove(gate, parse(body)?).await,
+        "ListTagsForResource" => tags::list(gate, parse(body)?).await,
         other => {
             Err(ApiError::bad("UnknownOperationException", format!("operation {other} is not supported")))
         }
@@ -107,45 +177,38 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad("SerializationException", format!("malformed request body: {e}")))
 }
 
-async fn authenticate(
-    app: &App,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Principal, ApiError> {
-    let auth = sigv4::parse(headers).map_err(ApiError::from)?;
-    if headers.contains_key("x-amz-security-token") {
-        return Err(ApiError::bad(
-            "UnrecognizedClientException",
-            "temporary credentials (x-amz-security-token) are not supported by this broker yet",
-        ));
-    }
-    let key = app.store.access_key(&auth.access_key_id).await?;
-    let key = match key {
-        Some(k) if k.active => k,
-        Some(_) => return Err(ApiError::bad("UnrecognizedClientException", "The access key is inactive.")),
-        None => {
-            return Err(ApiError::bad(
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            ))
-        }
-    };
+/// Verifies the signature; returns the caller and the region it signed for.
+async fn authenticate(app: &App, call: &Call<'_>) -> Result<(Caller, String), ApiError> {
+    let auth = sigv4::parse(call.headers).map_err(ApiError::from)?;
+    let token = call.headers.get("x-amz-security-token").map(|v| v.to_str().unwrap_or("\u{0}"));
+    let (caller, secret) = crate::identity::resolve(app, &auth.access_key_id, token).await?;
     let parts = sigv4::SignedParts {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query().unwrap_or(""),
-        headers,
-        body,
+        method: call.method.as_str(),
+        path: call.uri.path(),
+        query: call.uri.query().unwrap_or(""),
+        headers: call.headers,
+        body: call.body,
     };
-    sigv4::verify(&parts, &auth, &key.secret, "ssm", chrono::Utc::now())?;
-    Ok(key.principal)
+    sigv4::verify(&parts, &auth, &secret, "ssm", chrono::Utc::now())?;
+    tracing::debug!(caller = %caller.arn(&app.settings.account), peer = %call.peer, "authenticated");
+    Ok((caller, auth.region))
 }
 
-/// An ARN in this broker's namespace.
-pub fn arn(app: &App, resource: &str) -> String {
-    format!("arn:airlock:ssm:{}:{}:{resource}", app.settings.region, app.settings.account)
+/// The ARN of a managed instance.
+pub fn instance_arn(app: &App, instance_id: &str) -> String {
+    format!("arn:airlock:ssm:{}:{}:managed-instance/{instance_id}", app.settings.region, app.settings.account)
+}
+
+/// The ARN of a session.
+pub fn session_arn(app: &App, session_id: &str) -> String {
+    format!("arn:airlock:ssm:{}:{}:session/{session_id}", app.settings.region, app.settings.account)
+}
+
+/// The ARN of a document; AWS-owned documents have an empty account, as in SSM.
+pub fn document_arn(app: &App, name: &str) -> String {
+    let owned_by_aws = name.starts_with("AWS-") || name.starts_with("SSM-");
+    let account = if owned_by_aws { "" } else { app.settings.account.as_str() };
+    format!("arn:airlock:ssm:{}:{account}:document/{name}", app.settings.region)
 }
 
 /// Cuts one page out of `items`; tokens are opaque offsets.

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{paginate, ApiError};
+use super::{document_arn, instance_arn, paginate, session_arn, ApiError};
 use crate::app::{now_us, App};
+use crate::authz::{Dialect, Gate};
 use crate::registry::{PendingSession, PortTarget, SessionPlan};
 use crate::store::{Principal, SessionEnd, SessionRecord, SessionStatus};
 use airlock_proto::{InstanceId, SessionId};
@@ -140,16 +141,37 @@ fn plan_for(document: &str, params: &HashMap<String, Vec<String>>) -> Result<Ses
     }
 }
 
+/// Authorizes StartSession on the instance and on the document, both audited.
+async fn authorize_start(
+    gate: &Gate<'_>,
+    target: &str,
+    document: &str,
+    params: &HashMap<String, Vec<String>>,
+) -> Result<(), ApiError> {
+    let app = gate.app;
+    let mut ctx = gate.context();
+    for (k, v) in app.store.instance_tags(target).await? {
+        ctx.insert(&format!("ssm:resourceTag/{k}"), v.clone()).insert(&format!("aws:ResourceTag/{k}"), v);
+    }
+    // The document is always checked (the default one when none is named), which is what
+    // this key promises to policies that test it.
+    ctx.insert("ssm:SessionDocumentAccessCheck", "true");
+    for (k, values) in params {
+        ctx.insert_multi(&format!("ssm:DocumentParameters/{k}"), values.clone());
+    }
+    let name = document.rsplit('/').next().unwrap_or(document);
+    gate.check(&ctx, "ssm:StartSession", &instance_arn(app, target), Dialect::Ssm, true).await?;
+    gate.check(&ctx, "ssm:StartSession", &document_arn(app, name), Dialect::Ssm, true).await
+}
+
 /// Creates a session and the single-use token its client presents on the stream.
-pub async fn start(
-    app: &App,
-    principal: &Principal,
-    req: StartSession,
-) -> Result<serde_json::Value, ApiError> {
+pub async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_json::Value, ApiError> {
+    let app = gate.app;
     let document = req.document_name.clone().unwrap_or_else(|| SHELL_DOCUMENT.to_owned());
-    let plan = plan_for(&document, &req.parameters)?;
     let target: InstanceId =
         req.target.parse().map_err(|e| ApiError::bad("InvalidTarget", format!("{e}")))?;
+    authorize_start(gate, target.as_str(), &document, &req.parameters).await?;
+    let plan = plan_for(&document, &req.parameters)?;
     if app.store.instance(target.as_str()).await?.is_none() {
         return Err(ApiError::bad(
             "TargetNotConnected",
@@ -159,12 +181,16 @@ pub async fn start(
     if app.registry.agent(target.as_str()).is_none() {
         return Err(ApiError::bad("TargetNotConnected", format!("{target} is not connected.")));
     }
-    let session_id = SessionId::generate(&principal.name);
+    let owner = Principal {
+        name: gate.caller.session_prefix().to_owned(),
+        arn: gate.caller.arn(&app.settings.account),
+    };
+    let session_id = SessionId::generate(&owner.name);
     let record = SessionRecord {
         session_id: session_id.to_string(),
         target: target.to_string(),
         document: document.clone(),
-        owner_arn: principal.arn.clone(),
+        owner_arn: owner.arn.clone(),
         reason: req.reason.chars().take(256).collect(),
         status: SessionStatus::Connecting,
         start_us: now_us(),
@@ -178,7 +204,7 @@ pub async fn start(
         target: target.to_string(),
         document,
         plan,
-        owner: principal.clone(),
+        owner,
     });
     let ws = app.settings.public_url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
     Ok(json!({
@@ -189,7 +215,10 @@ pub async fn start(
 }
 
 /// Ends a session; terminating an ended session succeeds and changes nothing, as in SSM.
-pub async fn terminate(app: &App, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
+pub async fn terminate(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
+    let app = gate.app;
+    let arn = session_arn(app, &req.session_id);
+    gate.check(&gate.context(), "ssm:TerminateSession", &arn, Dialect::Ssm, true).await?;
     let Some(session) = app.store.session(&req.session_id).await? else {
         return Err(ApiError::bad(
             "DoesNotExistException",

@@ -3,10 +3,13 @@
 //! [`Store`] is the interface; [`sqlite::SqliteStore`] the embedded implementation. A
 //! PostgreSQL implementation can sit behind the same trait for several brokers.
 
+pub mod iam;
 pub mod sqlite;
+mod sqlite_iam;
 
 use async_trait::async_trait;
 
+pub use iam::*;
 pub use sqlite::SqliteStore;
 
 /// Errors of the store.
@@ -26,15 +29,6 @@ pub struct Principal {
     pub arn: String,
 }
 
-/// An access key with its owner.
-#[derive(Debug, Clone)]
-pub struct AccessKey {
-    pub access_key_id: String,
-    pub secret: String,
-    pub active: bool,
-    pub principal: Principal,
-}
-
 /// A hybrid activation.
 #[derive(Debug, Clone)]
 pub struct Activation {
@@ -48,6 +42,8 @@ pub struct Activation {
     pub registrations: i64,
     pub expires_us: i64,
     pub created_us: i64,
+    /// Tags stamped on every instance registered with it.
+    pub tags: Vec<(String, String)>,
 }
 
 /// Why an activation could not be used.
@@ -144,19 +140,9 @@ pub struct SessionEnd {
 
 /// The broker's persistent state.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: IamStore + Send + Sync {
     /// Whether any principal exists yet (first start creates the admin).
     async fn has_principals(&self) -> Result<bool, StoreError>;
-    /// Creates the principal if needed and adds an access key to it.
-    async fn add_access_key(
-        &self,
-        principal: &Principal,
-        access_key_id: &str,
-        secret: &str,
-    ) -> Result<(), StoreError>;
-    /// Looks an access key up.
-    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>, StoreError>;
-
     /// Stores a new activation.
     async fn insert_activation(&self, activation: &Activation) -> Result<(), StoreError>;
     /// Uses one registration of an activation, atomically, if the code matches and it is

@@ -12,7 +12,8 @@ use sqlx::Row;
 use super::*;
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE principals (
     name TEXT PRIMARY KEY,
     arn TEXT NOT NULL UNIQUE
@@ -62,11 +63,13 @@ CREATE TABLE sessions (
     exit_code INTEGER
 );
 CREATE INDEX sessions_by_start ON sessions(start_us);
-"#];
+"#,
+    super::sqlite_iam::MIGRATION_2,
+];
 
 /// SQLite in the data folder.
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -144,49 +147,10 @@ impl Store for SqliteStore {
         Ok(n > 0)
     }
 
-    async fn add_access_key(
-        &self,
-        principal: &Principal,
-        access_key_id: &str,
-        secret: &str,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT OR IGNORE INTO principals (name, arn) VALUES (?, ?)")
-            .bind(&principal.name)
-            .bind(&principal.arn)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO access_keys (access_key_id, principal, secret) VALUES (?, ?, ?)")
-            .bind(access_key_id)
-            .bind(&principal.name)
-            .bind(secret)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>, StoreError> {
-        let row = sqlx::query(
-            "SELECT k.access_key_id, k.secret, k.active, p.name, p.arn FROM access_keys k \
-             JOIN principals p ON p.name = k.principal WHERE k.access_key_id = ?",
-        )
-        .bind(access_key_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(AccessKey {
-            access_key_id: row.try_get("access_key_id")?,
-            secret: row.try_get("secret")?,
-            active: row.try_get::<i64, _>("active")? != 0,
-            principal: Principal { name: row.try_get("name")?, arn: row.try_get("arn")? },
-        }))
-    }
-
     async fn insert_activation(&self, a: &Activation) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO activations (activation_id, code_hash, iam_role, description, default_instance_name, \
-             registration_limit, registrations, expires_us, created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             registration_limit, registrations, expires_us, created_us, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&a.activation_id)
         .bind(&a.code_hash)
@@ -197,6 +161,7 @@ impl Store for SqliteStore {
         .bind(a.registrations)
         .bind(a.expires_us)
         .bind(a.created_us)
+        .bind(serde_json::to_string(&a.tags).unwrap_or_else(|_| "[]".into()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -224,6 +189,8 @@ impl Store for SqliteStore {
             registrations: row.try_get("registrations")?,
             expires_us: row.try_get("expires_us")?,
             created_us: row.try_get("created_us")?,
+            tags: serde_json::from_str(&row.try_get::<String, _>("tags")?)
+                .map_err(|e| StoreError::Corrupt(format!("activation tags: {e}")))?,
         };
         if a.code_hash != code_hash {
             return Ok(Err(ActivationRefusal::CodeMismatch));
@@ -412,6 +379,7 @@ mod tests {
             registrations: 0,
             expires_us,
             created_us: 0,
+            tags: Vec::new(),
         }
     }
 

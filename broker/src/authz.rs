@@ -1,0 +1,164 @@
+//! Authorization of API calls: the caller's policies, the request context, the decision,
+//! and the audit trail of decisions on session actions.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::api::ApiError;
+use crate::app::{now_us, App};
+use crate::identity::Caller;
+use crate::policy::{evaluate, Context, Decision, Effect, Policy, Request};
+use crate::store::{AuditEvent, StoreError};
+
+/// Which error dialect a refusal uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `AccessDeniedException` (SSM).
+    Ssm,
+    /// `AccessDenied` (IAM, STS).
+    Iam,
+}
+
+/// Facts about the request that policies may test.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    pub source_ip: IpAddr,
+    pub secure: bool,
+    pub region: String,
+}
+
+/// Loads and compiles a principal's policies (inline, then attached), cached until the next
+/// identity change.
+pub async fn policies_of(app: &App, principal: &str) -> Result<Arc<Vec<Policy>>, ApiError> {
+    if let Some(hit) = app.policy_cache.get(principal) {
+        return Ok(hit);
+    }
+    let mut compiled = Vec::new();
+    let docs = app.store.inline_policies(principal).await?;
+    let managed = app.store.attached_policies(principal).await?;
+    for (name, doc) in docs
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_str()))
+        .chain(managed.iter().map(|m| (m.name.as_str(), m.document.as_str())))
+    {
+        // Documents were checked when attached; one that no longer parses denies nothing and
+        // allows nothing, and says so in the log.
+        match Policy::parse(name, doc) {
+            Ok(p) => compiled.push(p),
+            Err(e) => tracing::error!(principal, policy = name, error = %e, "stored policy does not parse"),
+        }
+    }
+    let compiled = Arc::new(compiled);
+    app.policy_cache.put(principal, compiled.clone());
+    Ok(compiled)
+}
+
+/// One request's authorization: the caller and the facts about its request.
+pub struct Gate<'a> {
+    pub app: &'a App,
+    pub caller: &'a Caller,
+    pub facts: &'a RequestFacts,
+}
+
+/// The SimulatePrincipalPolicy / audit spelling of an effect.
+pub fn decision_name(effect: Effect) -> &'static str {
+    match effect {
+        Effect::Allow => "allowed",
+        Effect::ExplicitDeny => "explicitDeny",
+        Effect::ImplicitDeny => "implicitDeny",
+    }
+}
+
+impl Gate<'_> {
+    /// The context every request carries.
+    pub fn context(&self) -> Context {
+        let (app, caller, facts) = (self.app, self.caller, self.facts);
+        let mut ctx = Context::new();
+        let now = chrono::Utc::now();
+        ctx.insert("aws:userid", caller.user_id())
+            .insert("aws:PrincipalArn", caller.arn(&app.settings.account))
+            .insert("aws:PrincipalAccount", app.settings.account.clone())
+            .insert("aws:SourceIp", facts.source_ip.to_string())
+            .insert("aws:CurrentTime", now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .insert("aws:EpochTime", now.timestamp().to_string())
+            .insert("aws:SecureTransport", facts.secure.to_string())
+            .insert("aws:RequestedRegion", facts.region.clone());
+        if let Some(name) = caller.user_name() {
+            ctx.insert("aws:username", name.to_owned());
+        }
+        if caller.role_session.is_some() {
+            // Temporary credentials always carry the key; no MFA exists yet, so it is false.
+            ctx.insert("aws:MultiFactorAuthPresent", "false".to_owned());
+        }
+        for (k, v) in caller.tags() {
+            ctx.insert(&format!("aws:PrincipalTag/{k}"), v.clone());
+        }
+        ctx
+    }
+
+    /// Decides `action` on `resource`; refuses with the dialect's error, and records the
+    /// decision in the audit log when `audit` is set.
+    pub async fn check(
+        &self,
+        ctx: &Context,
+        action: &str,
+        resource: &str,
+        dialect: Dialect,
+        audit: bool,
+    ) -> Result<(), ApiError> {
+        let app = self.app;
+        let policies = policies_of(app, &self.caller.principal.name).await?;
+        let decision = evaluate(&policies, &Request { action, resource, context: ctx });
+        let arn = self.caller.arn(&app.settings.account);
+        if audit {
+            record(app, &arn, action, resource, &decision, self.facts).await.map_err(ApiError::from)?;
+        }
+        match decision.effect {
+            Effect::Allow => Ok(()),
+            effect => {
+                let why = if effect == Effect::ExplicitDeny {
+                    "with an explicit deny in an identity-based policy".to_owned()
+                } else {
+                    format!("because no identity-based policy allows the {action} action")
+                };
+                let code = if dialect == Dialect::Ssm { "AccessDeniedException" } else { "AccessDenied" };
+                tracing::info!(principal = %arn, action, resource, decision = %decision, "access denied");
+                Err(ApiError::bad(
+                    code,
+                    format!(
+                        "User: {arn} is not authorized to perform: {action} on resource: {resource} {why}"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// [`Gate::check`] with the base context.
+    pub async fn check_plain(&self, action: &str, resource: &str, dialect: Dialect) -> Result<(), ApiError> {
+        self.check(&self.context(), action, resource, dialect, false).await
+    }
+}
+
+async fn record(
+    app: &App,
+    arn: &str,
+    action: &str,
+    resource: &str,
+    decision: &Decision,
+    facts: &RequestFacts,
+) -> Result<(), StoreError> {
+    let st = decision.statement.as_ref();
+    app.store
+        .append_audit(&AuditEvent {
+            at_us: now_us(),
+            principal: arn.to_owned(),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            decision: decision_name(decision.effect).to_owned(),
+            policy: st.map(|s| s.policy.to_string()),
+            sid: st.and_then(|s| s.sid.as_ref().map(|x| x.to_string())),
+            statement_index: st.map(|s| s.index as i64),
+            source_ip: facts.source_ip.to_string(),
+        })
+        .await
+}

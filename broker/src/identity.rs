@@ -1,0 +1,86 @@
+//! Who is calling: an access key (long-term or temporary) resolved to its principal.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::api::ApiError;
+use crate::app::{now_us, App};
+use crate::store::{PrincipalKind, PrincipalRecord};
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: PrincipalRecord,
+    /// Set when the caller uses temporary credentials from AssumeRole.
+    pub role_session: Option<String>,
+}
+
+impl Caller {
+    /// The ARN requests are attributed to (the assumed-role ARN for role sessions).
+    pub fn arn(&self, account: &str) -> String {
+        match &self.role_session {
+            Some(session) => {
+                format!("arn:airlock:sts::{account}:assumed-role/{}/{session}", self.principal.name)
+            }
+            None => self.principal.arn.clone(),
+        }
+    }
+
+    /// The name that prefixes this caller's session ids (SSM's rule: user name, or the
+    /// role session name).
+    pub fn session_prefix(&self) -> &str {
+        self.role_session.as_deref().unwrap_or(&self.principal.name)
+    }
+
+    /// `aws:userid`: the user id, or `<role id>:<session name>`.
+    pub fn user_id(&self) -> String {
+        match &self.role_session {
+            Some(session) => format!("{}:{session}", self.principal.principal_id),
+            None => self.principal.principal_id.clone(),
+        }
+    }
+
+    /// `aws:username`, which IAM sets for users only.
+    pub fn user_name(&self) -> Option<&str> {
+        (self.principal.kind == PrincipalKind::User && self.role_session.is_none())
+            .then_some(&self.principal.name)
+    }
+
+    /// The principal's tags (`aws:PrincipalTag/…`).
+    pub fn tags(&self) -> &BTreeMap<String, String> {
+        &self.principal.tags
+    }
+}
+
+fn unrecognized() -> ApiError {
+    ApiError::bad("UnrecognizedClientException", "The security token included in the request is invalid.")
+}
+
+/// Resolves an access key id (and the session token header, if any) to its caller, and
+/// returns the secret to verify the signature with.
+pub async fn resolve(
+    app: &App,
+    access_key_id: &str,
+    session_token: Option<&str>,
+) -> Result<(Caller, String), ApiError> {
+    let key = app.store.key(access_key_id).await?.ok_or_else(unrecognized)?;
+    match (&key.token_hash, session_token) {
+        (None, None) => {}
+        (Some(hash), Some(token)) if *hash == hex::encode(Sha256::digest(token.as_bytes())) => {
+            if key.expires_us.is_some_and(|t| t <= now_us()) {
+                return Err(ApiError::bad(
+                    "ExpiredTokenException",
+                    "The security token included in the request is expired",
+                ));
+            }
+        }
+        _ => return Err(unrecognized()),
+    }
+    if !key.active {
+        return Err(ApiError::bad("UnrecognizedClientException", "The access key is inactive."));
+    }
+    let principal = app.store.principal(&key.principal).await?.ok_or_else(unrecognized)?;
+    let secret = app.master.open(&key.secret_sealed).map_err(ApiError::internal)?;
+    Ok((Caller { principal, role_session: key.session_name }, secret))
+}

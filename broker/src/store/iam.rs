@@ -1,0 +1,154 @@
+//! Persistent identity state: principals, keys, policies, instance tags, audit events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+
+use super::StoreError;
+
+/// A user or a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    User,
+    Role,
+}
+
+impl PrincipalKind {
+    /// The word used in ARNs and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Role => "role",
+        }
+    }
+}
+
+/// A principal as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    pub name: String,
+    pub arn: String,
+    pub kind: PrincipalKind,
+    /// `AIDA…` for users, `AROA…` for roles (`aws:userid`).
+    pub principal_id: String,
+    pub tags: BTreeMap<String, String>,
+    pub created_us: i64,
+}
+
+/// An access key as stored; the secret is sealed under the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub access_key_id: String,
+    pub principal: String,
+    pub secret_sealed: String,
+    pub active: bool,
+    pub created_us: i64,
+    /// Temporary credentials only: when they stop working.
+    pub expires_us: Option<i64>,
+    /// Temporary credentials only: SHA-256 (hex) of the session token.
+    pub token_hash: Option<String>,
+    /// Temporary credentials only: the role session name.
+    pub session_name: Option<String>,
+}
+
+/// A customer-managed policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedPolicy {
+    pub name: String,
+    pub arn: String,
+    pub document: String,
+    pub created_us: i64,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    Yes,
+    NotFound,
+    /// Something still refers to it; the text says what.
+    Conflict(String),
+}
+
+/// One authorization decision on record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at_us: i64,
+    pub principal: String,
+    pub action: String,
+    pub resource: String,
+    /// `allowed`, `explicitDeny` or `implicitDeny`.
+    pub decision: String,
+    pub policy: Option<String>,
+    pub sid: Option<String>,
+    pub statement_index: Option<i64>,
+    pub source_ip: String,
+}
+
+/// Identity half of the store.
+#[async_trait]
+pub trait IamStore: Send + Sync {
+    /// Creates a principal; false if the name is taken (users and roles share names).
+    async fn create_principal(&self, p: &PrincipalRecord) -> Result<bool, StoreError>;
+    /// One principal by name.
+    async fn principal(&self, name: &str) -> Result<Option<PrincipalRecord>, StoreError>;
+    /// All principals of a kind, by name.
+    async fn principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRecord>, StoreError>;
+    /// Deletes a principal that has no keys and no policies left.
+    async fn delete_principal(&self, name: &str) -> Result<Deleted, StoreError>;
+    /// Replaces a principal's tags.
+    async fn set_principal_tags(&self, name: &str, tags: &BTreeMap<String, String>)
+        -> Result<(), StoreError>;
+
+    /// Stores a key.
+    async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// One key.
+    async fn key(&self, access_key_id: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// A principal's long-term keys.
+    async fn keys_of(&self, principal: &str) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Activates or deactivates a principal's key; false if no such key.
+    async fn set_key_active(
+        &self,
+        principal: &str,
+        access_key_id: &str,
+        active: bool,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a principal's key; false if no such key.
+    async fn delete_key(&self, principal: &str, access_key_id: &str) -> Result<bool, StoreError>;
+    /// Forgets expired temporary keys.
+    async fn purge_expired_keys(&self, now_us: i64) -> Result<u64, StoreError>;
+
+    /// Creates or replaces an inline policy.
+    async fn put_inline_policy(&self, principal: &str, name: &str, document: &str) -> Result<(), StoreError>;
+    /// Deletes an inline policy; false if absent.
+    async fn delete_inline_policy(&self, principal: &str, name: &str) -> Result<bool, StoreError>;
+    /// A principal's inline policies as (name, document), by name.
+    async fn inline_policies(&self, principal: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Creates a managed policy; false if the name is taken.
+    async fn create_managed_policy(&self, p: &ManagedPolicy) -> Result<bool, StoreError>;
+    /// Deletes a managed policy that is attached nowhere.
+    async fn delete_managed_policy(&self, name: &str) -> Result<Deleted, StoreError>;
+    /// All managed policies, by name.
+    async fn managed_policies(&self) -> Result<Vec<ManagedPolicy>, StoreError>;
+    /// Attaches a managed policy (idempotent); false if the policy does not exist.
+    async fn attach_policy(&self, principal: &str, policy: &str) -> Result<bool, StoreError>;
+    /// Detaches; false if it was not attached.
+    async fn detach_policy(&self, principal: &str, policy: &str) -> Result<bool, StoreError>;
+    /// The managed policies attached to a principal, by name.
+    async fn attached_policies(&self, principal: &str) -> Result<Vec<ManagedPolicy>, StoreError>;
+
+    /// Adds or overwrites tags of an instance.
+    async fn add_instance_tags(&self, instance_id: &str, tags: &[(String, String)])
+        -> Result<(), StoreError>;
+    /// Removes tags of an instance.
+    async fn remove_instance_tags(&self, instance_id: &str, keys: &[String]) -> Result<(), StoreError>;
+    /// Tags of one instance.
+    async fn instance_tags(&self, instance_id: &str) -> Result<BTreeMap<String, String>, StoreError>;
+    /// Tags of every instance.
+    async fn all_instance_tags(&self) -> Result<HashMap<String, BTreeMap<String, String>>, StoreError>;
+
+    /// Appends an audit event.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Audit events, newest first.
+    async fn audit_events(&self, limit: i64, offset: i64) -> Result<Vec<AuditEvent>, StoreError>;
+}
