@@ -184,11 +184,36 @@ impl Broker {
         })
     }
 
-    /// Sends a raw signed API call (for requests the CLI would never make).
+    /// Sends a raw signed API call with temporary credentials' session token.
+    pub fn raw_call_with_token(
+        &self,
+        target: &str,
+        body: &str,
+        key_id: &str,
+        secret: &str,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        self.signed(target, body, key_id, secret, token, SystemTime::now())
+    }
+
+    /// Sends a raw signed API call (for requests the CLI would never make). `op` is an SSM
+    /// operation name or a full target (`AirlockIAM.CreateUser`).
     pub fn raw_call(&self, op: &str, body: &str, key_id: &str, secret: &str, at: SystemTime) -> (u16, Value) {
+        self.signed(op, body, key_id, secret, None, at)
+    }
+
+    fn signed(
+        &self,
+        op: &str,
+        body: &str,
+        key_id: &str,
+        secret: &str,
+        token: Option<&str>,
+        at: SystemTime,
+    ) -> (u16, Value) {
         use aws_credential_types::Credentials;
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-        let identity = Credentials::new(key_id, secret, None, None, "test").into();
+        let identity = Credentials::new(key_id, secret, token.map(str::to_owned), None, "test").into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
             .region("us-east-1")
@@ -199,7 +224,7 @@ impl Broker {
             .unwrap()
             .into();
         let host = self.url.split("://").nth(1).unwrap().to_owned();
-        let target = format!("AmazonSSM.{op}");
+        let target = if op.contains('.') { op.to_owned() } else { format!("AmazonSSM.{op}") };
         let headers = [
             ("host", host.as_str()),
             ("content-type", "application/x-amz-json-1.1"),
