@@ -75,7 +75,7 @@ impl ApiError {
         }
     }
 
-    fn response(operation: &str, status: Option<u16>, detail: String) -> Self {
+    pub(crate) fn response(operation: &str, status: Option<u16>, detail: String) -> Self {
         ApiError {
             kind: ApiErrorKind::Response,
             operation: operation.to_owned(),
@@ -135,6 +135,39 @@ pub fn service_error(operation: &str, status: u16, body: &[u8]) -> ApiError {
         message,
         status: Some(status),
     }
+}
+
+/// The API families the broker serves on one endpoint, told apart by `X-Amz-Target` prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Sessions and instances: `AmazonSSM.<op>`.
+    Ssm,
+    /// Users, roles, keys, policies and the audit log: `AirlockIAM.<op>`.
+    Iam,
+    /// Temporary credentials: `AirlockSTS.<op>`.
+    Sts,
+}
+
+impl Service {
+    /// The `X-Amz-Target` prefix, dot included.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Service::Ssm => signing::TARGET_PREFIX,
+            Service::Iam => "AirlockIAM.",
+            Service::Sts => "AirlockSTS.",
+        }
+    }
+
+    /// The full `X-Amz-Target` of operation `op`, e.g. `AirlockIAM.CreateUser`.
+    pub fn target(self, op: &str) -> String {
+        format!("{}{op}", self.prefix())
+    }
+}
+
+/// The operation named by an `X-Amz-Target` (what follows its last `.`): error messages name
+/// `CreateUser`, not `AirlockIAM.CreateUser`, as the AWS CLI does.
+pub fn operation_name(target: &str) -> &str {
+    target.rsplit('.').next().unwrap_or(target)
 }
 
 /// A successful call's body and the address that answered it.
@@ -207,13 +240,31 @@ impl Client {
         Ok(self.call_with_peer(op, body).await?.body)
     }
 
+    /// Calls the operation with the full `X-Amz-Target` `target` (e.g. `AirlockIAM.CreateUser`,
+    /// see [`Service::target`]) and returns the response body.
+    pub async fn call_target(&self, target: &str, body: &Value) -> Result<Value, ApiError> {
+        Ok(self.call_target_with_peer(target, body).await?.body)
+    }
+
     /// Like [`Client::call`], also returning the address that answered.
     pub async fn call_with_peer(&self, op: &str, body: &Value) -> Result<Response, ApiError> {
+        self.call_target_with_peer(&Service::Ssm.target(op), body).await
+    }
+
+    /// Like [`Client::call_target`], also returning the address that answered.
+    pub async fn call_target_with_peer(&self, target: &str, body: &Value) -> Result<Response, ApiError> {
+        let op = operation_name(target);
         let url = self.endpoint.url();
         let bytes = serde_json::to_vec(body).map_err(|e| ApiError::request(op, e.to_string()))?;
-        let headers =
-            signing::signed_headers(url, op, &bytes, &self.region, &self.credentials, SystemTime::now())
-                .map_err(|e| ApiError::request(op, e.to_string()))?;
+        let headers = signing::signed_headers_for_target(
+            url,
+            target,
+            &bytes,
+            &self.region,
+            &self.credentials,
+            SystemTime::now(),
+        )
+        .map_err(|e| ApiError::request(op, e.to_string()))?;
         let mut request = self.http.post(url.clone()).body(bytes);
         for (name, value) in &headers {
             request = request.header(name.as_str(), value.as_str());
@@ -341,6 +392,16 @@ mod tests {
     }
 
     #[test]
+    fn targets_carry_the_service_prefix() {
+        assert_eq!(Service::Ssm.target("StartSession"), "AmazonSSM.StartSession");
+        assert_eq!(Service::Iam.target("CreateUser"), "AirlockIAM.CreateUser");
+        assert_eq!(Service::Sts.target("AssumeRole"), "AirlockSTS.AssumeRole");
+        assert_eq!(operation_name("AirlockIAM.CreateUser"), "CreateUser");
+        assert_eq!(operation_name("AmazonSSM.StartSession"), "StartSession");
+        assert_eq!(operation_name("Bare"), "Bare");
+    }
+
+    #[test]
     fn connection_errors_exit_255() {
         let err = ApiError::connection("StartSession", "http://127.0.0.1:1/", "refused".into());
         assert_eq!(err.exit_code(), 255);
@@ -436,11 +497,16 @@ mod tests {
             let mut seen = Vec::new();
             let ok = r#"{"SessionId":"alice-1"}"#;
             let bad = r#"{"__type":"com.amazonaws.ssm#InvalidDocument","message":"no"}"#;
+            let missing = r#"{"__type":"NoSuchEntity","message":"The user with name bob cannot be found."}"#;
             let replies = [
                 format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{ok}", ok.len()),
                 format!(
                     "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{bad}",
                     bad.len()
+                ),
+                format!(
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{missing}",
+                    missing.len()
                 ),
             ];
             for reply in replies {
@@ -465,7 +531,18 @@ mod tests {
         let err = client.call("StartSession", &serde_json::json!({"Target": "mi-1"})).await.unwrap_err();
         assert_eq!(err.kind, ApiErrorKind::Service);
         assert_eq!(err.code, "InvalidDocument");
+        let target = Service::Iam.target("DeleteUser");
+        let err = client.call_target(&target, &serde_json::json!({"UserName": "bob"})).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "An error occurred (NoSuchEntity) when calling the DeleteUser operation: \
+             The user with name bob cannot be found."
+        );
+        assert_eq!(err.exit_code(), 254);
         let seen = server.await.unwrap();
+        let third = seen[2].to_ascii_lowercase();
+        assert!(third.contains("x-amz-target: airlockiam.deleteuser\r\n"), "{third}");
+        assert!(third.contains("/ssm/aws4_request"), "IAM calls are signed for ssm: {third}");
         let first = seen[0].to_ascii_lowercase();
         assert!(first.starts_with("post / http/1.1\r\n"), "{first}");
         assert!(first.contains("x-amz-target: amazonssm.terminatesession\r\n"), "{first}");

@@ -2,27 +2,35 @@
 //! interactive sessions, port forwarding and ssh's ProxyCommand carried over QUIC.
 //!
 //! The binary (`src/main.rs`) is a thin clap front end over these modules, so integration
-//! tests and benches can drive the same code paths.
+//! tests and benches can drive the same code paths. The `iam` and `sts` administration
+//! commands are defined here too (`iam_cmd`, `sts_cmd`, `simulate`), as clap subcommands that
+//! each become one [`ApiCall`].
 
 pub mod api;
+pub mod call;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod forward;
+pub mod iam_cmd;
+pub mod iam_params;
 pub mod link;
 pub mod params;
 pub mod ports;
 pub mod session;
 pub mod signing;
+pub mod simulate;
 pub mod start;
 pub mod stdio;
+pub mod sts_cmd;
 pub mod terminal;
 pub mod tunnel;
 
 #[cfg(test)]
 mod testutil;
 
-pub use api::{ApiError, ApiErrorKind, Client};
+pub use api::{ApiError, ApiErrorKind, Client, Service};
+pub use call::ApiCall;
 pub use config::{ConfigInput, Endpoint, Settings};
 pub use credentials::Credentials;
 pub use error::Error;

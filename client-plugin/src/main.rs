@@ -4,14 +4,17 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use airlock_cli::iam_cmd::IamCommand;
 use airlock_cli::params::{self, Parameters};
 use airlock_cli::ports::{self, Forward};
 use airlock_cli::start::{self, StartSessionRequest};
-use airlock_cli::{Client, ConfigInput, Error, Settings, EXIT_FAILURE};
+use airlock_cli::sts_cmd::StsCommand;
+use airlock_cli::{ApiCall, Client, ConfigInput, Error, Service, Settings, EXIT_FAILURE};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
-/// Secure sessions to managed instances through an Airlock broker.
+/// Secure sessions to managed instances through an Airlock broker, and its users, roles and
+/// policies.
 #[derive(Debug, Parser)]
 #[command(name = "airlock", version, about, propagate_version = true)]
 struct Cli {
@@ -56,6 +59,12 @@ enum Command {
         #[arg(long, value_name = "TARGET")]
         target: String,
     },
+    /// Users, roles, access keys, policies, simulation and the audit log (like `aws iam`).
+    #[command(subcommand)]
+    Iam(IamCommand),
+    /// Temporary credentials for a role (like `aws sts`).
+    #[command(subcommand)]
+    Sts(StsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -174,13 +183,12 @@ fn run(cli: Cli) -> i32 {
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(Done::Exit(code)) => code,
-        Ok(Done::Print(response)) => match print_json(&response) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("cannot write the response to stdout: {e}");
-                EXIT_FAILURE
+        Ok(Done::Show(call, response)) => {
+            match call.write_response(&response, &mut std::io::stdout().lock()) {
+                Ok(code) => code,
+                Err(e) => report(&e),
             }
-        },
+        }
         Err(e) => match e.downcast_ref::<Error>() {
             Some(e) => report(e),
             None => {
@@ -207,8 +215,8 @@ fn init_logging() {
 enum Task {
     /// `start-session`, its document and parameters settled.
     Start(StartSessionRequest),
-    /// Any other command: one API call with this operation and body.
-    Call(&'static str, Value),
+    /// Any other command: one API call.
+    Call(ApiCall),
 }
 
 impl Task {
@@ -253,8 +261,10 @@ impl Task {
                 ("CreateActivation", Value::Object(body))
             }
             Command::GetConnectionStatus { target } => ("GetConnectionStatus", json!({ "Target": target })),
+            Command::Iam(c) => return Ok(Task::Call(c.into_call())),
+            Command::Sts(c) => return Ok(Task::Call(c.into_call())),
         };
-        Ok(Task::Call(op, body))
+        Ok(Task::Call(ApiCall::new(Service::Ssm, op, body)))
     }
 }
 
@@ -262,8 +272,8 @@ impl Task {
 enum Done {
     /// Exit with this status.
     Exit(i32),
-    /// Print this API response, then exit 0.
-    Print(Value),
+    /// Show the response to this call, then exit with the status that gives.
+    Show(ApiCall, Value),
 }
 
 async fn dispatch(task: Task, settings: Settings) -> anyhow::Result<Done> {
@@ -278,9 +288,9 @@ async fn dispatch(task: Task, settings: Settings) -> anyhow::Result<Done> {
             let code = start::start_session(&client, settings.ca_pem.as_deref(), &request).await?;
             Ok(Done::Exit(code))
         }
-        Task::Call(op, body) => {
-            let response = client.call(op, &body).await.map_err(Error::from)?;
-            Ok(Done::Print(response))
+        Task::Call(call) => {
+            let response = client.call_target(&call.target(), &call.body).await.map_err(Error::from)?;
+            Ok(Done::Show(call, response))
         }
     }
 }
@@ -301,18 +311,6 @@ fn insert_list(body: &mut Map<String, Value>, name: &str, groups: Vec<Vec<Value>
 fn insert_page(body: &mut Map<String, Value>, page: PageArgs) {
     insert_opt(body, "MaxResults", page.max_results.map(Value::from));
     insert_opt(body, "NextToken", page.next_token.map(Value::from));
-}
-
-/// Prints like `aws --output json`: four-space indentation and a trailing newline.
-fn print_json(value: &Value) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    let mut ser = serde_json::Serializer::with_formatter(
-        &mut out,
-        serde_json::ser::PrettyFormatter::with_indent(b"    "),
-    );
-    serde::Serialize::serialize(value, &mut ser).map_err(std::io::Error::other)?;
-    out.write_all(b"\n")?;
-    out.flush()
 }
 
 #[cfg(test)]
@@ -369,7 +367,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).map_err(|e| Error::Usage(e.to_string()))?;
         match Task::from_command(cli.command)? {
             Task::Start(request) => Ok(request),
-            Task::Call(op, _) => panic!("expected start-session, got {op}"),
+            Task::Call(c) => panic!("expected start-session, got {}", c.operation),
         }
     }
 
@@ -429,6 +427,31 @@ mod tests {
         }
     }
 
+    fn call_task(args: &[&str]) -> ApiCall {
+        let argv = std::iter::once("airlock").chain(args.iter().copied());
+        match Task::from_command(Cli::try_parse_from(argv).unwrap().command).unwrap() {
+            Task::Call(call) => call,
+            Task::Start(_) => panic!("expected an API call"),
+        }
+    }
+
+    #[test]
+    fn commands_pick_their_target() {
+        let c = call_task(&["get-connection-status", "--target", "mi-1"]);
+        assert_eq!(
+            (c.target(), c.body),
+            ("AmazonSSM.GetConnectionStatus".to_owned(), json!({"Target": "mi-1"}))
+        );
+        let c = call_task(&["iam", "create-user", "--user-name", "bob", "--tags", "Key=team,Value=ops"]);
+        assert_eq!(c.target(), "AirlockIAM.CreateUser");
+        assert_eq!(c.body, json!({"UserName": "bob", "Tags": [{"Key": "team", "Value": "ops"}]}));
+        let c = call_task(&["sts", "assume-role", "--role-arn", "R", "--role-session-name", "s", "--export"]);
+        assert_eq!(c.target(), "AirlockSTS.AssumeRole");
+        assert_eq!(c.output, airlock_cli::call::Output::Exports);
+        let c = call_task(&["iam", "list-users", "--region", "eu-west-1"]);
+        assert_eq!(c.target(), "AirlockIAM.ListUsers");
+    }
+
     #[test]
     fn usage_errors() {
         let bad = [
@@ -437,6 +460,9 @@ mod tests {
             vec!["airlock", "start-session", "--target", "mi-1", "--parameters", "{bad json"],
             vec!["airlock", "create-activation", "--iam-role", "r", "--expiration-date", "soon"],
             vec!["airlock", "frobnicate"],
+            vec!["airlock", "iam"],
+            vec!["airlock", "iam", "create-user"],
+            vec!["airlock", "sts", "assume-role", "--role-arn", "R"],
         ];
         for args in bad {
             let err = Cli::try_parse_from(&args).unwrap_err();

@@ -88,11 +88,11 @@ fn parse_parameters_json(text: &str) -> Result<Parameters, String> {
 }
 
 /// Looks up a shorthand member by name, ignoring case (`Key`/`key`).
-fn member<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn member<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
-fn check_members(pairs: &[(String, String)], allowed: &[&str], text: &str) -> Result<(), String> {
+pub(crate) fn check_members(pairs: &[(String, String)], allowed: &[&str], text: &str) -> Result<(), String> {
     match pairs.iter().find(|(k, _)| !allowed.iter().any(|a| a.eq_ignore_ascii_case(k))) {
         Some((k, _)) => Err(format!("unknown member {k:?} in {text:?} (expected {})", allowed.join(", "))),
         None => Ok(()),

@@ -17,11 +17,8 @@ pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// Prefix of every `X-Amz-Target`.
 pub const TARGET_PREFIX: &str = "AmazonSSM.";
 
-/// The headers to send with a `POST` of `body` to `url` for operation `op`, signed at `time`.
-///
-/// Returns `content-type`, `x-amz-target`, and what the signer adds (`x-amz-date`,
-/// `authorization`, and `x-amz-security-token` for temporary credentials). The `host`
-/// header is signed from the URL exactly as the HTTP client will send it.
+/// The headers to send with a `POST` of `body` to `url` for SSM operation `op`, signed at `time`
+/// (see [`signed_headers_for_target`]).
 pub fn signed_headers(
     url: &Url,
     op: &str,
@@ -30,9 +27,28 @@ pub fn signed_headers(
     credentials: &Credentials,
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, Error> {
-    let target = format!("{TARGET_PREFIX}{op}");
-    let mut headers =
-        vec![("content-type".to_owned(), CONTENT_TYPE.to_owned()), ("x-amz-target".to_owned(), target)];
+    signed_headers_for_target(url, &format!("{TARGET_PREFIX}{op}"), body, region, credentials, time)
+}
+
+/// The headers to send with a `POST` of `body` to `url` with `X-Amz-Target: target`, signed
+/// at `time`.
+///
+/// Every prefix (`AmazonSSM.`, `AirlockIAM.`, `AirlockSTS.`) is signed with service
+/// [`SERVICE`]: the broker serves them all on one endpoint. Returns `content-type`, `x-amz-target`, and what the signer adds (`x-amz-date`,
+/// `authorization`, and `x-amz-security-token` for temporary credentials). The `host`
+/// header is signed from the URL exactly as the HTTP client will send it.
+pub fn signed_headers_for_target(
+    url: &Url,
+    target: &str,
+    body: &[u8],
+    region: &str,
+    credentials: &Credentials,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut headers = vec![
+        ("content-type".to_owned(), CONTENT_TYPE.to_owned()),
+        ("x-amz-target".to_owned(), target.to_owned()),
+    ];
     let identity: Identity = aws_credential_types::Credentials::new(
         credentials.access_key_id.clone(),
         credentials.secret_access_key.clone(),
@@ -112,6 +128,19 @@ mod tests {
         let auth = header(&h, "authorization").unwrap();
         assert!(auth.contains("Credential=ASIATEMP/20240301/eu-west-1/ssm/aws4_request"), "{auth}");
         assert!(auth.contains("x-amz-security-token"), "{auth}");
+    }
+
+    #[test]
+    fn other_targets_are_signed_as_ssm() {
+        let url = Url::parse("http://127.0.0.1:8080/").unwrap();
+        let creds = Credentials::new("AKIDEXAMPLE", "secret", None);
+        let h = signed_headers_for_target(&url, "AirlockIAM.CreateUser", b"{}", "us-east-1", &creds, when())
+            .unwrap();
+        assert_eq!(header(&h, "x-amz-target"), Some("AirlockIAM.CreateUser"));
+        let auth = header(&h, "authorization").unwrap();
+        assert!(auth.contains("/us-east-1/ssm/aws4_request"), "{auth}");
+        let ssm = signed_headers(&url, "CreateUser", b"{}", "us-east-1", &creds, when()).unwrap();
+        assert_ne!(header(&ssm, "authorization"), Some(auth), "the target is part of the signature");
     }
 
     #[test]
