@@ -234,3 +234,31 @@ fn oversized_frame_on_agent_link_drops_only_that_agent() {
     term.send("exit\r");
     assert_eq!(term.wait(), 0);
 }
+
+#[test]
+fn activations_are_listed_without_codes_and_deleted() {
+    let broker = Broker::start();
+    let (id, code) = broker.activation(3);
+    let call = |op: &str, body: String| {
+        broker.raw_call(op, &body, &broker.key_id, &broker.secret, SystemTime::now())
+    };
+    let (s, v) = call(
+        "DescribeActivations",
+        format!(r#"{{"Filters":[{{"FilterKey":"ActivationIds","FilterValues":["{id}"]}}]}}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let list = v["ActivationList"].as_array().unwrap();
+    assert_eq!(
+        (list.len(), list[0]["RegistrationLimit"].as_i64(), list[0]["Expired"].as_bool()),
+        (1, Some(3), Some(false))
+    );
+    assert!(!v.to_string().contains(&code), "the code is shown once, at creation only");
+    assert_eq!(call("DeleteActivation", format!(r#"{{"ActivationId":"{id}"}}"#)).0, 200);
+    let out = broker.register(&broker.dir.path().join("late"), &id, &code);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let (_, v) = call("DeleteActivation", format!(r#"{{"ActivationId":"{id}"}}"#));
+    assert_eq!(v["__type"], "InvalidActivationId");
+    // Resume is not offered yet: SSM's "cannot be resumed" answer, an empty token.
+    let (_, v) = call("ResumeSession", r#"{"SessionId":"admin-00000000000000000"}"#.into());
+    assert_eq!(v["__type"], "DoesNotExistException");
+}

@@ -103,6 +103,82 @@ pub async fn create(app: &App, req: CreateActivation) -> Result<serde_json::Valu
     Ok(json!({ "ActivationId": activation.activation_id, "ActivationCode": code }))
 }
 
+/// DescribeActivations' input.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeActivations {
+    filters: Vec<ActivationFilter>,
+    max_results: Option<usize>,
+    next_token: Option<String>,
+}
+
+/// One DescribeActivations filter.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActivationFilter {
+    filter_key: String,
+    filter_values: Vec<String>,
+}
+
+/// DeleteActivation's input.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteActivation {
+    activation_id: String,
+}
+
+/// Lists activations (never their codes).
+pub async fn describe(app: &App, req: DescribeActivations) -> Result<serde_json::Value, ApiError> {
+    let now = now_us();
+    let mut list = Vec::new();
+    for a in app.store.activations().await? {
+        let mut keep = true;
+        for f in &req.filters {
+            let have = match f.filter_key.as_str() {
+                "ActivationIds" => &a.activation_id,
+                "DefaultInstanceName" => &a.default_instance_name,
+                "IamRole" => &a.iam_role,
+                other => {
+                    return Err(ApiError::bad(
+                        "InvalidFilter",
+                        format!("filter key {other} is not supported"),
+                    ))
+                }
+            };
+            keep &= f.filter_values.iter().any(|v| v == have);
+        }
+        if keep {
+            let tags: Vec<super::Tag> =
+                a.tags.iter().map(|(k, v)| super::Tag { key: k.clone(), value: v.clone() }).collect();
+            list.push(json!({
+                "ActivationId": a.activation_id, "Description": a.description,
+                "DefaultInstanceName": a.default_instance_name, "IamRole": a.iam_role,
+                "RegistrationLimit": a.registration_limit, "RegistrationsCount": a.registrations,
+                "ExpirationDate": a.expires_us / 1_000_000, "Expired": a.expires_us <= now,
+                "CreatedDate": a.created_us / 1_000_000, "Tags": tags,
+            }));
+        }
+    }
+    let (page, next) =
+        super::paginate(list, req.max_results.unwrap_or(50).clamp(1, 50), req.next_token.as_deref())?;
+    let mut out = json!({ "ActivationList": page });
+    if let Some(n) = next {
+        out["NextToken"] = json!(n);
+    }
+    Ok(out)
+}
+
+/// Deletes an activation; instances it registered stay registered, as in SSM.
+pub async fn delete(app: &App, req: DeleteActivation) -> Result<serde_json::Value, ApiError> {
+    if !app.store.delete_activation(&req.activation_id).await? {
+        return Err(ApiError::bad(
+            "InvalidActivationId",
+            format!("Activation {} does not exist.", req.activation_id),
+        ));
+    }
+    Ok(json!({}))
+}
+
 /// Registers an agent: checks and consumes the activation, signs the agent's CSR.
 pub async fn register(app: &App, req: Register) -> Result<serde_json::Value, ApiError> {
     let now = now_us();

@@ -155,6 +155,15 @@ async fn run(
             allow_any("ssm:DescribeInstanceInformation").await?;
             instances::describe(app, parse(body)?).await
         }
+        "DescribeActivations" => {
+            allow_any("ssm:DescribeActivations").await?;
+            activations::describe(app, parse(body)?).await
+        }
+        "DeleteActivation" => {
+            allow_any("ssm:DeleteActivation").await?;
+            activations::delete(app, parse(body)?).await
+        }
+        "ResumeSession" => sessions::resume(gate, parse(body)?).await,
         "GetConnectionStatus" => instances::connection_status(gate, parse(body)?).await,
         "StartSession" => sessions::start(gate, parse(body)?).await,
         "TerminateSession" => sessions::terminate(gate, parse(body)?).await,

@@ -243,6 +243,21 @@ pub async fn terminate(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_j
     Ok(json!({ "SessionId": session.session_id }))
 }
 
+/// Reconnecting a session's stream is not offered yet: as SSM says "this session can no
+/// longer be resumed", with an empty token, after the same checks a real resume would pass.
+pub async fn resume(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
+    let app = gate.app;
+    gate.check(&gate.context(), "ssm:ResumeSession", &session_arn(app, &req.session_id), Dialect::Ssm, true)
+        .await?;
+    if app.store.session(&req.session_id).await?.is_none() {
+        return Err(ApiError::bad(
+            "DoesNotExistException",
+            format!("Session {} does not exist.", req.session_id),
+        ));
+    }
+    Ok(json!({ "SessionId": req.session_id, "TokenValue": "", "StreamUrl": "" }))
+}
+
 fn session_json(s: &SessionRecord) -> serde_json::Value {
     let mut v = json!({
         "SessionId": s.session_id,

@@ -143,6 +143,10 @@ pub struct SessionEnd {
 pub trait Store: IamStore + Send + Sync {
     /// Whether any principal exists yet (first start creates the admin).
     async fn has_principals(&self) -> Result<bool, StoreError>;
+    /// Every activation, newest first.
+    async fn activations(&self) -> Result<Vec<Activation>, StoreError>;
+    /// Deletes an activation (registered instances stay); false if it did not exist.
+    async fn delete_activation(&self, activation_id: &str) -> Result<bool, StoreError>;
     /// Stores a new activation.
     async fn insert_activation(&self, activation: &Activation) -> Result<(), StoreError>;
     /// Uses one registration of an activation, atomically, if the code matches and it is

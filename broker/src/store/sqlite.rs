@@ -123,6 +123,22 @@ fn instance_from(row: &SqliteRow) -> Result<Instance, sqlx::Error> {
     })
 }
 
+fn activation_from(row: &SqliteRow) -> Result<Activation, StoreError> {
+    Ok(Activation {
+        activation_id: row.try_get("activation_id")?,
+        code_hash: row.try_get("code_hash")?,
+        iam_role: row.try_get("iam_role")?,
+        description: row.try_get("description")?,
+        default_instance_name: row.try_get("default_instance_name")?,
+        registration_limit: row.try_get("registration_limit")?,
+        registrations: row.try_get("registrations")?,
+        expires_us: row.try_get("expires_us")?,
+        created_us: row.try_get("created_us")?,
+        tags: serde_json::from_str(&row.try_get::<String, _>("tags")?)
+            .map_err(|e| StoreError::Corrupt(format!("activation tags: {e}")))?,
+    })
+}
+
 fn session_from(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(SessionRecord {
@@ -145,6 +161,21 @@ impl Store for SqliteStore {
     async fn has_principals(&self) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(&self.pool).await?;
         Ok(n > 0)
+    }
+
+    async fn activations(&self) -> Result<Vec<Activation>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM activations ORDER BY created_us DESC, activation_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(activation_from).collect()
+    }
+
+    async fn delete_activation(&self, activation_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM activations WHERE activation_id = ?")
+            .bind(activation_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_activation(&self, a: &Activation) -> Result<(), StoreError> {
@@ -179,19 +210,7 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else { return Ok(Err(ActivationRefusal::NotFound)) };
-        let mut a = Activation {
-            activation_id: row.try_get("activation_id")?,
-            code_hash: row.try_get("code_hash")?,
-            iam_role: row.try_get("iam_role")?,
-            description: row.try_get("description")?,
-            default_instance_name: row.try_get("default_instance_name")?,
-            registration_limit: row.try_get("registration_limit")?,
-            registrations: row.try_get("registrations")?,
-            expires_us: row.try_get("expires_us")?,
-            created_us: row.try_get("created_us")?,
-            tags: serde_json::from_str(&row.try_get::<String, _>("tags")?)
-                .map_err(|e| StoreError::Corrupt(format!("activation tags: {e}")))?,
-        };
+        let mut a = activation_from(&row)?;
         if a.code_hash != code_hash {
             return Ok(Err(ActivationRefusal::CodeMismatch));
         }
