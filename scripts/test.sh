@@ -27,5 +27,18 @@ echo "== build binaries (end-to-end tests run them)"
 cargo build --locked --workspace --bins
 echo "== cargo test"
 cargo test --locked --workspace 2>&1 | tee target/test-output.txt
-# One closing line with the totals over every test binary.
-awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' target/test-output.txt
+echo "== the SSM API with the stock clients (boto3, AWS CLI) in .venv"
+bash scripts/python-tests.sh 2>&1 | tee target/python-output.txt
+# One closing line with the totals over every test binary and the Python suite.
+{
+    awk '/^test result:/ { p += $4; f += $6; s += $8 } END { print p, f, s }' target/test-output.txt
+    python3 - target/python-output.txt <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+counts = {k: 0 for k in ("passed", "failed", "skipped")}
+summary = [l for l in text.splitlines() if re.search(r"\d+ (passed|failed)", l) and " in " in l]
+for n, kind in re.findall(r"(\d+) (passed|failed|skipped)", summary[-1] if summary else ""):
+    counts[kind] += int(n)
+print(counts["passed"], counts["failed"], counts["skipped"])
+PY
+} | awk '{ p += $1; f += $2; s += $3 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }'

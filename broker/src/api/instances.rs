@@ -88,6 +88,20 @@ pub async fn describe(app: &App, req: DescribeInstances) -> Result<serde_json::V
         .map(|f| (f.key.as_str(), f.value_set.as_slice()))
         .chain(req.filters.iter().map(|f| (f.key.as_str(), f.values.as_slice())))
         .collect();
+    const KEYS: [&str; 8] = [
+        "InstanceIds",
+        "PingStatus",
+        "AgentVersion",
+        "PlatformTypes",
+        "ActivationIds",
+        "IamRole",
+        "ResourceType",
+        "tag-key",
+    ];
+    // Checked up front, so a bad key is an error even when there is no instance to test.
+    if let Some((key, _)) = filters.iter().find(|(k, _)| !k.starts_with("tag:") && !KEYS.contains(k)) {
+        return Err(ApiError::bad("InvalidFilterKey", format!("filter key {key} is not supported")));
+    }
     for (_, values) in &filters {
         if values.is_empty() {
             return Err(ApiError::bad(

@@ -319,6 +319,12 @@ pub async fn describe(app: &App, req: DescribeSessions) -> Result<serde_json::Va
     if req.filters.len() > 6 {
         return Err(ApiError::bad("ValidationException", "at most 6 filters"));
     }
+    const KEYS: [&str; 7] =
+        ["InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId", "AccessType"];
+    // Checked up front, so a bad key is an error even when nothing would be listed.
+    if let Some(f) = req.filters.iter().find(|f| !KEYS.contains(&f.key.as_str())) {
+        return Err(ApiError::bad("InvalidFilterKey", format!("filter key {} is not supported", f.key)));
+    }
     let mut matched = Vec::new();
     for s in app.store.sessions(active).await? {
         let mut ok = true;
