@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod authz;
 pub mod ca;
 pub mod http;

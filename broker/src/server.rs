@@ -115,10 +115,19 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     if orphans > 0 {
         tracing::warn!(orphans, "sessions left open by a previous run were marked Failed");
     }
-    let ca = CertificateAuthority::load_or_create(dir)?;
     let recordings_dir = dir.join("recordings");
     std::fs::create_dir_all(&recordings_dir)
         .map_err(|source| StartError::DataDir { path: recordings_dir.clone(), source })?;
+    // Before serving, so no new session's recording is ever mistaken for a crashed one.
+    match airlock_recordings::recover_unfinished(&recordings_dir).await {
+        Ok(done) if !done.is_empty() => {
+            tracing::warn!(recovered = done.len(), "recordings left unfinished by a previous run were closed")
+        }
+        Ok(_) => tracing::debug!("no unfinished recordings to recover"),
+        // One damaged file must not keep every session out; it stays as .cast.part.
+        Err(e) => tracing::error!(error = %e, "cannot recover unfinished recordings"),
+    }
+    let ca = CertificateAuthority::load_or_create(dir)?;
 
     let host = match (&opts.public_host, ip) {
         (Some(h), _) => h.clone(),

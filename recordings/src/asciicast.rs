@@ -52,6 +52,26 @@ pub fn event_line(elapsed_us: u64, code: EventCode, data: &str) -> String {
     format!("[{}.{:06}, \"{}\", {}]\n", elapsed_us / 1_000_000, elapsed_us % 1_000_000, code.as_str(), data)
 }
 
+/// The time of an event line in microseconds, read from its `seconds.micros` text (as
+/// [`event_line`] writes it) so no float rounds it. None if the line does not start with
+/// such a time; more than six decimals are refused rather than rounded.
+pub fn event_time_us(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix('[')?.trim_start();
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    if !rest[end..].trim_start().starts_with(',') {
+        return None;
+    }
+    let text = &rest[..end];
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if secs.is_empty() || !digits(secs) || !digits(frac) || frac.len() > 6 {
+        return None;
+    }
+    let micros =
+        frac.bytes().chain(std::iter::repeat(b'0')).take(6).fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    secs.parse::<u64>().ok()?.checked_mul(1_000_000)?.checked_add(micros)
+}
+
 /// The header line, newline included.
 pub fn header_line(header: &Header) -> String {
     // A struct of strings and integers always serializes.
@@ -72,6 +92,30 @@ mod tests {
             serde_json::from_str(&event_line(123_456_789, EventCode::Input, "\u{1b}[A")).unwrap();
         assert_eq!(v[0].as_f64().unwrap(), 123.456789);
         assert_eq!(v[2].as_str().unwrap(), "\u{1b}[A");
+    }
+
+    #[test]
+    fn event_time_reads_back_exactly() {
+        for us in [0, 1, 999_999, 1_000_000, 123_456_789, 86_400_000_000_123] {
+            assert_eq!(event_time_us(&event_line(us, EventCode::Output, "x")), Some(us));
+        }
+        assert_eq!(event_time_us("[1.5, \"o\", \"x\"]"), Some(1_500_000));
+        assert_eq!(event_time_us("[ 7 , \"m\", \"x\"]"), Some(7_000_000));
+        for bad in [
+            "",
+            "[",
+            "[1.5",
+            "[-1.0, \"o\"]",
+            "[+1.0, \"o\"]",
+            "[1.0000001, \"o\"]",
+            "[1e3, \"o\"]",
+            "[.5, \"o\"]",
+            "[1.2.3, \"o\"]",
+            "{\"version\": 2}",
+            "[99999999999999999999.0, \"o\"]",
+        ] {
+            assert_eq!(event_time_us(bad), None, "{bad}");
+        }
     }
 
     #[test]

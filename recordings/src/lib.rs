@@ -2,7 +2,9 @@
 
 pub mod asciicast;
 pub mod local;
+pub mod recover;
 pub mod utf8;
 
 pub use asciicast::{EventCode, Header};
 pub use local::{EndReason, Manifest, Recorder, RecordingError, RecordingMeta};
+pub use recover::recover_unfinished;

@@ -2,6 +2,7 @@
 //!
 //! While the session runs the file is `<session>.cast.part`; `finish` appends a closing
 //! marker, syncs, renames it to `<session>.cast` and writes `<session>.manifest.json`.
+//! If the broker dies first, [`crate::recover`] closes the `.part` file on its next start.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,8 @@ pub enum RecordingError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("invalid session id for a file name: {0:?}")]
     BadName(String),
+    #[error("cannot recover recording {path}: {reason}")]
+    Unrecoverable { path: PathBuf, reason: String },
 }
 
 /// What a recording is about, written into its header and manifest.
@@ -47,6 +50,8 @@ pub enum EndReason {
     AgentLost,
     /// A peer broke the protocol.
     ProtocolError,
+    /// The broker died mid-session; the recording was closed when it next started.
+    BrokerCrashed,
 }
 
 /// Written beside each finished recording.
@@ -82,6 +87,74 @@ fn unix_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
+/// Whether a session id is safe as a file name stem: no separators, no leading dot.
+pub(crate) fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@+=".contains(&b))
+}
+
+/// The header's title; [`parse_title`] reads it back when a recording is recovered.
+fn title_of(meta: &RecordingMeta) -> String {
+    format!("{} on {} by {}", meta.session_id, meta.target, meta.owner)
+}
+
+/// The (target, owner) of a title written by [`title_of`].
+pub(crate) fn parse_title(session_id: &str, title: &str) -> Option<(String, String)> {
+    let rest = title.strip_prefix(session_id)?.strip_prefix(" on ")?;
+    // Instance ids have no spaces, so the first " by " ends the target.
+    let (target, owner) = rest.split_once(" by ")?;
+    Some((target.to_owned(), owner.to_owned()))
+}
+
+/// The closing marker's note.
+pub(crate) fn end_note(end_reason: EndReason, exit_code: Option<i32>) -> String {
+    match exit_code {
+        Some(code) => format!("session ended: {end_reason:?}, exit code {code}"),
+        None => format!("session ended: {end_reason:?}"),
+    }
+}
+
+/// The (reason, exit code) of a note written by [`end_note`].
+pub(crate) fn parse_end_note(note: &str) -> Option<(EndReason, Option<i32>)> {
+    let rest = note.strip_prefix("session ended: ")?;
+    let (name, code) = match rest.split_once(", exit code ") {
+        Some((name, code)) => (name, Some(code.parse().ok()?)),
+        None => (rest, None),
+    };
+    let reason = serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()?;
+    Some((reason, code))
+}
+
+/// Publishes a recording whose `.part` file is complete and synced: renames it to its final
+/// name, then writes the manifest beside it. Shared by [`Recorder::finish`] and crash recovery.
+pub(crate) async fn publish(dir: &Path, part: &Path, manifest: &Manifest) -> Result<(), RecordingError> {
+    let (cast_path, manifest_path) = recording_paths(dir, &manifest.meta.session_id);
+    tokio::fs::rename(part, &cast_path)
+        .await
+        .map_err(|source| RecordingError::Io { path: cast_path.clone(), source })?;
+    let json = serde_json::to_vec_pretty(manifest).unwrap_or_default();
+    let tmp = manifest_path.with_extension("json.tmp");
+    let io = |source| RecordingError::Io { path: manifest_path.clone(), source };
+    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+    file.write_all(&json).await.map_err(io)?;
+    // Synced before the rename, so a crash cannot leave an empty manifest under the final name.
+    file.sync_all().await.map_err(io)?;
+    drop(file);
+    tokio::fs::rename(&tmp, &manifest_path).await.map_err(io)?;
+    // Makes both renames durable; some file systems cannot sync a folder, and the data is
+    // already safe in the files, so a failure here is not worth failing the session end.
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        let _ = d.sync_all().await;
+    }
+    Ok(())
+}
+
+/// The file a session's recording is written to while it runs.
+pub fn part_path(dir: &Path, session_id: &str) -> PathBuf {
+    dir.join(format!("{session_id}.cast.part"))
+}
+
 /// Paths of a session's finished recording and manifest in `dir`.
 pub fn recording_paths(dir: &Path, session_id: &str) -> (PathBuf, PathBuf) {
     (dir.join(format!("{session_id}.cast")), dir.join(format!("{session_id}.manifest.json")))
@@ -90,9 +163,7 @@ pub fn recording_paths(dir: &Path, session_id: &str) -> (PathBuf, PathBuf) {
 impl Recorder {
     /// Starts a recording in `dir` (created if missing) and writes its header.
     pub async fn create(dir: &Path, meta: RecordingMeta) -> Result<Self, RecordingError> {
-        let name_ok = !meta.session_id.is_empty()
-            && meta.session_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@+=".contains(&b));
-        if !name_ok || meta.session_id.starts_with('.') {
+        if !valid_session_id(&meta.session_id) {
             return Err(RecordingError::BadName(meta.session_id));
         }
         let io = |path: &Path| {
@@ -100,7 +171,7 @@ impl Recorder {
             move |source| RecordingError::Io { path, source }
         };
         tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
-        let part_path = dir.join(format!("{}.cast.part", meta.session_id));
+        let part_path = part_path(dir, &meta.session_id);
         let file = tokio::fs::OpenOptions::new()
             .create_new(true)
             .write(true)
@@ -117,7 +188,7 @@ impl Recorder {
             width: meta.width.max(1),
             height: meta.height.max(1),
             timestamp: (started_unix_us / 1_000_000) as i64,
-            title: Some(format!("{} on {} by {}", meta.session_id, meta.target, meta.owner)),
+            title: Some(title_of(&meta)),
             env,
         };
         let mut rec = Recorder {
@@ -199,18 +270,11 @@ impl Recorder {
         if !rest.is_empty() {
             self.write(event_line(self.elapsed_us(), EventCode::Output, &rest)).await?;
         }
-        let note = match exit_code {
-            Some(code) => format!("session ended: {end_reason:?}, exit code {code}"),
-            None => format!("session ended: {end_reason:?}"),
-        };
+        let note = end_note(end_reason, exit_code);
         let duration_us = self.elapsed_us();
         self.write(event_line(duration_us, EventCode::Marker, &note)).await?;
         let part = self.part_path.clone();
         self.file.sync_all().await.map_err(|source| RecordingError::Io { path: part.clone(), source })?;
-        let (cast_path, manifest_path) = recording_paths(&self.dir, &self.meta.session_id);
-        tokio::fs::rename(&part, &cast_path)
-            .await
-            .map_err(|source| RecordingError::Io { path: cast_path.clone(), source })?;
         let manifest = Manifest {
             meta: self.meta,
             started_unix_us: self.started_unix_us,
@@ -222,11 +286,7 @@ impl Recorder {
             sha256: hex::encode(self.hasher.finalize()),
             events: self.events,
         };
-        let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-        let tmp = manifest_path.with_extension("json.tmp");
-        let io = |source| RecordingError::Io { path: manifest_path.clone(), source };
-        tokio::fs::write(&tmp, json).await.map_err(io)?;
-        tokio::fs::rename(&tmp, &manifest_path).await.map_err(io)?;
+        publish(&self.dir, &part, &manifest).await?;
         Ok(manifest)
     }
 }
@@ -279,6 +339,16 @@ mod tests {
         assert_eq!(manifest.sha256, hex::encode(Sha256::digest(text.as_bytes())));
         let on_disk: Manifest = serde_json::from_slice(&std::fs::read(man).unwrap()).unwrap();
         assert_eq!(on_disk, manifest);
+    }
+
+    #[test]
+    fn end_notes_read_back() {
+        for (reason, code) in [(EndReason::Exited, Some(-1)), (EndReason::BrokerCrashed, None)] {
+            assert_eq!(parse_end_note(&end_note(reason, code)), Some((reason, code)));
+        }
+        for bad in ["session ended: Nope", "session ended: Exited, exit code x", "conn 1 open"] {
+            assert_eq!(parse_end_note(bad), None, "{bad}");
+        }
     }
 
     #[tokio::test]

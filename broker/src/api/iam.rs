@@ -376,6 +376,15 @@ pub async fn dispatch(gate: &Gate<'_>, op: &str, body: &[u8]) -> Result<Value, A
             }
             out
         }
+        "VerifyAuditLog" => {
+            let report = app.store.verify_audit_chain().await?;
+            let mut out =
+                json!({ "Valid": report.valid, "Events": report.events, "Message": report.message });
+            if let Some(seq) = report.first_broken_seq {
+                out["FirstBrokenSeq"] = json!(seq);
+            }
+            out
+        }
         other => {
             return Err(ApiError::bad(
                 "UnknownOperationException",

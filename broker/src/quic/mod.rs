@@ -55,7 +55,8 @@ pub fn endpoint(
         .map_err(|e| QuicSetupError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(airlock_proto::quic::transport_config()));
-    quinn::Endpoint::server(config, addr).map_err(|source| QuicSetupError::Bind { addr, source })
+    airlock_proto::quic::bind_endpoint(addr, Some(config))
+        .map_err(|source| QuicSetupError::Bind { addr, source })
 }
 
 /// Accepts connections until the endpoint closes.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 
 use super::StoreError;
+pub use crate::audit::ChainReport;
 
 /// A user or a role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,8 +148,10 @@ pub trait IamStore: Send + Sync {
     /// Tags of every instance.
     async fn all_instance_tags(&self) -> Result<HashMap<String, BTreeMap<String, String>>, StoreError>;
 
-    /// Appends an audit event.
+    /// Appends an audit event, chained to the previous one by hash.
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// Audit events, newest first.
     async fn audit_events(&self, limit: i64, offset: i64) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Recomputes the audit log's hash chain and reports the first event that breaks it.
+    async fn verify_audit_chain(&self) -> Result<ChainReport, StoreError>;
 }

@@ -65,6 +65,7 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_by_start ON sessions(start_us);
 "#,
     super::sqlite_iam::MIGRATION_2,
+    super::sqlite_iam::MIGRATION_3,
 ];
 
 /// SQLite in the data folder.

@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::iam::*;
 use super::{SqliteStore, StoreError};
+use crate::audit::{chain_hash, ChainRow, ChainVerifier, GENESIS};
 
 /// Schema version 2: identity, policies, instance tags and the audit log.
 pub const MIGRATION_2: &str = r#"
@@ -57,6 +59,17 @@ CREATE TABLE audit_events (
 );
 "#;
 
+/// Schema version 3: the audit log's hash chain. Rows written before it keep NULL hashes
+/// and are reported as unchained legacy rows.
+pub const MIGRATION_3: &str = r#"
+ALTER TABLE audit_events ADD COLUMN prev_hash TEXT;
+ALTER TABLE audit_events ADD COLUMN hash TEXT;
+"#;
+
+/// The highest audit seq ever assigned, deleted rows included (AUTOINCREMENT keeps it).
+const LAST_AUDIT_SEQ: &str =
+    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0)";
+
 fn tags_from(text: &str) -> Result<BTreeMap<String, String>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("tags: {e}")))
 }
@@ -83,6 +96,20 @@ fn key_from(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         expires_us: row.try_get("expires_us")?,
         token_hash: row.try_get("token_hash")?,
         session_name: row.try_get("session_name")?,
+    })
+}
+
+fn audit_from(r: &SqliteRow) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        at_us: r.try_get("at_us")?,
+        principal: r.try_get("principal")?,
+        action: r.try_get("action")?,
+        resource: r.try_get("resource")?,
+        decision: r.try_get("decision")?,
+        policy: r.try_get("policy")?,
+        sid: r.try_get("sid")?,
+        statement_index: r.try_get("statement_index")?,
+        source_ip: r.try_get("source_ip")?,
     })
 }
 
@@ -381,10 +408,27 @@ impl IamStore for SqliteStore {
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
+        // IMMEDIATE takes the write lock before reading the chain's head, so two appends
+        // queue up instead of both chaining onto the same predecessor.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let last = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (last_seq, prev) = match &last {
+            Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<Option<String>, _>("hash")?),
+            None => (0, None),
+        };
+        let assigned: i64 = sqlx::query_scalar(LAST_AUDIT_SEQ).fetch_one(&mut *tx).await?;
+        // The seq is hashed, so it is chosen here rather than by the insert; past the highest
+        // ever assigned, so rows deleted from the end still show as a hole.
+        let seq = last_seq.max(assigned) + 1;
+        let prev = prev.unwrap_or_else(|| GENESIS.to_owned());
+        let hash = chain_hash(&prev, seq, e);
         sqlx::query(
-            "INSERT INTO audit_events (at_us, principal, action, resource, decision, policy, sid, statement_index, \
-             source_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_events (seq, at_us, principal, action, resource, decision, policy, sid, \
+             statement_index, source_ip, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(seq)
         .bind(e.at_us)
         .bind(&e.principal)
         .bind(&e.action)
@@ -394,8 +438,11 @@ impl IamStore for SqliteStore {
         .bind(&e.sid)
         .bind(e.statement_index)
         .bind(&e.source_ip)
-        .execute(&self.pool)
+        .bind(prev)
+        .bind(hash)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -405,20 +452,105 @@ impl IamStore for SqliteStore {
             .bind(offset)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEvent {
-                    at_us: r.try_get("at_us")?,
-                    principal: r.try_get("principal")?,
-                    action: r.try_get("action")?,
-                    resource: r.try_get("resource")?,
-                    decision: r.try_get("decision")?,
-                    policy: r.try_get("policy")?,
-                    sid: r.try_get("sid")?,
-                    statement_index: r.try_get("statement_index")?,
-                    source_ip: r.try_get("source_ip")?,
-                })
+        rows.iter().map(audit_from).collect()
+    }
+
+    async fn verify_audit_chain(&self) -> Result<ChainReport, StoreError> {
+        // One read transaction is one WAL snapshot: events appended meanwhile are neither
+        // half-seen nor mistaken for rows deleted from the end.
+        let mut tx = self.pool.begin().await?;
+        let assigned: i64 = sqlx::query_scalar(LAST_AUDIT_SEQ).fetch_one(&mut *tx).await?;
+        let mut verifier = ChainVerifier::new();
+        {
+            let mut rows = sqlx::query("SELECT * FROM audit_events ORDER BY seq").fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await? {
+                verifier.push(ChainRow {
+                    seq: r.try_get("seq")?,
+                    event: audit_from(&r)?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                });
+            }
+        }
+        tx.rollback().await?;
+        Ok(verifier.finish(assigned))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn event(n: i64) -> AuditEvent {
+        AuditEvent {
+            at_us: n,
+            principal: "arn:airlock:iam::1:user/u".into(),
+            action: "ssm:StartSession".into(),
+            resource: format!("r{n}"),
+            decision: "allowed".into(),
+            policy: None,
+            sid: None,
+            statement_index: None,
+            source_ip: "127.0.0.1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_form_one_chain_and_tampering_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(SqliteStore::open(&dir.path().join("airlock.db")).await.unwrap());
+        let tasks: Vec<_> = (0..40)
+            .map(|n| {
+                let s = s.clone();
+                tokio::spawn(async move { s.append_audit(&event(n)).await.unwrap() })
             })
-            .collect()
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let r = s.verify_audit_chain().await.unwrap();
+        assert_eq!((r.valid, r.events, r.first_broken_seq), (true, 40, None), "{}", r.message);
+        assert_eq!(s.audit_events(100, 0).await.unwrap().len(), 40);
+
+        sqlx::query("UPDATE audit_events SET resource = 'x' WHERE seq = 7").execute(&s.pool).await.unwrap();
+        let r = s.verify_audit_chain().await.unwrap();
+        assert_eq!((r.valid, r.first_broken_seq), (false, Some(7)), "{}", r.message);
+        sqlx::query("UPDATE audit_events SET resource = 'r' || at_us WHERE seq = 7")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        assert!(s.verify_audit_chain().await.unwrap().valid);
+
+        // Deleting the newest event is seen, and appending afterwards does not hide it.
+        sqlx::query("DELETE FROM audit_events WHERE seq = 40").execute(&s.pool).await.unwrap();
+        assert_eq!(s.verify_audit_chain().await.unwrap().first_broken_seq, Some(40));
+        s.append_audit(&event(99)).await.unwrap();
+        let r = s.verify_audit_chain().await.unwrap();
+        assert_eq!((r.valid, r.events, r.first_broken_seq), (false, 40, Some(40)), "{}", r.message);
+    }
+
+    #[tokio::test]
+    async fn rows_from_before_the_chain_are_legacy() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("airlock.db")).await.unwrap();
+        for n in 0..2 {
+            // As written by schema version 2: no hash columns filled.
+            sqlx::query(
+                "INSERT INTO audit_events (at_us, principal, action, resource, decision, source_ip) \
+                 VALUES (?, 'p', 'a', 'r', 'allowed', 'ip')",
+            )
+            .bind(n)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        }
+        let r = s.verify_audit_chain().await.unwrap();
+        assert!(r.valid && r.message.contains("all 2 events"), "{}", r.message);
+        s.append_audit(&event(5)).await.unwrap();
+        let r = s.verify_audit_chain().await.unwrap();
+        assert_eq!((r.valid, r.events), (true, 3), "{}", r.message);
+        assert!(r.message.contains("first 2 events are unchained legacy rows"), "{}", r.message);
     }
 }
