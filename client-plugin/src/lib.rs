@@ -6,17 +6,23 @@
 //! commands are defined here too (`iam_cmd`, `sts_cmd`, `simulate`), as clap subcommands that
 //! each become one [`ApiCall`].
 
+pub mod ansi;
 pub mod api;
+pub mod audit_cmd;
 pub mod call;
+pub mod cast;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod fetch;
 pub mod forward;
 pub mod iam_cmd;
 pub mod iam_params;
 pub mod link;
 pub mod params;
+pub mod playback;
 pub mod ports;
+pub mod recordings_cmd;
 pub mod session;
 pub mod signing;
 pub mod simulate;

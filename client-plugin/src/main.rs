@@ -4,9 +4,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use airlock_cli::audit_cmd::AuditCommand;
 use airlock_cli::iam_cmd::IamCommand;
 use airlock_cli::params::{self, Parameters};
 use airlock_cli::ports::{self, Forward};
+use airlock_cli::recordings_cmd::{Job, RecordingsCommand};
 use airlock_cli::start::{self, StartSessionRequest};
 use airlock_cli::sts_cmd::StsCommand;
 use airlock_cli::{ApiCall, Client, ConfigInput, Error, Service, Settings, EXIT_FAILURE};
@@ -65,6 +67,12 @@ enum Command {
     /// Temporary credentials for a role (like `aws sts`).
     #[command(subcommand)]
     Sts(StsCommand),
+    /// Recorded sessions: list, print, replay, search and export them.
+    #[command(subcommand)]
+    Recordings(RecordingsCommand),
+    /// The audit log's integrity.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +225,8 @@ enum Task {
     Start(StartSessionRequest),
     /// Any other command: one API call.
     Call(ApiCall),
+    /// `recordings …` and `audit …`: their own calls and output.
+    Job(Job),
 }
 
 impl Task {
@@ -263,6 +273,8 @@ impl Task {
             Command::GetConnectionStatus { target } => ("GetConnectionStatus", json!({ "Target": target })),
             Command::Iam(c) => return Ok(Task::Call(c.into_call())),
             Command::Sts(c) => return Ok(Task::Call(c.into_call())),
+            Command::Recordings(c) => return Ok(Task::Job(Job::Recordings(c))),
+            Command::Audit(c) => return Ok(Task::Job(Job::Audit(c))),
         };
         Ok(Task::Call(ApiCall::new(Service::Ssm, op, body)))
     }
@@ -292,6 +304,7 @@ async fn dispatch(task: Task, settings: Settings) -> anyhow::Result<Done> {
             let response = client.call_target(&call.target(), &call.body).await.map_err(Error::from)?;
             Ok(Done::Show(call, response))
         }
+        Task::Job(job) => Ok(Done::Exit(job.run(&client).await?)),
     }
 }
 
@@ -368,6 +381,7 @@ mod tests {
         match Task::from_command(cli.command)? {
             Task::Start(request) => Ok(request),
             Task::Call(c) => panic!("expected start-session, got {}", c.operation),
+            Task::Job(j) => panic!("expected start-session, got {j:?}"),
         }
     }
 
@@ -431,7 +445,7 @@ mod tests {
         let argv = std::iter::once("airlock").chain(args.iter().copied());
         match Task::from_command(Cli::try_parse_from(argv).unwrap().command).unwrap() {
             Task::Call(call) => call,
-            Task::Start(_) => panic!("expected an API call"),
+            Task::Start(_) | Task::Job(_) => panic!("expected an API call"),
         }
     }
 
@@ -463,6 +477,9 @@ mod tests {
             vec!["airlock", "iam"],
             vec!["airlock", "iam", "create-user"],
             vec!["airlock", "sts", "assume-role", "--role-arn", "R"],
+            vec!["airlock", "recordings"],
+            vec!["airlock", "recordings", "cat", "../x"],
+            vec!["airlock", "audit"],
         ];
         for args in bad {
             let err = Cli::try_parse_from(&args).unwrap_err();

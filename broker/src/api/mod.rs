@@ -6,6 +6,7 @@ mod activations;
 mod error;
 mod iam;
 mod instances;
+mod recordings;
 mod sessions;
 mod tags;
 
@@ -137,6 +138,9 @@ async fn run(
     let gate = Gate { app, caller: &caller, facts: &facts };
     if let Some(op) = target.strip_prefix("AirlockIAM.") {
         return iam::dispatch(&gate, op, body).await;
+    }
+    if let Some(op) = target.strip_prefix("AirlockRecordings.") {
+        return recordings::dispatch(&gate, op, body).await;
     }
     if target == "AirlockSTS.AssumeRole" {
         return iam::assume_role(&gate, parse(body)?).await;
