@@ -1,68 +1,5 @@
-//! Reading asciicast v2 recordings: event lines with exact times, and whole lines out of the
-//! chunks a recording is fetched in.
-
-/// An event's kind, from its one-letter code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    /// `o`: terminal output.
-    Output,
-    /// `i`: keyboard input.
-    Input,
-    /// `r`: a resize, data `COLSxROWS`.
-    Resize,
-    /// `m`: a marker (lifecycle notes such as the exit code).
-    Marker,
-    /// Any other code (a later asciicast version, another recorder).
-    Other,
-}
-
-/// One event of a recording.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Microseconds since the start of the recording.
-    pub time_us: u64,
-    /// What the event is.
-    pub code: Code,
-    /// Its data (text for output and input).
-    pub data: String,
-}
-
-/// An asciicast time (`123.456789`, seconds) in microseconds, read from its text so no float
-/// rounds it; digits past the sixth decimal are dropped. `None` for anything else (signs,
-/// exponents, more than 12 digits of seconds).
-pub fn parse_time(text: &str) -> Option<u64> {
-    let (secs, frac) = match text.split_once('.') {
-        Some((s, f)) if !f.is_empty() => (s, f),
-        Some(_) => return None,
-        None => (text, ""),
-    };
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if secs.is_empty() || secs.len() > 12 || !digits(secs) || !digits(frac) {
-        return None;
-    }
-    let mut micros: u64 = 0;
-    for i in 0..6 {
-        micros = micros * 10 + frac.as_bytes().get(i).map_or(0, |b| u64::from(b - b'0'));
-    }
-    secs.parse::<u64>().ok()?.checked_mul(1_000_000)?.checked_add(micros)
-}
-
-/// Parses an event line `[time, "code", "data"]`; `None` for the header line and anything
-/// malformed.
-pub fn parse_event(line: &str) -> Option<Event> {
-    let (time, _) = line.trim_start().strip_prefix('[')?.split_once(',')?;
-    let time_us = parse_time(time.trim())?;
-    // The time was read above from its text; here it is only skipped.
-    let (_, code, data): (serde::de::IgnoredAny, String, String) = serde_json::from_str(line).ok()?;
-    let code = match code.as_str() {
-        "o" => Code::Output,
-        "i" => Code::Input,
-        "r" => Code::Resize,
-        "m" => Code::Marker,
-        _ => Code::Other,
-    };
-    Some(Event { time_us, code, data })
-}
+//! Whole asciicast lines out of the chunks a recording is fetched in; each line is then read
+//! with `airlock_recordings::asciicast::parse_event`.
 
 /// A line longer than the [`Lines`] limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,36 +48,6 @@ impl Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_exact() {
-        assert_eq!(parse_time("123.456789"), Some(123_456_789));
-        assert_eq!(parse_time("0.000001"), Some(1));
-        assert_eq!(parse_time("0.1"), Some(100_000));
-        assert_eq!(parse_time("42"), Some(42_000_000));
-        // 0.3 has no exact binary form; from its text it is exact.
-        assert_eq!(parse_time("0.300000"), Some(300_000));
-        assert_eq!(parse_time("999999999999.999999"), Some(999_999_999_999_999_999));
-        assert_eq!(parse_time("1.9999999"), Some(1_999_999), "truncated, not rounded");
-        for bad in ["", ".5", "1.", "-1", "1e6", "1.0e2", "0x10", " 1", "1.2.3", "1000000000000"] {
-            assert_eq!(parse_time(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn events_parse() {
-        let e = parse_event("[5.250000, \"o\", \"\\u001b[31mred\\r\\n\"]").unwrap();
-        assert_eq!(e, Event { time_us: 5_250_000, code: Code::Output, data: "\u{1b}[31mred\r\n".into() });
-        assert_eq!(parse_event("[0.1, \"i\", \"ls\\r\"]").unwrap().code, Code::Input);
-        assert_eq!(parse_event("[0.1, \"r\", \"80x24\"]").unwrap().code, Code::Resize);
-        assert_eq!(parse_event("[0.1, \"m\", \"x\"]").unwrap().code, Code::Marker);
-        assert_eq!(parse_event("[0.1, \"z\", \"x\"]").unwrap().code, Code::Other);
-        for bad in
-            ["{\"version\": 2}", "", "[", "[1.0]", "[1.0, \"o\"]", "[1.0, \"o\", 5]", "[-1.0, \"o\", \"x\"]"]
-        {
-            assert_eq!(parse_event(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn lines_across_chunks() {

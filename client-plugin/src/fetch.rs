@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::api::{ApiError, Client};
@@ -20,61 +23,14 @@ pub fn target(op: &str) -> String {
     format!("{TARGET_PREFIX}{op}")
 }
 
-/// Streaming SHA-256: ring's, through rustls (which the CLI links already).
-pub struct Sha256(Box<dyn rustls::crypto::hash::Context>);
-
-impl Sha256 {
-    /// A fresh hash; `None` only if the linked provider lacks SHA-256.
-    pub fn new() -> Option<Self> {
-        let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13()?;
-        let hash = suite.common.hash_provider;
-        (hash.algorithm() == rustls::crypto::hash::HashAlgorithm::SHA256).then(|| Sha256(hash.start()))
-    }
-
-    /// Adds bytes.
-    pub fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
-    }
-
-    /// The digest in lowercase hex.
-    pub fn finish_hex(self) -> String {
-        self.0.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
-    }
+/// Decodes `Data` as the broker sends it: standard base64 with padding.
+fn decode_data(text: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(text).ok()
 }
 
-/// Decodes standard base64 (with padding), as the broker sends `Data`.
-pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    fn value(b: u8) -> Option<u32> {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        Some(u32::from(v))
-    }
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    let quads = bytes.len() / 4;
-    for (i, quad) in bytes.chunks(4).enumerate() {
-        let pad = quad.iter().rev().take_while(|&&b| b == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != quads) {
-            return None;
-        }
-        let mut n: u32 = 0;
-        for &b in &quad[..4 - pad] {
-            n = n << 6 | value(b)?;
-        }
-        n <<= 6 * pad as u32;
-        let three = n.to_be_bytes();
-        out.extend_from_slice(&three[1..4 - pad]);
-    }
-    Some(out)
+/// A SHA-256 digest in lowercase hex, as manifests write it.
+fn hex_digest(hash: Sha256) -> String {
+    format!("{:x}", hash.finalize())
 }
 
 /// Reads one recording chunk by chunk, hashing what it hands out.
@@ -84,7 +40,7 @@ pub struct Fetcher<'a> {
     offset: u64,
     total: Option<u64>,
     sha256: Option<String>,
-    hash: Option<Sha256>,
+    hash: Sha256,
 }
 
 fn bad_response(detail: String) -> Error {
@@ -114,7 +70,7 @@ impl<'a> Fetcher<'a> {
         let total = v["TotalSize"].as_u64().ok_or_else(|| bad_response("no TotalSize".into()))?;
         let data = v["Data"]
             .as_str()
-            .and_then(decode_base64)
+            .and_then(decode_data)
             .ok_or_else(|| bad_response("Data is missing or not base64".into()))?;
         if v["Offset"].as_u64() != Some(self.offset) {
             return Err(bad_response(format!("asked for offset {}, got {}", self.offset, v["Offset"])));
@@ -134,9 +90,7 @@ impl<'a> Fetcher<'a> {
         }
         self.total = Some(total);
         self.offset = end;
-        if let Some(h) = self.hash.as_mut() {
-            h.update(&data);
-        }
+        self.hash.update(&data);
         Ok(if data.is_empty() { None } else { Some(data) })
     }
 
@@ -145,8 +99,7 @@ impl<'a> Fetcher<'a> {
         let Some(expected) = self.sha256 else {
             bail!("the broker gave no SHA-256 for {} (its manifest is missing)", self.session_id);
         };
-        let Some(hash) = self.hash else { bail!("SHA-256 is not available in this build") };
-        let got = hash.finish_hex();
+        let got = hex_digest(self.hash);
         if !got.eq_ignore_ascii_case(&expected) {
             bail!(
                 "SHA-256 MISMATCH for {}: the manifest says {expected}, the {} bytes received hash to {got}",

@@ -6,7 +6,6 @@
 //! commands are defined here too (`iam_cmd`, `sts_cmd`, `simulate`), as clap subcommands that
 //! each become one [`ApiCall`].
 
-pub mod ansi;
 pub mod api;
 pub mod audit_cmd;
 pub mod call;

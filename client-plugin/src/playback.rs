@@ -5,10 +5,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use airlock_recordings::ansi::Stripper;
+use airlock_recordings::asciicast::{parse_event, parse_time, Event, EventCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::ansi::Stripper;
-use crate::cast::{parse_event, parse_time, Code, Event, Lines};
+use crate::cast::Lines;
 use crate::fetch::Fetcher;
 
 /// Longest event line accepted (our recorder writes far shorter ones).
@@ -143,7 +144,7 @@ pub async fn play(
     let start = tokio::time::Instant::now();
     let mut due_us: u64 = 0;
     while let Some(event) = events.next().await? {
-        if event.code != Code::Output {
+        if event.code != Some(EventCode::Output) {
             continue;
         }
         due_us = due_us.saturating_add(pacer.wait_before(event.time_us));
@@ -160,7 +161,7 @@ pub async fn cat(mut events: Events<'_>, out: &mut (impl AsyncWrite + Unpin)) ->
     let mut stripper = Stripper::new();
     let mut text = String::new();
     while let Some(event) = events.next().await? {
-        if event.code == Code::Output {
+        if event.code == Some(EventCode::Output) {
             stripper.push(&event.data, &mut text);
         }
         if text.len() >= 64 << 10 {

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use airlock_proto::SessionId;
+use airlock_recordings::ansi::Stripper;
+use airlock_recordings::asciicast::{parse_event, EventCode};
 use airlock_recordings::local::recording_paths;
 use airlock_recordings::Manifest;
 use base64::Engine;
@@ -346,12 +348,12 @@ pub fn scan_stream(
             skip_line(&mut reader)?;
             continue;
         }
-        let Some((time_us, code, data)) = std::str::from_utf8(&line).ok().and_then(parse_event) else {
+        let Some(event) = std::str::from_utf8(&line).ok().and_then(parse_event) else {
             continue;
         };
-        match code.as_str() {
-            "o" => output.push(time_us, &data, pattern, &mut hits),
-            "i" => input.push(time_us, &data, pattern, &mut hits),
+        match event.code {
+            Some(EventCode::Output) => output.push(event.time_us, &event.data, pattern, &mut hits),
+            Some(EventCode::Input) => input.push(event.time_us, &event.data, pattern, &mut hits),
             _ => {}
         }
         if hits.len() >= max {
@@ -379,33 +381,6 @@ fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
         let n = buf.len();
         reader.consume(n);
     }
-}
-
-/// An event line `[time, "code", "data"]`: time in microseconds, code, data.
-pub fn parse_event(line: &str) -> Option<(u64, String, String)> {
-    let (time, _) = line.trim_start().strip_prefix('[')?.split_once(',')?;
-    let time_us = parse_time(time.trim())?;
-    let (_, code, data): (serde::de::IgnoredAny, String, String) = serde_json::from_str(line).ok()?;
-    Some((time_us, code, data))
-}
-
-/// An asciicast time (`123.456789`, seconds) in microseconds, read from its text so no float
-/// rounds it; digits past the sixth decimal are dropped. `None` for anything else.
-pub fn parse_time(text: &str) -> Option<u64> {
-    let (secs, frac) = match text.split_once('.') {
-        Some((s, f)) if !f.is_empty() => (s, f),
-        Some(_) => return None,
-        None => (text, ""),
-    };
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if secs.is_empty() || secs.len() > 12 || !digits(secs) || !digits(frac) {
-        return None;
-    }
-    let mut micros: u64 = 0;
-    for i in 0..6 {
-        micros = micros * 10 + frac.as_bytes().get(i).map_or(0, |b| u64::from(b - b'0'));
-    }
-    secs.parse::<u64>().ok()?.checked_mul(1_000_000)?.checked_add(micros)
 }
 
 /// Turns one stream's stripped text into lines and keeps the lines holding the pattern.
@@ -477,120 +452,6 @@ pub fn excerpt(line: &str, at: usize, len: usize) -> String {
         out.push('…');
     }
     out
-}
-
-/// Where the stripper is within an escape sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum State {
-    #[default]
-    Text,
-    Escape,
-    /// `ESC` + intermediate bytes (as in `ESC ( B`), waiting for the final byte.
-    EscapeIntermediate,
-    Csi,
-    /// A control string (OSC, DCS, SOS, PM, APC) up to ST; OSC also ends at BEL.
-    ControlString {
-        osc: bool,
-    },
-    ControlStringEscape,
-}
-
-/// Strips ANSI/VT escape sequences and control characters from a stream of terminal text,
-/// keeping `\n` and `\t`, and `\r` unless a `\n` follows it. Keeps its state across pushes,
-/// since recordings cut output anywhere, escape sequences included.
-// The CLI has the same stripper (client-plugin/src/ansi.rs); the crates share no code yet.
-#[derive(Debug, Default)]
-pub struct Stripper {
-    state: State,
-    pending_cr: bool,
-}
-
-impl Stripper {
-    /// Appends the text of `input` to `out`.
-    pub fn push(&mut self, input: &str, out: &mut String) {
-        for c in input.chars() {
-            self.step(c, out);
-        }
-    }
-
-    /// Ends the stream, giving back a held `\r`.
-    pub fn finish(&mut self, out: &mut String) {
-        if std::mem::take(&mut self.pending_cr) {
-            out.push('\r');
-        }
-        self.state = State::Text;
-    }
-
-    fn step(&mut self, c: char, out: &mut String) {
-        match self.state {
-            State::Text => self.text(c, out),
-            State::Escape => self.escape(c, out),
-            State::EscapeIntermediate => match c {
-                '\u{20}'..='\u{2f}' => {}
-                '\u{30}'..='\u{7e}' => self.state = State::Text,
-                _ => self.abandon(c, out),
-            },
-            State::Csi => match c {
-                '\u{20}'..='\u{3f}' => {}
-                '\u{40}'..='\u{7e}' => self.state = State::Text,
-                _ => self.abandon(c, out),
-            },
-            State::ControlString { osc } => match c {
-                '\u{7}' if osc => self.state = State::Text,
-                '\u{9c}' | '\u{18}' | '\u{1a}' => self.state = State::Text,
-                '\u{1b}' => self.state = State::ControlStringEscape,
-                _ => {}
-            },
-            State::ControlStringEscape if c == '\\' => self.state = State::Text,
-            State::ControlStringEscape => self.escape(c, out),
-        }
-    }
-
-    /// A character that cannot continue the sequence ends it and is read as text, as a
-    /// terminal does.
-    fn abandon(&mut self, c: char, out: &mut String) {
-        self.state = State::Text;
-        self.text(c, out);
-    }
-
-    fn escape(&mut self, c: char, out: &mut String) {
-        self.state = match c {
-            '[' => State::Csi,
-            ']' => State::ControlString { osc: true },
-            'P' | 'X' | '^' | '_' => State::ControlString { osc: false },
-            '\u{1b}' => State::Escape,
-            '\u{20}'..='\u{2f}' => State::EscapeIntermediate,
-            '\u{30}'..='\u{7e}' => State::Text,
-            _ => return self.abandon(c, out),
-        };
-    }
-
-    fn text(&mut self, c: char, out: &mut String) {
-        match c {
-            '\u{1b}' => self.state = State::Escape,
-            '\u{9b}' => self.state = State::Csi,
-            '\u{9d}' => self.state = State::ControlString { osc: true },
-            '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => self.state = State::ControlString { osc: false },
-            '\r' => {
-                if self.pending_cr {
-                    out.push('\r');
-                }
-                self.pending_cr = true;
-            }
-            '\n' => {
-                self.pending_cr = false;
-                out.push('\n');
-            }
-            // Other controls (BEL, backspace, DEL, C1) move the cursor or ring; no text.
-            c if c.is_control() && c != '\t' => {}
-            c => {
-                if std::mem::take(&mut self.pending_cr) {
-                    out.push('\r');
-                }
-                out.push(c);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

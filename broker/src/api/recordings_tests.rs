@@ -1,59 +1,7 @@
-//! Tests of `recordings`: time parsing, escape stripping, line matching and the file scan.
+//! Tests of `recordings`: line matching, the file scan, listing and chunks. Time parsing and
+//! escape stripping are tested with them in `airlock_recordings`.
 
 use super::*;
-
-fn strip(chunks: &[&str]) -> String {
-    let mut s = Stripper::default();
-    let mut out = String::new();
-    for c in chunks {
-        s.push(c, &mut out);
-    }
-    s.finish(&mut out);
-    out
-}
-
-#[test]
-fn times_are_exact() {
-    assert_eq!(parse_time("123.456789"), Some(123_456_789));
-    assert_eq!(parse_time("0.000001"), Some(1));
-    assert_eq!(parse_time("1.5"), Some(1_500_000));
-    assert_eq!(parse_time("7"), Some(7_000_000));
-    // Past microseconds the digits are dropped, never rounded through a float.
-    assert_eq!(parse_time("0.1234569"), Some(123_456));
-    assert_eq!(parse_time("2.999999999"), Some(2_999_999));
-    for bad in ["", ".5", "1.", "-1.0", "1e3", "1.2.3", " 1.0", "+1", "9999999999999.0", "１.0"] {
-        assert_eq!(parse_time(bad), None, "{bad:?}");
-    }
-}
-
-#[test]
-fn event_lines_parse() {
-    let (t, code, data) = parse_event("[12.000345, \"o\", \"a\\u001b[0mb\\n\"]\n").unwrap();
-    assert_eq!((t, code.as_str(), data.as_str()), (12_000_345, "o", "a\u{1b}[0mb\n"));
-    assert!(parse_event("{\"version\": 2, \"width\": 80}").is_none());
-    assert!(parse_event("[1.0, \"o\"]").is_none());
-    assert!(parse_event("[1.0e2, \"o\", \"x\"]").is_none());
-    assert!(parse_event("").is_none());
-}
-
-#[test]
-fn stripper_removes_sequences_and_keeps_text() {
-    assert_eq!(strip(&["\u{1b}[31mred-42\u{1b}[0m\r\n"]), "red-42\n");
-    assert_eq!(strip(&["a\u{1b}]0;title\u{7}b", "c\u{1b}]8;;http://x\u{1b}\\d"]), "abcd");
-    assert_eq!(strip(&["\u{1b}(B\u{1b}[m\u{1b}=x\u{1b}7y\u{1b}8"]), "xy");
-    assert_eq!(strip(&["\u{1b}[?2004h$ ls\u{8}\u{7}\u{7f}\tz"]), "$ ls\tz");
-    assert_eq!(strip(&["\u{1b}Pq#0;2;0;0;0\u{1b}\\ok"]), "ok");
-    assert_eq!(strip(&["\u{9b}1mC1\u{9d}t\u{7}!"]), "C1!");
-    // Sequences and CRLF split across pushes.
-    assert_eq!(strip(&["x\u{1b}", "[3", "8;5;1", "mred\r", "\n"]), "xred\n");
-    assert_eq!(strip(&["a\r", "\u{1b}[K\nb"]), "a\nb");
-    // A lone \r stays; a held one comes back at the end.
-    assert_eq!(strip(&["50%\r100%\r"]), "50%\r100%\r");
-    assert_eq!(strip(&["a\r\r\nb"]), "a\r\nb");
-    // An interrupted sequence gives its character back to the text.
-    assert_eq!(strip(&["\u{1b}[12\nz"]), "\nz");
-    assert_eq!(strip(&["é€ 日本"]), "é€ 日本");
-}
 
 fn cast(lines: &[&str]) -> String {
     let mut s = "{\"version\": 2, \"width\": 80, \"height\": 24, \"timestamp\": 1}\n".to_owned();

@@ -4,7 +4,8 @@
 //! (DCS, SOS, PM, APC, ended by `ESC \`), two-byte escapes (`ESC 7`, `ESC =`) and escapes with
 //! intermediates (`ESC ( B`), in their 7-bit and C1 forms. State is kept across pushes, since
 //! a recording cuts output anywhere, in the middle of a sequence too.
-// The broker has the same stripper for searching (broker/src/api/recordings.rs).
+//!
+//! Used by the broker to search recordings and by the CLI's `recordings cat`.
 
 /// Where the stripper is within an escape sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -161,6 +162,7 @@ mod tests {
         assert_eq!(strip("a\u{1b}]0;user@host: ~\u{7}b"), "ab");
         assert_eq!(strip("\u{1b}]8;;http://example.com\u{1b}\\link\u{1b}]8;;\u{1b}\\"), "link");
         assert_eq!(strip("\u{1b}Pq#0;2;0;0;0#0~~\u{1b}\\ok"), "ok");
+        assert_eq!(strip("\u{1b}Pq#0;2;0;0;0\u{1b}\\ok"), "ok");
         assert_eq!(strip("\u{1b}_apc\u{7}still inside\u{1b}\\out"), "out", "BEL ends only OSC");
         // ESC + something else ends the string and begins a new sequence.
         assert_eq!(strip("\u{1b}]0;t\u{1b}[31mz"), "z");
@@ -170,17 +172,21 @@ mod tests {
     #[test]
     fn short_escapes_and_c1_forms() {
         assert_eq!(strip("\u{1b}(B\u{1b}[m\u{1b}=x\u{1b}7y\u{1b}8\u{1b}M"), "xy");
+        assert_eq!(strip("\u{1b}(B\u{1b}[m\u{1b}=x\u{1b}7y\u{1b}8"), "xy");
         assert_eq!(strip("\u{1b}#8z"), "z");
         assert_eq!(strip("\u{9b}1mC1\u{9d}title\u{7}!\u{90}dcs\u{9c}."), "C1!.");
+        assert_eq!(strip("\u{9b}1mC1\u{9d}t\u{7}!"), "C1!");
         assert_eq!(strip("\u{1b}\u{1b}[2Jq"), "q");
     }
 
     #[test]
     fn controls_are_dropped_but_newlines_and_tabs_stay() {
         assert_eq!(strip("\u{1b}[?2004h$ ls\u{8}\u{7}\u{7f}\u{0}\tz"), "$ ls\tz");
+        assert_eq!(strip("\u{1b}[?2004h$ ls\u{8}\u{7}\u{7f}\tz"), "$ ls\tz");
         assert_eq!(strip("50%\r100%\r"), "50%\r100%\r", "a lone CR is kept");
         assert_eq!(strip("a\r\r\nb"), "a\r\nb");
         assert_eq!(strip("é€ 日本 🙂"), "é€ 日本 🙂");
+        assert_eq!(strip("é€ 日本"), "é€ 日本");
     }
 
     #[test]
@@ -188,6 +194,7 @@ mod tests {
         assert_eq!(chunks(&["x\u{1b}", "[3", "8;5;1", "mred\r", "\n"]), "xred\n");
         assert_eq!(chunks(&["a\r", "\u{1b}[K\nb"]), "a\nb", "a sequence between CR and LF");
         assert_eq!(chunks(&["\u{1b}]0;ti", "tle\u{1b}", "\\done"]), "done");
+        assert_eq!(chunks(&["a\u{1b}]0;title\u{7}b", "c\u{1b}]8;;http://x\u{1b}\\d"]), "abcd");
         assert_eq!(chunks(&["end\r"]), "end\r");
     }
 
