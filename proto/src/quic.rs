@@ -82,6 +82,9 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// Socket buffer size we ask the kernel for, both directions.
+const SOCKET_BUFFER: usize = 8 << 20;
+
 /// The largest UDP payload we announce and probe for.
 const MAX_UDP_PAYLOAD: u16 = 65_527;
 
@@ -99,7 +102,14 @@ pub fn bind_endpoint(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<quinn::Endpoint> {
-    let socket = std::net::UdpSocket::bind(addr)?;
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // The default 208 KiB receive buffer overflows at a few Gbit/s, and every dropped
+    // datagram halves the congestion window; ask for more (the kernel caps it at rmem_max).
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    let socket: std::net::UdpSocket = socket.into();
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
     quinn::Endpoint::new(endpoint_config(), server, socket, runtime)

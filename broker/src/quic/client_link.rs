@@ -206,6 +206,11 @@ async fn start_on_agent(
 
 /// Gives the client time to read what was sent, then closes.
 async fn linger(connection: &quinn::Connection) {
+    let stats = connection.stats();
+    tracing::debug!(
+        remote = %connection.remote_address(), mtu = stats.path.current_mtu, rtt_us = stats.path.rtt.as_micros() as u64,
+        lost_packets = stats.path.lost_packets, congestion_events = stats.path.congestion_events, "client link stats"
+    );
     let _ = tokio::time::timeout(LINGER, connection.closed()).await;
     connection.close(0u32.into(), b"done");
 }
