@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use airlock_proto::{CloseReason, Control, Frame, FrameCodec, FrameKind, ProtoError};
 use airlock_recordings::{EndReason, Manifest, Recorder, RecordingError};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
+
+/// The most output gathered into one recording write.
+const BATCH_LIMIT: usize = 256 * 1024;
 
 /// How long the agent gets to report an exit after being told to stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -253,13 +256,16 @@ where
     let mut expect_seq = 0u64;
     let mut forwarding = true;
     let mut stop_at: Option<Instant> = None;
+    // A frame read while gathering a batch that is not data; handled next round.
+    let mut held: Option<Option<Result<Frame, ProtoError>>> = None;
     let end = loop {
-        let next = match stop_at {
-            Some(at) => match tokio::time::timeout_at(at, a_read.next()).await {
+        let next = match (held.take(), stop_at) {
+            (Some(next), _) => next,
+            (None, Some(at)) => match tokio::time::timeout_at(at, a_read.next()).await {
                 Ok(next) => next,
                 Err(_) => break DownEnd::StopTimeout,
             },
-            None => tokio::select! {
+            (None, None) => tokio::select! {
                 next = a_read.next() => next,
                 _ = terminate.cancelled() => { stop_at = Some(Instant::now() + STOP_GRACE); continue; }
                 _ = stop.cancelled() => { stop_at = Some(Instant::now() + STOP_GRACE); continue; }
@@ -278,29 +284,64 @@ where
             Some(Err(e)) => break DownEnd::Protocol(format!("agent: {e}")),
             Some(Ok(frame)) => frame,
         };
-        match frame.kind {
-            FrameKind::Data | FrameKind::Stderr => {
-                if frame.seq != expect_seq {
-                    break DownEnd::Protocol(format!(
-                        "agent: data frame {} out of order, expected {expect_seq}",
-                        frame.seq
-                    ));
-                }
-                expect_seq += 1;
-                bytes += frame.payload.len() as u64;
-                if let Err(e) = rec.lock().await.output(&frame.payload).await {
-                    break DownEnd::RecordingFailed(format!("recording failed, session stopped: {e}"));
-                }
-            }
-            FrameKind::Control => match frame.to_control() {
+        if frame.kind == FrameKind::Control {
+            match frame.to_control() {
                 Ok(Control::Exit { code }) => exit_code = Some(code),
                 Ok(Control::Close { reason, message }) => break DownEnd::AgentClosed(reason, message),
                 Ok(other) => break DownEnd::Protocol(format!("agent sent an unexpected {other:?}")),
                 Err(e) => break DownEnd::Protocol(format!("agent: {e}")),
-            },
+            }
+            if forwarding && c_write.send(frame).await.is_err() {
+                forwarding = false;
+            }
+            continue;
         }
-        if forwarding && c_write.send(frame).await.is_err() {
-            forwarding = false;
+        // Output: take what the agent already sent as well, so one recording write and one
+        // flush towards the client serve the whole batch under bulk output, while a lone
+        // keystroke echo still goes out at once.
+        let mut batch = vec![frame];
+        let mut size = batch[0].payload.len();
+        while size < BATCH_LIMIT {
+            match a_read.next().now_or_never() {
+                Some(Some(Ok(f))) if f.kind != FrameKind::Control => {
+                    size += f.payload.len();
+                    batch.push(f);
+                }
+                Some(other) => {
+                    held = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let mut text = Vec::with_capacity(size);
+        let mut bad_seq = None;
+        for f in &batch {
+            if f.seq != expect_seq {
+                bad_seq = Some(f.seq);
+                break;
+            }
+            expect_seq += 1;
+            text.extend_from_slice(&f.payload);
+        }
+        if let Some(seq) = bad_seq {
+            break DownEnd::Protocol(format!("agent: data frame {seq} out of order, expected {expect_seq}"));
+        }
+        bytes += size as u64;
+        if let Err(e) = rec.lock().await.output(&text).await {
+            break DownEnd::RecordingFailed(format!("recording failed, session stopped: {e}"));
+        }
+        if forwarding {
+            let mut sent = Ok(());
+            for f in batch {
+                sent = c_write.feed(f).await;
+                if sent.is_err() {
+                    break;
+                }
+            }
+            if sent.is_err() || c_write.flush().await.is_err() {
+                forwarding = false;
+            }
         }
     };
     Down { end, forwarding, bytes, exit_code }

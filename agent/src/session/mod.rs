@@ -20,7 +20,7 @@ use airlock_proto::{
     CloseReason, Control, Frame, FrameCodec, FrameKind, FramedStream, SessionId, SessionSpec,
 };
 use airlock_proto::{ProtoError, MAX_FRAME_LEN};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -237,6 +237,9 @@ where
     }
 }
 
+/// The most output merged into one frame.
+const MERGE_LIMIT: usize = 64 * 1024;
+
 /// Process → peer: output frames numbered from 0, then `Exit`, then the end of the stream.
 async fn send_output<W: AsyncWrite + Unpin>(
     mut writer: FramedWrite<W, FrameCodec>,
@@ -244,11 +247,37 @@ async fn send_output<W: AsyncWrite + Unpin>(
     control: &ProcessControl,
 ) -> Result<i32, Error> {
     let mut seq = 0u64;
-    while let Some(chunk) = output.recv().await {
-        let frame = match chunk {
-            Output::Stdout(bytes) => Frame::data(seq, bytes),
-            Output::Stderr(bytes) => Frame::stderr(seq, bytes),
+    let mut held: Option<Output> = None;
+    loop {
+        let first = match held.take() {
+            Some(chunk) => chunk,
+            None => match output.recv().await {
+                Some(chunk) => chunk,
+                None => break,
+            },
         };
+        // A PTY hands out a few KiB per read; merging what is already waiting into one
+        // frame (same stream, in order) cuts per-frame work all the way to the client.
+        let (is_err, first) = match first {
+            Output::Stdout(b) => (false, b),
+            Output::Stderr(b) => (true, b),
+        };
+        let mut merged: Option<BytesMut> = None;
+        while merged.as_ref().map_or(first.len(), BytesMut::len) < MERGE_LIMIT {
+            let more = match output.try_recv() {
+                Ok(Output::Stdout(b)) if !is_err => b,
+                Ok(Output::Stderr(b)) if is_err => b,
+                Ok(other) => {
+                    held = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            };
+            // Copy only when there is something to merge with.
+            merged.get_or_insert_with(|| BytesMut::from(&first[..])).extend_from_slice(&more);
+        }
+        let bytes = merged.map_or(first, BytesMut::freeze);
+        let frame = if is_err { Frame::stderr(seq, bytes) } else { Frame::data(seq, bytes) };
         seq += 1;
         writer.send(frame).await?;
     }
