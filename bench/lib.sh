@@ -53,7 +53,7 @@ CFG
 start_airlock() {
     local port act id code
     port=$(free_port)
-    "$bin/airlock-broker" serve --data-dir "$work/broker" --listen "127.0.0.1:$port" >"$work/broker.out" 2>"$work/broker.log" &
+    AIRLOCK_LOG=info,airlock_broker=debug "$bin/airlock-broker" serve --data-dir "$work/broker" --listen "127.0.0.1:$port" >"$work/broker.out" 2>"$work/broker.log" &
     pids+=($!)
     for _ in $(seq 100); do grep -q "listening on" "$work/broker.out" 2>/dev/null && break; sleep 0.1; done
     set -a; eval "$(grep '^AWS_' "$work/broker.out")"; set +a
