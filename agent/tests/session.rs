@@ -154,7 +154,8 @@ async fn large_output_arrives_whole_in_bounded_chunks() {
         let frame = broker.next().await;
         match frame.kind {
             FrameKind::Data => {
-                assert!(frame.payload.len() <= 32 * 1024, "chunk of {}", frame.payload.len());
+                // Reads of up to 32 KiB, merged up to 64 KiB per frame when several wait.
+                assert!(frame.payload.len() <= 64 * 1024, "chunk of {}", frame.payload.len());
                 assert!(frame.payload.iter().all(|&b| b == 0));
                 total += frame.payload.len();
             }

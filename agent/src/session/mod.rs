@@ -263,10 +263,11 @@ async fn send_output<W: AsyncWrite + Unpin>(
             Output::Stderr(b) => (true, b),
         };
         let mut merged: Option<BytesMut> = None;
-        while merged.as_ref().map_or(first.len(), BytesMut::len) < MERGE_LIMIT {
+        loop {
+            let len = merged.as_ref().map_or(first.len(), BytesMut::len);
             let more = match output.try_recv() {
-                Ok(Output::Stdout(b)) if !is_err => b,
-                Ok(Output::Stderr(b)) if is_err => b,
+                Ok(Output::Stdout(b)) if !is_err && len + b.len() <= MERGE_LIMIT => b,
+                Ok(Output::Stderr(b)) if is_err && len + b.len() <= MERGE_LIMIT => b,
                 Ok(other) => {
                     held = Some(other);
                     break;

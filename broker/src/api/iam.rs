@@ -88,6 +88,21 @@ fn check_document(name: &str, doc: &str) -> Result<(), ApiError> {
     Policy::parse(name, doc).map(|_| ()).map_err(|e| ApiError::bad("MalformedPolicyDocument", e.to_string()))
 }
 
+/// The `PolicyName` and checked `PolicyDocument` of a put or create request.
+fn named_document(req: &IamRequest) -> Result<(String, String), ApiError> {
+    let policy = req
+        .policy_name
+        .clone()
+        .filter(|p| valid_name(p))
+        .ok_or_else(|| ApiError::bad("InvalidInput", "PolicyName is missing or invalid"))?;
+    let doc = req
+        .policy_document
+        .clone()
+        .ok_or_else(|| ApiError::bad("InvalidInput", "PolicyDocument is required"))?;
+    check_document(&policy, &doc)?;
+    Ok((policy, doc))
+}
+
 fn managed_name_from_arn(gate: &Gate<'_>, arn: &str) -> Result<String, ApiError> {
     let prefix = format!("arn:airlock:iam::{}:policy/", gate.app.settings.account);
     arn.strip_prefix(&prefix)
@@ -252,16 +267,7 @@ pub async fn dispatch(gate: &Gate<'_>, op: &str, body: &[u8]) -> Result<Value, A
         }
         "PutUserPolicy" | "PutRolePolicy" => {
             existing(&name).await?;
-            let policy = req
-                .policy_name
-                .clone()
-                .filter(|p| valid_name(p))
-                .ok_or_else(|| ApiError::bad("InvalidInput", "PolicyName is missing or invalid"))?;
-            let doc = req
-                .policy_document
-                .clone()
-                .ok_or_else(|| ApiError::bad("InvalidInput", "PolicyDocument is required"))?;
-            check_document(&policy, &doc)?;
+            let (policy, doc) = named_document(&req)?;
             app.store.put_inline_policy(&name, &policy, &doc).await?;
             json!({})
         }
@@ -288,16 +294,7 @@ pub async fn dispatch(gate: &Gate<'_>, op: &str, body: &[u8]) -> Result<Value, A
             json!({ "PolicyNames": names, "IsTruncated": false })
         }
         "CreatePolicy" => {
-            let policy = req
-                .policy_name
-                .clone()
-                .filter(|p| valid_name(p))
-                .ok_or_else(|| ApiError::bad("InvalidInput", "PolicyName is missing or invalid"))?;
-            let doc = req
-                .policy_document
-                .clone()
-                .ok_or_else(|| ApiError::bad("InvalidInput", "PolicyDocument is required"))?;
-            check_document(&policy, &doc)?;
+            let (policy, doc) = named_document(&req)?;
             let record = ManagedPolicy {
                 arn: format!("arn:airlock:iam::{account}:policy/{policy}"),
                 name: policy,
