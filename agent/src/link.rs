@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use airlock_proto::endpoint::Endpoint;
 use airlock_proto::{quic, Control, Frame, FrameKind, FramedStream, MAX_FRAME_LEN};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
@@ -12,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
 use crate::backoff::Backoff;
-use crate::endpoint::BrokerUrl;
+use crate::endpoint;
 use crate::error::Error;
 use crate::host;
 use crate::session::{self, ForwardConfig, SessionLimits, StreamReport};
@@ -124,7 +125,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let registration = StateDir::new(data_dir).load()?;
-    let target = BrokerUrl::parse(&registration.state.endpoint)?;
+    let target = endpoint::parse(&registration.state.endpoint)?;
     let chain = quic::certs_from_pem(registration.cert_pem.as_bytes(), "agent.crt")?;
     let key = quic::key_from_pem(registration.key_pem.as_bytes(), "agent.key")?;
     let quic_config = quic::client_config(registration.ca_pem.as_bytes(), Some((chain, key)))?;
@@ -179,7 +180,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 /// Resolves the broker and tries each address until one answers.
 async fn connect(
-    target: &BrokerUrl,
+    target: &Endpoint,
     quic_config: &quinn::ClientConfig,
     config: &LinkConfig,
 ) -> Result<Link, Failure> {

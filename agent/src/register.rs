@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use airlock_proto::endpoint::Endpoint;
 use airlock_proto::quic;
 use airlock_proto::InstanceId;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint::BrokerUrl;
+use crate::endpoint;
 use crate::error::Error;
 use crate::host;
 use crate::state::{self, AgentState, Registration, StateDir};
@@ -64,8 +65,8 @@ struct ApiErrorBody {
 
 /// Registers this host with the broker and saves the registration; returns the instance id.
 pub async fn register(opts: &RegisterOptions) -> Result<InstanceId, Error> {
-    let url = BrokerUrl::parse(&opts.endpoint)?;
-    url.require_ca(opts.ca_file.is_some())?;
+    let url = endpoint::parse(&opts.endpoint)?;
+    endpoint::require_ca(&url, opts.ca_file.is_some())?;
     let pinned_ca = match &opts.ca_file {
         Some(path) => {
             let pem = String::from_utf8(state::read_capped(path)?)
@@ -138,7 +139,7 @@ fn make_csr(common_name: &str) -> Result<(KeyPair, String), Error> {
 }
 
 /// An HTTP client that trusts only `ca_pem` and goes straight to the broker.
-fn http_client(url: &BrokerUrl, ca_pem: Option<&str>) -> Result<reqwest::Client, Error> {
+fn http_client(url: &Endpoint, ca_pem: Option<&str>) -> Result<reqwest::Client, Error> {
     // Plain http gets an empty root store: reqwest still wants a TLS config, and must never
     // fall back to the process-wide provider or system roots.
     let roots = match ca_pem {
@@ -165,7 +166,7 @@ fn http_client(url: &BrokerUrl, ca_pem: Option<&str>) -> Result<reqwest::Client,
 /// POSTs one awsJson1.1 operation and returns the success body, or the API error.
 async fn call(
     client: &reqwest::Client,
-    url: &BrokerUrl,
+    url: &Endpoint,
     operation: &str,
     body: &impl Serialize,
 ) -> Result<Vec<u8>, Error> {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::config::Endpoint;
+use crate::config::{self, Endpoint};
 use crate::credentials::Credentials;
 use crate::error::{chain, Error};
 use crate::signing;
@@ -215,14 +215,14 @@ impl Client {
         Ok(Client { http, endpoint, region: region.into(), credentials })
     }
 
-    /// A client from an endpoint URL string (see [`Endpoint::parse`]).
+    /// A client from an endpoint URL string (see [`config::parse_endpoint`]).
     pub fn from_url(
         url: &str,
         ca_pem: Option<&[u8]>,
         region: impl Into<String>,
         credentials: Credentials,
     ) -> Result<Self, Error> {
-        Client::new(Endpoint::parse(url)?, ca_pem, region, credentials)
+        Client::new(config::parse_endpoint(url)?, ca_pem, region, credentials)
     }
 
     /// The endpoint this client talks to.
@@ -295,7 +295,7 @@ impl Client {
         if !self.endpoint.is_loopback() {
             return Err(Error::MissingCa(self.endpoint.url().to_string()));
         }
-        let url = self.endpoint.ca_url()?;
+        let url = config::ca_url(&self.endpoint)?;
         let fail =
             |detail: String| Error::Connect(format!("cannot fetch the broker CA from {url}: {detail}"));
         let response = self.http.get(url.clone()).send().await.map_err(|e| fail(describe(&e)))?;

@@ -1,86 +1,40 @@
 //! Where the broker is and how to trust it: the endpoint URL rules and the resolved settings.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
-use url::{Host, Url};
+pub use airlock_proto::endpoint::Endpoint;
+use airlock_proto::endpoint::EndpointError;
+use url::Url;
 
 use crate::credentials::{self, Credentials};
 use crate::error::Error;
 
-/// A validated broker endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    url: Url,
-    host: String,
-    port: u16,
-    https: bool,
-    loopback: bool,
+/// How the CLI has always read endpoint URLs: `localhost.` is `localhost`, and credentials in
+/// an otherwise refused URL are not what the error is about.
+
+/// Parses and checks an endpoint URL: `https://` anywhere, `http://` only to loopback.
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, Error> {
+    Endpoint::parse(text.trim()).map_err(|e| Error::Endpoint { url: text.to_owned(), why: endpoint_why(&e) })
 }
 
-impl Endpoint {
-    /// Parses and checks an endpoint URL: `https://` anywhere, `http://` only to loopback.
-    pub fn parse(text: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::Endpoint { url: text.to_owned(), why: why.to_owned() };
-        let url = Url::parse(text.trim()).map_err(|e| bad(&e.to_string()))?;
-        let https = match url.scheme() {
-            "https" => true,
-            "http" => false,
-            _ => return Err(bad("the scheme must be https (or http for a loopback broker)")),
-        };
-        let (host, loopback) = match url.host() {
-            Some(Host::Domain(d)) => {
-                let d = d.trim_end_matches('.').to_ascii_lowercase();
-                let loopback = d == "localhost";
-                (d, loopback)
-            }
-            Some(Host::Ipv4(ip)) => (ip.to_string(), IpAddr::V4(ip).is_loopback()),
-            Some(Host::Ipv6(ip)) => (ip.to_string(), IpAddr::V6(ip).is_loopback()),
-            None => return Err(bad("it has no host")),
-        };
-        if !https && !loopback {
-            return Err(bad(
-                "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https with --ca-file",
-            ));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("credentials in the URL are not supported"));
-        }
-        let port = url.port_or_known_default().ok_or_else(|| bad("it has no port"))?;
-        Ok(Endpoint { url, host, port, https, loopback })
+/// The CLI's wording of an endpoint refusal.
+fn endpoint_why(e: &EndpointError) -> String {
+    match e {
+        EndpointError::Url(e) => e.to_string(),
+        EndpointError::Scheme(_) => "the scheme must be https (or http for a loopback broker)".to_owned(),
+        EndpointError::NoHost => "it has no host".to_owned(),
+        EndpointError::NotLoopback => "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https with --ca-file".to_owned(),
+        EndpointError::Credentials => "credentials in the URL are not supported".to_owned(),
+        EndpointError::MissingCa => e.to_string(),
     }
+}
 
-    /// The URL requests are posted to.
-    pub fn url(&self) -> &Url {
-        &self.url
-    }
-
-    /// The host without IPv6 brackets: the TLS server name and the name to resolve.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// The TCP port of the API, which is also the UDP port of the QUIC listener.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Whether the endpoint uses TLS.
-    pub fn is_https(&self) -> bool {
-        self.https
-    }
-
-    /// Whether the host is a loopback address or name.
-    pub fn is_loopback(&self) -> bool {
-        self.loopback
-    }
-
-    /// Where a loopback broker serves its CA certificate.
-    pub fn ca_url(&self) -> Result<Url, Error> {
-        self.url
-            .join("/ca.pem")
-            .map_err(|e| Error::Endpoint { url: self.url.to_string(), why: e.to_string() })
-    }
+/// Where a loopback broker serves its CA certificate.
+pub fn ca_url(endpoint: &Endpoint) -> Result<Url, Error> {
+    endpoint
+        .url()
+        .join("/ca.pem")
+        .map_err(|e| Error::Endpoint { url: endpoint.url().to_string(), why: e.to_string() })
 }
 
 /// The global options as given on the command line or in the environment.
@@ -116,14 +70,12 @@ impl Settings {
         let url = input.endpoint_url.as_deref().filter(|u| !u.trim().is_empty()).ok_or_else(|| {
             Error::Usage("no endpoint: pass --endpoint-url URL or set AIRLOCK_ENDPOINT".to_owned())
         })?;
-        let endpoint = Endpoint::parse(url)?;
+        let endpoint = parse_endpoint(url)?;
         let ca_pem = match input.ca_file.as_ref().filter(|p| !p.as_os_str().is_empty()) {
             Some(path) => Some(read_ca(path)?),
             None => None,
         };
-        if endpoint.is_https() && ca_pem.is_none() {
-            return Err(Error::MissingCa(endpoint.url().to_string()));
-        }
+        endpoint.require_ca(ca_pem.is_some()).map_err(|_| Error::MissingCa(endpoint.url().to_string()))?;
         let resolved = credentials::resolve(input.profile.as_deref(), input.region.as_deref())?;
         Ok(Settings { endpoint, ca_pem, region: resolved.region, credentials: resolved.credentials })
     }
@@ -142,26 +94,26 @@ mod tests {
 
     #[test]
     fn https_anywhere_with_default_port() {
-        let e = Endpoint::parse("https://broker.example.com").unwrap();
+        let e = parse_endpoint("https://broker.example.com").unwrap();
         assert_eq!(
             (e.host(), e.port(), e.is_https(), e.is_loopback()),
             ("broker.example.com", 443, true, false)
         );
         assert_eq!(e.url().as_str(), "https://broker.example.com/");
-        let e = Endpoint::parse("https://10.0.0.5:8443/").unwrap();
+        let e = parse_endpoint("https://10.0.0.5:8443/").unwrap();
         assert_eq!((e.host(), e.port()), ("10.0.0.5", 8443));
     }
 
     #[test]
     fn http_only_to_loopback() {
-        let e = Endpoint::parse("http://127.0.0.1").unwrap();
+        let e = parse_endpoint("http://127.0.0.1").unwrap();
         assert_eq!((e.port(), e.is_https(), e.is_loopback()), (80, false, true));
-        assert_eq!(Endpoint::parse("http://127.3.2.1:9000").unwrap().port(), 9000);
-        let e = Endpoint::parse("http://[::1]:8080").unwrap();
+        assert_eq!(parse_endpoint("http://127.3.2.1:9000").unwrap().port(), 9000);
+        let e = parse_endpoint("http://[::1]:8080").unwrap();
         assert_eq!((e.host(), e.port()), ("::1", 8080), "no brackets in the server name");
-        assert!(Endpoint::parse("http://LOCALHOST:1").unwrap().is_loopback());
+        assert!(parse_endpoint("http://LOCALHOST:1").unwrap().is_loopback());
         for bad in ["http://10.0.0.1:80", "http://example.com", "http://[::2]:80", "http://128.0.0.1"] {
-            let err = Endpoint::parse(bad).unwrap_err();
+            let err = parse_endpoint(bad).unwrap_err();
             assert!(err.to_string().contains("loopback"), "{bad}: {err}");
             assert_eq!(err.exit_code(), 2);
         }
@@ -170,14 +122,36 @@ mod tests {
     #[test]
     fn other_schemes_and_garbage_refused() {
         for bad in ["ftp://127.0.0.1", "127.0.0.1:8080", "", "https://", "https://u:p@host/"] {
-            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
+    fn endpoint_messages() {
+        let cases = [
+            ("ftp://127.0.0.1", "the scheme must be https (or http for a loopback broker)"),
+            ("127.0.0.1:8080", "relative URL without a base"),
+            (
+                "http://10.0.0.1",
+                "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https with --ca-file",
+            ),
+            // Credentials are named first when a URL has several faults.
+            ("http://u:p@10.0.0.1", "credentials in the URL are not supported"),
+            ("https://u:p@host/", "credentials in the URL are not supported"),
+        ];
+        for (text, why) in cases {
+            let err = parse_endpoint(text).unwrap_err();
+            assert_eq!(err.to_string(), format!("invalid endpoint {text:?}: {why}"));
+            assert_eq!(err.exit_code(), 2);
+        }
+        let e = parse_endpoint(" http://localhost.:8080/ ").unwrap();
+        assert_eq!((e.host(), e.port(), e.is_loopback()), ("localhost", 8080, true));
+    }
+
+    #[test]
     fn ca_url_is_at_the_root() {
-        let e = Endpoint::parse("http://127.0.0.1:4000/api/").unwrap();
-        assert_eq!(e.ca_url().unwrap().as_str(), "http://127.0.0.1:4000/ca.pem");
+        let e = parse_endpoint("http://127.0.0.1:4000/api/").unwrap();
+        assert_eq!(ca_url(&e).unwrap().as_str(), "http://127.0.0.1:4000/ca.pem");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use futures_util::SinkExt;
 use std::io::ErrorKind;
 use tokio::io::{duplex, split, AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 
-use crate::config::Endpoint;
+use crate::config::parse_endpoint;
 use crate::link::Link;
 use crate::session::{client_hello, handshake};
 use crate::testutil::{echo_port_stream, fake_broker, pattern};
@@ -245,7 +245,7 @@ async fn ready_session(
     addr: std::net::SocketAddr,
     ca: &str,
 ) -> (Link, FramedStream<quinn::RecvStream, quinn::SendStream>) {
-    let target = Endpoint::parse(&format!("http://127.0.0.1:{}", addr.port())).unwrap();
+    let target = parse_endpoint(&format!("http://127.0.0.1:{}", addr.port())).unwrap();
     let link = Link::connect(&target, ca.as_bytes(), None).await.unwrap();
     let (send, recv) = link.open_stream().await.unwrap();
     let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);

@@ -120,6 +120,7 @@ pub fn pick_address(addrs: &[SocketAddr], prefer: Option<IpAddr>) -> Option<Sock
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_endpoint;
 
     #[test]
     fn preferred_address_wins_when_resolved() {
@@ -133,9 +134,9 @@ mod tests {
 
     #[tokio::test]
     async fn resolves_literals_with_the_endpoint_port() {
-        let e = Endpoint::parse("http://127.0.0.1:4443").unwrap();
+        let e = parse_endpoint("http://127.0.0.1:4443").unwrap();
         assert_eq!(resolve(&e, None).await.unwrap(), "127.0.0.1:4443".parse().unwrap());
-        let e = Endpoint::parse("https://[::1]").unwrap();
+        let e = parse_endpoint("https://[::1]").unwrap();
         assert_eq!(resolve(&e, None).await.unwrap(), "[::1]:443".parse().unwrap());
     }
 }
@@ -143,6 +144,7 @@ mod tests {
 #[cfg(test)]
 mod quic_tests {
     use super::*;
+    use crate::config::parse_endpoint;
     use crate::session::{client_hello, handshake, pump_input, pump_output, End};
     use crate::testutil::fake_broker;
     use airlock_proto::control::{CloseReason, Control};
@@ -177,7 +179,7 @@ mod quic_tests {
             conn.closed().await
         });
 
-        let target = Endpoint::parse(&format!("http://localhost:{}", broker.addr.port())).unwrap();
+        let target = parse_endpoint(&format!("http://localhost:{}", broker.addr.port())).unwrap();
         let link = Link::connect(&target, broker.ca_pem.as_bytes(), Some(broker.addr.ip())).await.unwrap();
         let (send, recv) = link.open_stream().await.unwrap();
         let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);
@@ -209,7 +211,7 @@ mod quic_tests {
                 let _ = incoming.await;
             }
         });
-        let target = Endpoint::parse(&format!("https://127.0.0.1:{}", broker.addr.port())).unwrap();
+        let target = parse_endpoint(&format!("https://127.0.0.1:{}", broker.addr.port())).unwrap();
         let err = Link::connect(&target, other.ca_pem.as_bytes(), None).await.unwrap_err();
         assert!(matches!(err, Error::Connect(_)), "{err}");
         assert!(err.to_string().contains("cannot connect to the broker"), "{err}");

@@ -116,7 +116,7 @@ fn conclude(ended: Ended, session_id: &str, port: u16) -> (i32, Option<String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Endpoint;
+    use crate::config::parse_endpoint;
     use crate::link::Link;
     use crate::session::{client_hello, handshake};
     use crate::testutil::{echo_port_stream, fake_broker, pattern};
@@ -145,7 +145,7 @@ mod tests {
     async fn session(
         broker: &crate::testutil::FakeBroker,
     ) -> (Link, FramedStream<quinn::RecvStream, quinn::SendStream>) {
-        let target = Endpoint::parse(&format!("http://127.0.0.1:{}", broker.addr.port())).unwrap();
+        let target = parse_endpoint(&format!("http://127.0.0.1:{}", broker.addr.port())).unwrap();
         let link = Link::connect(&target, broker.ca_pem.as_bytes(), None).await.unwrap();
         let (send, recv) = link.open_stream().await.unwrap();
         let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);

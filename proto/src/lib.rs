@@ -5,12 +5,14 @@
 //! frames carry a [`control`] message encoded with postcard.
 
 pub mod control;
+pub mod endpoint;
 pub mod frame;
 pub mod ids;
 pub mod quic;
 pub mod stream;
 
 pub use control::{AgentHello, ClientRequest, CloseReason, Control, SessionSpec};
+pub use endpoint::{Endpoint, EndpointError};
 pub use frame::{Frame, FrameCodec, FrameKind, ProtoError, HEADER_LEN, MAX_FRAME_LEN};
 pub use ids::{IdError, InstanceId, SessionId};
 pub use stream::FramedStream;
