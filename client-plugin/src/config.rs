@@ -9,9 +9,6 @@ use url::Url;
 use crate::credentials::{self, Credentials};
 use crate::error::Error;
 
-/// How the CLI has always read endpoint URLs: `localhost.` is `localhost`, and credentials in
-/// an otherwise refused URL are not what the error is about.
-
 /// Parses and checks an endpoint URL: `https://` anywhere, `http://` only to loopback.
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, Error> {
     Endpoint::parse(text.trim()).map_err(|e| Error::Endpoint { url: text.to_owned(), why: endpoint_why(&e) })
