@@ -55,6 +55,14 @@ enum Command {
     DescribeInstanceInformation(DescribeInstancesArgs),
     /// Create an activation code for registering instances.
     CreateActivation(CreateActivationArgs),
+    /// List activations (their codes are shown only at creation).
+    DescribeActivations,
+    /// Delete an activation; instances it registered stay registered.
+    DeleteActivation {
+        /// The activation's id.
+        #[arg(long, value_name = "ID")]
+        activation_id: String,
+    },
     /// Whether an instance's agent is connected.
     GetConnectionStatus {
         /// The managed instance (mi-…).
@@ -270,6 +278,10 @@ impl Task {
                 insert_opt(&mut body, "ExpirationDate", a.expiration_date);
                 ("CreateActivation", Value::Object(body))
             }
+            Command::DescribeActivations => ("DescribeActivations", json!({})),
+            Command::DeleteActivation { activation_id } => {
+                ("DeleteActivation", json!({ "ActivationId": activation_id }))
+            }
             Command::GetConnectionStatus { target } => ("GetConnectionStatus", json!({ "Target": target })),
             Command::Iam(c) => return Ok(Task::Call(c.into_call())),
             Command::Sts(c) => return Ok(Task::Call(c.into_call())),
@@ -456,6 +468,12 @@ mod tests {
             (c.target(), c.body),
             ("AmazonSSM.GetConnectionStatus".to_owned(), json!({"Target": "mi-1"}))
         );
+        let c = call_task(&["delete-activation", "--activation-id", "a-1"]);
+        assert_eq!(
+            (c.target(), c.body),
+            ("AmazonSSM.DeleteActivation".to_owned(), json!({"ActivationId": "a-1"}))
+        );
+        assert_eq!(call_task(&["describe-activations"]).target(), "AmazonSSM.DescribeActivations");
         let c = call_task(&["iam", "create-user", "--user-name", "bob", "--tags", "Key=team,Value=ops"]);
         assert_eq!(c.target(), "AirlockIAM.CreateUser");
         assert_eq!(c.body, json!({"UserName": "bob", "Tags": [{"Key": "team", "Value": "ops"}]}));
