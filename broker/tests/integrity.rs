@@ -112,15 +112,7 @@ fn recording_survives_a_broker_killed_mid_session() {
     let agent = broker.agent("a");
     let recordings = broker.data_dir().join("recordings");
     let cli = broker
-        .cli()
-        .args([
-            "start-session",
-            "--target",
-            &agent.instance_id,
-            "--document-name",
-            "AWS-StartNonInteractiveCommand",
-        ])
-        .args(["--parameters", "command=echo crash-marker-$((6*7)); sleep 300"])
+        .command(&agent.instance_id, "echo crash-marker-$((6*7)); sleep 300")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -46,18 +46,8 @@ fn recordings_are_listed_printed_searched_exported_and_replayed() {
     let agent = broker.agent("a");
 
     // A command printing a coloured marker.
-    let out = cli_out(
-        &broker,
-        &[
-            "start-session",
-            "--target",
-            &agent.instance_id,
-            "--document-name",
-            "AWS-StartNonInteractiveCommand",
-            "--parameters",
-            r"command=printf '\033[31mred-%s\033[0m\n' $((40+2))",
-        ],
-    );
+    let out =
+        broker.command(&agent.instance_id, r"printf '\033[31mred-%s\033[0m\n' $((40+2))").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("red-42"));
     let command_id = history_ids(&broker).pop().expect("the command session in history");

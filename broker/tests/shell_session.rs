@@ -69,16 +69,7 @@ fn non_interactive_command_keeps_stdout_and_stderr_apart() {
     let broker = Broker::start();
     let agent = broker.agent("a");
     let out = broker
-        .cli()
-        .args([
-            "start-session",
-            "--target",
-            &agent.instance_id,
-            "--document-name",
-            "AWS-StartNonInteractiveCommand",
-            "--parameters",
-            "command=echo out-$((1+1)); echo err-$((2+2)) >&2; exit 3",
-        ])
+        .command(&agent.instance_id, "echo out-$((1+1)); echo err-$((2+2)) >&2; exit 3")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -88,18 +79,7 @@ fn non_interactive_command_keeps_stdout_and_stderr_apart() {
     assert!(stderr.contains("err-4") && !stderr.contains("out-2"), "stderr={stderr}");
 
     // A command reading the host's identity, as in the README.
-    let out = broker
-        .cli()
-        .args([
-            "start-session",
-            "--target",
-            &agent.instance_id,
-            "--document-name",
-            "AWS-StartNonInteractiveCommand",
-        ])
-        .args(["--parameters", "command=uname -a"])
-        .output()
-        .unwrap();
+    let out = broker.command(&agent.instance_id, "uname -a").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Linux"));
 }
@@ -109,15 +89,7 @@ fn terminate_session_ends_a_running_session() {
     let broker = Broker::start();
     let agent = broker.agent("a");
     let mut child = broker
-        .cli()
-        .args([
-            "start-session",
-            "--target",
-            &agent.instance_id,
-            "--document-name",
-            "AWS-StartNonInteractiveCommand",
-        ])
-        .args(["--parameters", "command=echo started; sleep 300"])
+        .command(&agent.instance_id, "echo started; sleep 300")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -8,23 +8,14 @@ use airlock_proto::CloseReason as Reason;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use std::io::ErrorKind;
-use tokio::io::{duplex, split, AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::parse_endpoint;
 use crate::link::Link;
 use crate::session::{client_hello, handshake};
-use crate::testutil::{echo_port_stream, fake_broker, pattern};
-
-type Framed = FramedStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
+use crate::testutil::{echo_port_stream, fake_broker, pair, pattern, Framed};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn pair() -> (Framed, Framed) {
-    let (a, b) = duplex(1 << 20);
-    let (ar, aw) = split(a);
-    let (br, bw) = split(b);
-    (FramedStream::new(ar, aw, MAX_FRAME_LEN), FramedStream::new(br, bw, MAX_FRAME_LEN))
-}
 
 /// A connected local TCP pair: (the local application's end, the end we accepted).
 async fn tcp_pair() -> (TcpStream, TcpStream) {

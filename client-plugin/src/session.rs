@@ -237,17 +237,7 @@ fn or_reason<'a>(message: &'a str, fallback: &'a str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airlock_proto::MAX_FRAME_LEN;
-    use tokio::io::{duplex, split, DuplexStream, ReadHalf, WriteHalf};
-
-    type Framed = FramedStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
-
-    fn pair() -> (Framed, Framed) {
-        let (a, b) = duplex(1 << 20);
-        let (ar, aw) = split(a);
-        let (br, bw) = split(b);
-        (FramedStream::new(ar, aw, MAX_FRAME_LEN), FramedStream::new(br, bw, MAX_FRAME_LEN))
-    }
+    use crate::testutil::pair;
 
     #[test]
     fn hello_carries_version_and_size() {

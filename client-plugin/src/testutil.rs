@@ -6,6 +6,21 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// Both ends of an in-memory framed stream.
+pub type Framed = airlock_proto::FramedStream<
+    tokio::io::ReadHalf<tokio::io::DuplexStream>,
+    tokio::io::WriteHalf<tokio::io::DuplexStream>,
+>;
+
+/// Two framed streams connected to each other in memory.
+pub fn pair() -> (Framed, Framed) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let max = airlock_proto::MAX_FRAME_LEN;
+    (airlock_proto::FramedStream::new(ar, aw, max), airlock_proto::FramedStream::new(br, bw, max))
+}
+
 /// A CA certificate (PEM) and a rustls server config whose certificate it signed.
 pub struct TestCa {
     pub ca_pem: String,

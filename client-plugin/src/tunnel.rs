@@ -163,18 +163,11 @@ pub async fn goodbye<W: AsyncWrite + Unpin>(quic: &mut FramedWrite<W, FrameCodec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airlock_proto::MAX_FRAME_LEN;
+
     use bytes::Bytes;
-    use tokio::io::{duplex, split, DuplexStream, ReadHalf, WriteHalf};
+    use tokio::io::duplex;
 
-    type Framed = FramedStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
-
-    fn pair() -> (Framed, Framed) {
-        let (a, b) = duplex(1 << 20);
-        let (ar, aw) = split(a);
-        let (br, bw) = split(b);
-        (FramedStream::new(ar, aw, MAX_FRAME_LEN), FramedStream::new(br, bw, MAX_FRAME_LEN))
-    }
+    use crate::testutil::pair;
 
     #[tokio::test]
     async fn connect_answers() {

@@ -128,6 +128,15 @@ impl Broker {
         cmd
     }
 
+    /// The CLI set to run `command` on `target` without a PTY (AWS-StartNonInteractiveCommand).
+    pub fn command(&self, target: &str, command: &str) -> Command {
+        let mut cmd = self.cli();
+        cmd.args(["start-session", "--target", target, "--document-name", "AWS-StartNonInteractiveCommand"])
+            .arg("--parameters")
+            .arg(format!("command={command}"));
+        cmd
+    }
+
     /// Runs a CLI API command and parses its JSON output, panicking on failure.
     pub fn api(&self, args: &[&str]) -> Value {
         let out = self.cli().args(args).output().unwrap();
