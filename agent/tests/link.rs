@@ -70,6 +70,24 @@ fn fast() -> LinkConfig {
     }
 }
 
+/// A running agent, registered with a CA, and a mock broker that trusts agent certificates
+/// from `client_ca_pem` (`None`: the same CA).
+struct Linked {
+    broker: quinn::Endpoint,
+    _tmp: tempfile::TempDir,
+    stop_tx: watch::Sender<bool>,
+    task: JoinHandle<Result<(), airlock_agent::Error>>,
+}
+
+fn linked(client_ca_pem: Option<&str>, config: LinkConfig) -> Linked {
+    let ca = TestCa::new();
+    let broker = broker_endpoint(&ca, client_ca_pem.unwrap_or(&ca.pem));
+    let tmp = tempfile::tempdir().unwrap();
+    register_agent(&ca, broker.local_addr().unwrap().port(), tmp.path());
+    let (stop_tx, task) = start_agent(tmp.path().to_owned(), config);
+    Linked { broker, _tmp: tmp, stop_tx, task }
+}
+
 fn start_agent(
     dir: PathBuf,
     config: LinkConfig,
@@ -109,11 +127,7 @@ async fn stop(stop_tx: watch::Sender<bool>, task: JoinHandle<Result<(), airlock_
 
 #[tokio::test]
 async fn hello_heartbeats_a_session_and_clean_shutdown() {
-    let ca = TestCa::new();
-    let broker = broker_endpoint(&ca, &ca.pem);
-    let tmp = tempfile::tempdir().unwrap();
-    register_agent(&ca, broker.local_addr().unwrap().port(), tmp.path());
-    let (stop_tx, task) = start_agent(tmp.path().to_owned(), fast());
+    let Linked { broker, _tmp, stop_tx, task } = linked(None, fast());
 
     let conn = accept(&broker).await;
     let (mut control, hello) = control_stream(&conn).await;
@@ -160,11 +174,7 @@ async fn hello_heartbeats_a_session_and_clean_shutdown() {
 
 #[tokio::test]
 async fn a_forward_over_quic_keeps_half_close() {
-    let ca = TestCa::new();
-    let broker = broker_endpoint(&ca, &ca.pem);
-    let tmp = tempfile::tempdir().unwrap();
-    register_agent(&ca, broker.local_addr().unwrap().port(), tmp.path());
-    let (stop_tx, task) = start_agent(tmp.path().to_owned(), fast());
+    let Linked { broker, _tmp, stop_tx, task } = linked(None, fast());
     let conn = accept(&broker).await;
     let (mut control, _) = control_stream(&conn).await;
     let beats = tokio::spawn(async move {
@@ -202,12 +212,8 @@ async fn a_forward_over_quic_keeps_half_close() {
 
 #[tokio::test]
 async fn unanswered_heartbeats_drop_the_link_and_redial() {
-    let ca = TestCa::new();
-    let broker = broker_endpoint(&ca, &ca.pem);
-    let tmp = tempfile::tempdir().unwrap();
-    register_agent(&ca, broker.local_addr().unwrap().port(), tmp.path());
     let config = LinkConfig { heartbeat_timeout: Duration::from_millis(400), ..fast() };
-    let (stop_tx, task) = start_agent(tmp.path().to_owned(), config);
+    let Linked { broker, _tmp, stop_tx, task } = linked(None, config);
 
     let first = accept(&broker).await;
     let (_control, _) = control_stream(&first).await;
@@ -224,11 +230,7 @@ async fn unanswered_heartbeats_drop_the_link_and_redial() {
 
 #[tokio::test]
 async fn broker_refusal_is_retried() {
-    let ca = TestCa::new();
-    let broker = broker_endpoint(&ca, &ca.pem);
-    let tmp = tempfile::tempdir().unwrap();
-    register_agent(&ca, broker.local_addr().unwrap().port(), tmp.path());
-    let (stop_tx, task) = start_agent(tmp.path().to_owned(), fast());
+    let Linked { broker, _tmp, stop_tx, task } = linked(None, fast());
 
     let first = accept(&broker).await;
     let _ = control_stream(&first).await;
@@ -240,12 +242,8 @@ async fn broker_refusal_is_retried() {
 
 #[tokio::test]
 async fn unknown_certificate_keeps_retrying_and_stops_on_request() {
-    let ca = TestCa::new();
     // The broker only trusts agent certificates from another CA.
-    let broker = broker_endpoint(&ca, &TestCa::new().pem);
-    let tmp = tempfile::tempdir().unwrap();
-    register_agent(&ca, broker.local_addr().unwrap().port(), tmp.path());
-    let (stop_tx, task) = start_agent(tmp.path().to_owned(), fast());
+    let Linked { broker, _tmp, stop_tx, task } = linked(Some(&TestCa::new().pem), fast());
 
     for _ in 0..3 {
         let incoming = timeout(PATIENCE, broker.accept()).await.unwrap().unwrap();
