@@ -53,6 +53,10 @@ pub enum Error {
     /// The session's process could not be started.
     #[error("start failed: {0}")]
     Spawn(String),
+    /// The session cannot run as the user it asks for (unknown user, agent not root, no
+    /// `setpriv`); the message is for the client as it is.
+    #[error("{0}")]
+    RunAs(String),
     /// Local I/O.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

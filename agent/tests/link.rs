@@ -156,7 +156,7 @@ async fn hello_heartbeats_a_session_and_clean_shutdown() {
 
     let (send, recv) = conn.open_bi().await.unwrap();
     let mut session = FramedStream::new(recv, send, MAX_FRAME_LEN);
-    let spec = SessionSpec::Command { command: "echo hi-from-$(echo agent)".into() };
+    let spec = SessionSpec::Command { command: "echo hi-from-$(echo agent)".into(), run_as: None };
     session.send_control(&Control::Open { session_id: "tester-1".into(), spec }).await.unwrap();
     assert_eq!(session.recv_control(PATIENCE).await.unwrap(), Control::Started);
     let out = timeout(PATIENCE, session.recv()).await.unwrap().unwrap().unwrap();

@@ -93,13 +93,27 @@ impl Broker {
 }
 
 fn command(cmd: &str) -> SessionSpec {
-    SessionSpec::Command { command: cmd.into() }
+    SessionSpec::Command { command: cmd.into(), run_as: None }
+}
+
+fn shell() -> SessionSpec {
+    shell_with("xterm", None, None)
+}
+
+fn shell_with(term: &str, run_as: Option<&str>, profile: Option<&str>) -> SessionSpec {
+    SessionSpec::Shell {
+        cols: 80,
+        rows: 24,
+        term: term.into(),
+        run_as: run_as.map(Into::into),
+        profile: profile.map(Into::into),
+    }
 }
 
 #[tokio::test]
 async fn shell_runs_resizes_and_exits_with_code() {
     let (mut broker, task) = start(SessionLimits::default());
-    broker.open(SessionSpec::Shell { cols: 80, rows: 24, term: "xterm".into() }).await;
+    broker.open(shell()).await;
     // The terminal echoes the input line, but only the shell's arithmetic produces "airlock-42".
     broker.type_in("echo airlock-$((40+2))\n").await;
     broker.read_until("airlock-42").await;
@@ -210,7 +224,7 @@ async fn peer_going_away_kills_the_process() {
 #[tokio::test]
 async fn close_ends_a_shell() {
     let (mut broker, _task) = start(SessionLimits::default());
-    broker.open(SessionSpec::Shell { cols: 80, rows: 24, term: "xterm".into() }).await;
+    broker.open(shell()).await;
     broker.type_in("echo ready-$((1+1))\n").await;
     broker.read_until("ready-2").await;
     broker.control(Control::Close { reason: CloseReason::Terminated, message: String::new() }).await;
@@ -256,7 +270,7 @@ async fn bad_session_id_is_a_protocol_error() {
 async fn spawn_failure_is_start_failed() {
     let (mut broker, task) = start(SessionLimits::default());
     // A NUL byte cannot go into the environment, so the shell cannot be started.
-    let spec = SessionSpec::Shell { cols: 80, rows: 24, term: "xterm\0bad".into() };
+    let spec = shell_with("xterm\0bad", None, None);
     broker.control(Control::Open { session_id: "tester-1".into(), spec }).await;
     match broker.next_control().await {
         Control::Close { reason: CloseReason::StartFailed, message } => assert!(!message.is_empty()),
@@ -264,4 +278,159 @@ async fn spawn_failure_is_start_failed() {
     }
     broker.expect_end().await;
     assert_eq!(task.await.unwrap().unwrap().exit_code, None);
+}
+
+/// The user the tests run as (and so the agent under test).
+fn current_user() -> String {
+    let uid = nix::unistd::Uid::effective();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        other => panic!("uid {uid} has no password entry: {other:?}"),
+    }
+}
+
+/// Reads a command's session to its `Exit`: stdout, stderr and the code.
+async fn read_command(broker: &mut Broker) -> (String, String, i32) {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    loop {
+        let frame = broker.next().await;
+        match frame.kind {
+            FrameKind::Data => stdout.extend_from_slice(&frame.payload),
+            FrameKind::Stderr => stderr.extend_from_slice(&frame.payload),
+            FrameKind::Control => match frame.to_control().unwrap() {
+                Control::Exit { code } => {
+                    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+                    return (text(stdout), text(stderr), code);
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+        }
+    }
+}
+
+/// Sends `Open` and expects the session to be refused with `Close{StartFailed}`; returns
+/// the message.
+async fn open_refused(spec: SessionSpec) -> String {
+    let (mut broker, task) = start(SessionLimits::default());
+    broker.control(Control::Open { session_id: "tester-2".into(), spec }).await;
+    let message = match broker.next_control().await {
+        Control::Close { reason: CloseReason::StartFailed, message } => message,
+        other => panic!("expected Close{{StartFailed}}, got {other:?}"),
+    };
+    broker.expect_end().await;
+    assert_eq!(task.await.unwrap().unwrap().exit_code, None);
+    message
+}
+
+#[tokio::test]
+async fn run_as_the_agents_own_user_runs_normally() {
+    let me = current_user();
+    let (mut broker, _task) = start(SessionLimits::default());
+    broker.open(shell_with("xterm", Some(&me), None)).await;
+    broker.type_in("echo \"who=$(id -un)\"\n").await;
+    broker.read_until(&format!("who={me}\r\n")).await;
+    broker.type_in("exit 0\n").await;
+    assert_eq!(broker.read_exit().await, 0);
+
+    let (mut broker, _task) = start(SessionLimits::default());
+    broker.open(SessionSpec::Command { command: "id -un".into(), run_as: Some(me.clone()) }).await;
+    assert_eq!(read_command(&mut broker).await, (format!("{me}\n"), String::new(), 0));
+}
+
+#[tokio::test]
+async fn run_as_an_unknown_user_fails_to_start() {
+    let expected = r#"run-as user "airlock-no-such-user" does not exist on this host"#;
+    let shell = shell_with("xterm", Some("airlock-no-such-user"), Some("echo never"));
+    assert_eq!(open_refused(shell).await, expected);
+    let command =
+        SessionSpec::Command { command: "true".into(), run_as: Some("airlock-no-such-user".into()) };
+    assert_eq!(open_refused(command).await, expected);
+}
+
+/// The user the root-only run-as tests switch to; scripts/test.sh creates it.
+const RUN_AS_USER: &str = "airlock-runas";
+
+/// `airlock-runas`'s password entry when the tests run as root; `None` (the test is skipped,
+/// with the reason printed) otherwise. A missing user fails the test.
+fn run_as_user() -> Option<nix::unistd::User> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: switching to another user needs root, and the tests run as {}", current_user());
+        return None;
+    }
+    match nix::unistd::User::from_name(RUN_AS_USER) {
+        Ok(Some(user)) => Some(user),
+        other => panic!(
+            "the test user {RUN_AS_USER} is missing ({other:?}); create it as scripts/test.sh does: \
+             useradd --create-home --shell /bin/bash {RUN_AS_USER}"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn run_as_another_user_starts_a_login_shell_as_that_user() {
+    let Some(user) = run_as_user() else { return };
+    let home = user.dir.display().to_string();
+    let (mut broker, task) = start(SessionLimits::default());
+    // The profile runs as that user too.
+    broker.open(shell_with("xterm", Some(RUN_AS_USER), Some("export AIRLOCK_PROFILE_MARK=run-as"))).await;
+    // The echoed input holds the unexpanded text, so only the shell's output matches.
+    broker.type_in("echo \"who=$(id -un) uid=$(id -u) pwd=$(pwd) home=$HOME\"\n").await;
+    broker.read_until(&format!("who={RUN_AS_USER} uid={} pwd={home} home={home}\r\n", user.uid)).await;
+    broker.type_in("echo \"user=$USER logname=$LOGNAME shell=$SHELL term=$TERM\"\n").await;
+    broker
+        .read_until(&format!("user={RUN_AS_USER} logname={RUN_AS_USER} shell=/bin/bash term=xterm\r\n"))
+        .await;
+    // Nothing of the agent's environment: cargo sets CARGO_PKG_NAME for this test process.
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    broker.type_in("echo \"leak=${CARGO_PKG_NAME-none} mark=$AIRLOCK_PROFILE_MARK\"\n").await;
+    broker.read_until("leak=none mark=run-as\r\n").await;
+    // The terminal is the user's, as after a login.
+    broker.type_in("echo \"tty-owner=$(stat -c %U \"$(tty)\")\"\n").await;
+    broker.read_until(&format!("tty-owner={RUN_AS_USER}\r\n")).await;
+    broker.type_in("exit 5\n").await;
+    assert_eq!(broker.read_exit().await, 5);
+    broker.expect_end().await;
+    assert_eq!(task.await.unwrap().unwrap().exit_code, Some(5));
+}
+
+#[tokio::test]
+async fn run_as_another_user_runs_a_command_as_that_user() {
+    let Some(user) = run_as_user() else { return };
+    let name = std::ffi::CString::new(RUN_AS_USER).unwrap();
+    let groups: Vec<String> =
+        nix::unistd::getgrouplist(&name, user.gid).unwrap().iter().map(|g| g.to_string()).collect();
+    let (mut broker, _task) = start(SessionLimits::default());
+    let command =
+        "id -un; id -u; id -g; id -G; pwd; echo \"$HOME $USER $LOGNAME ${CARGO_PKG_NAME-none} ${TERM-none}\"";
+    broker.open(SessionSpec::Command { command: command.into(), run_as: Some(RUN_AS_USER.into()) }).await;
+    let (stdout, stderr, code) = read_command(&mut broker).await;
+    let home = user.dir.display();
+    let expected = format!(
+        "{RUN_AS_USER}\n{}\n{}\n{}\n{home}\n{home} {RUN_AS_USER} {RUN_AS_USER} none none\n",
+        user.uid,
+        user.gid,
+        groups.join(" ")
+    );
+    assert_eq!((stdout.as_str(), stderr.as_str(), code), (expected.as_str(), "", 0));
+}
+
+#[tokio::test]
+async fn run_as_another_user_needs_root() {
+    let me = current_user();
+    if me == "root" {
+        eprintln!("skipped: the agent runs as root here, so it may switch users");
+        return;
+    }
+    let expected = format!(r#"run-as user "root" needs the agent to run as root (it runs as "{me}")"#);
+    assert_eq!(open_refused(shell_with("xterm", Some("root"), None)).await, expected);
+}
+
+#[tokio::test]
+async fn shell_profile_is_typed_in_first() {
+    let (mut broker, _task) = start(SessionLimits::default());
+    broker.open(shell_with("xterm", None, Some("export AIRLOCK_PROFILE_MARK=42"))).await;
+    broker.type_in("echo \"mark=$AIRLOCK_PROFILE_MARK\"\n").await;
+    broker.read_until("mark=42\r\n").await;
+    broker.type_in("exit\n").await;
+    assert_eq!(broker.read_exit().await, 0);
 }

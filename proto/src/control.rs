@@ -6,9 +6,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionSpec {
     /// An interactive login shell on a PTY of the given size.
-    Shell { cols: u16, rows: u16, term: String },
+    Shell {
+        cols: u16,
+        rows: u16,
+        term: String,
+        /// Run the shell as this OS user (SSM's RunAs, resolved by the broker: the
+        /// principal's `SSMSessionRunAs` tag, else `runAsDefaultUser`). `None`: the agent's
+        /// own user. The user must exist on the host, and the agent must run as root unless
+        /// it is the agent's own user; otherwise the session fails to start.
+        run_as: Option<String>,
+        /// Shell profile (SSM's `shellProfile.linux`): typed into the shell, followed by a
+        /// newline, right after it starts; echoed like any input.
+        profile: Option<String>,
+    },
     /// A command run through `sh -c` without a PTY; stdout and stderr kept apart.
-    Command { command: String },
+    Command {
+        command: String,
+        /// Run the command as this OS user; same rules as the `run_as` of a `Shell`.
+        run_as: Option<String>,
+    },
 }
 
 /// Facts an agent reports about its host when it connects.
@@ -112,9 +128,32 @@ mod tests {
             Control::Heartbeat { seq: u64::MAX },
             Control::Open {
                 session_id: "s".into(),
-                spec: SessionSpec::Shell { cols: 80, rows: 24, term: "xterm".into() },
+                spec: SessionSpec::Shell {
+                    cols: 80,
+                    rows: 24,
+                    term: "xterm".into(),
+                    run_as: None,
+                    profile: None,
+                },
             },
-            Control::Open { session_id: "s".into(), spec: SessionSpec::Command { command: "ls".into() } },
+            Control::Open {
+                session_id: "s".into(),
+                spec: SessionSpec::Shell {
+                    cols: 80,
+                    rows: 24,
+                    term: "xterm".into(),
+                    run_as: Some("alice".into()),
+                    profile: Some("export A=1\ncd /tmp".into()),
+                },
+            },
+            Control::Open {
+                session_id: "s".into(),
+                spec: SessionSpec::Command { command: "ls".into(), run_as: None },
+            },
+            Control::Open {
+                session_id: "s".into(),
+                spec: SessionSpec::Command { command: "id -un".into(), run_as: Some("bob".into()) },
+            },
             Control::Started,
             Control::Resize { cols: 120, rows: 40 },
             Control::Exit { code: -1 },

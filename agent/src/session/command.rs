@@ -1,5 +1,7 @@
 //! `SessionSpec::Command`: `sh -c <command>` with stdin closed and stdout, stderr on pipes.
 
+use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,20 +12,35 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::process::{self, Output, Process, ProcessControl, CHUNK, OUTPUT_QUEUE, UNKNOWN_EXIT};
+use super::run_as::RunAs;
 use crate::error::Error;
 
-/// Starts `command` in a process group of its own, so a kill reaches everything it started.
-pub(crate) fn spawn(command: &str, drain: Duration) -> Result<Process, Error> {
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(home) = process::home_dir() {
-        cmd.current_dir(home);
-    }
+const SH: &str = "/bin/sh";
+
+/// Starts `command` as `who` in a process group of its own, so a kill reaches everything it
+/// started.
+pub(crate) fn spawn(command: &str, who: &RunAs, drain: Duration) -> Result<Process, Error> {
+    let mut cmd = match who {
+        RunAs::Agent { .. } => {
+            let mut cmd = tokio::process::Command::new(SH);
+            cmd.arg("-c").arg(command);
+            if let Some(home) = process::home_dir() {
+                cmd.current_dir(home);
+            }
+            cmd
+        }
+        RunAs::Switch(user) => {
+            // setpriv execs `sh -c` in place as the user (see `run_as`), in a login's
+            // environment and the user's home.
+            let mut cmd = tokio::process::Command::new(user.setpriv());
+            cmd.args(user.setpriv_args(Path::new(SH), &[OsStr::new("-c"), OsStr::new(command)]))
+                .env_clear()
+                .envs(user.env())
+                .current_dir(user.workdir());
+            cmd
+        }
+    };
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let mut child = cmd.spawn().map_err(|e| Error::Spawn(format!("sh -c: {e}")))?;
     let pid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let (Some(pid), Some(stdout), Some(stderr)) = (pid, child.stdout.take(), child.stderr.take()) else {

@@ -11,6 +11,7 @@ mod command;
 mod forward;
 mod process;
 mod pty;
+mod run_as;
 
 pub use forward::{ForwardConfig, ForwardEnd, ForwardReport};
 
@@ -128,22 +129,35 @@ where
 {
     let kind = if matches!(spec, SessionSpec::Shell { .. }) { "shell" } else { "command" };
     let drain = limits.drain_timeout;
-    // fork/exec and the password-database lookup for the home directory may block.
-    let started = tokio::task::spawn_blocking(move || match spec {
-        SessionSpec::Shell { cols, rows, term } => pty::spawn(cols, rows, &term, drain),
-        SessionSpec::Command { command } => command::spawn(&command, drain),
+    // fork/exec and the password and group database lookups may block.
+    let started = tokio::task::spawn_blocking(move || {
+        let (run_as, profile) = match &spec {
+            SessionSpec::Shell { run_as, profile, .. } => (run_as, profile.as_deref()),
+            // Commands have no profile: nothing reads typed input.
+            SessionSpec::Command { run_as, .. } => (run_as, None),
+        };
+        let who = run_as::resolve(run_as.as_deref())?;
+        let process = match &spec {
+            SessionSpec::Shell { cols, rows, term, .. } => {
+                pty::spawn(*cols, *rows, term, profile, &who, drain)
+            }
+            SessionSpec::Command { command, .. } => command::spawn(command, &who, drain),
+        }?;
+        Ok((process, who.user().to_owned()))
     })
     .await
     .unwrap_or_else(|e| Err(Error::Spawn(format!("spawning task failed: {e}"))));
     let process = match started {
-        Ok(process) => process,
+        Ok((process, user)) => {
+            tracing::info!(kind, user, "started");
+            process
+        }
         Err(e) => {
             tracing::warn!("{e}");
             refuse(stream.writer, CloseReason::StartFailed, &e.to_string(), limits.send_timeout).await;
             return Ok(SessionReport { session_id, exit_code: None });
         }
     };
-    tracing::info!(kind, "started");
     // If this fails the peer is gone; dropping `process` kills what we started.
     send_within(&mut stream.writer, Frame::control(&Control::Started), limits.send_timeout).await?;
     let (reader, writer) = stream.split();

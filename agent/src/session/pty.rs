@@ -1,4 +1,4 @@
-//! `SessionSpec::Shell`: the user's login shell on a PTY.
+//! `SessionSpec::Shell`: the user's login shell on a PTY, with the shell profile typed in.
 //!
 //! PTY reads, writes and the wait for the shell block, so each runs on a thread of its own
 //! and talks to the session through bounded channels. The threads poll the PTY together with
@@ -9,6 +9,7 @@
 //! status gives 128 + signal for a killed shell. Should that ever not be the case, the code
 //! falls back to portable-pty's `exit_code()`, which reports 1 for any signal.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +25,19 @@ use tokio::sync::{mpsc, watch};
 use super::process::{
     self, Output, Process, ProcessControl, Stopper, CHUNK, INPUT_QUEUE, OUTPUT_QUEUE, UNKNOWN_EXIT,
 };
+use super::run_as::RunAs;
 use crate::error::Error;
 
-/// Starts the login shell on a `cols`×`rows` PTY with `TERM=term`.
-pub(crate) fn spawn(cols: u16, rows: u16, term: &str, drain: Duration) -> Result<Process, Error> {
+/// Starts the login shell of `who` on a `cols`×`rows` PTY with `TERM=term`, and types
+/// `profile` into it.
+pub(crate) fn spawn(
+    cols: u16,
+    rows: u16,
+    term: &str,
+    profile: Option<&str>,
+    who: &RunAs,
+    drain: Duration,
+) -> Result<Process, Error> {
     let size = PtySize {
         rows: if rows == 0 { 24 } else { rows },
         cols: if cols == 0 { 80 } else { cols },
@@ -46,14 +56,42 @@ pub(crate) fn spawn(cols: u16, rows: u16, term: &str, drain: Duration) -> Result
     let stop_rx = Arc::new(stop_rx);
     let stopper = Stopper::new(stop_tx);
 
-    // The default program is the login shell: $SHELL, else the password database, else
-    // /bin/sh, started with a `-` in argv[0].
-    let mut cmd = CommandBuilder::new_default_prog();
-    cmd.env("TERM", if term.is_empty() { "xterm" } else { term });
-    if let Some(home) = process::home_dir() {
-        cmd.env("HOME", &home);
-        cmd.cwd(&home);
-    }
+    let term = if term.is_empty() { "xterm" } else { term };
+    let cmd = match who {
+        RunAs::Agent { .. } => {
+            // The default program is the login shell: $SHELL, else the password database,
+            // else /bin/sh, started with a `-` in argv[0].
+            let mut cmd = CommandBuilder::new_default_prog();
+            cmd.env("TERM", term);
+            if let Some(home) = process::home_dir() {
+                cmd.env("HOME", &home);
+                cmd.cwd(&home);
+            }
+            cmd
+        }
+        RunAs::Switch(user) => {
+            // The terminal belongs to its user, as login(1) and sshd make it: programs that
+            // open it by name (`tty`, GPG_TTY for pinentry, `mesg`) need that.
+            if let Some(tty) = pair.master.tty_name() {
+                if let Err(e) = nix::unistd::chown(&tty, Some(user.uid()), None) {
+                    tracing::warn!("could not give {} to the run-as user: {e}", tty.display());
+                }
+            }
+            // setpriv execs the shell in place as the user (see `run_as`). argv[0] is then
+            // the shell's path, so `-l` makes it a login shell (bash, dash, zsh, ksh, fish
+            // and busybox sh all take it). The environment is a login's, plus TERM.
+            let mut argv = vec![user.setpriv().as_os_str().to_owned()];
+            argv.extend(user.setpriv_args(user.shell(), &[OsStr::new("-l")]));
+            let mut cmd = CommandBuilder::from_argv(argv);
+            cmd.env_clear();
+            for (key, value) in user.env() {
+                cmd.env(key, value);
+            }
+            cmd.env("TERM", term);
+            cmd.cwd(user.workdir());
+            cmd
+        }
+    };
     let child = pair.slave.spawn_command(cmd).map_err(|e| Error::Spawn(format!("login shell: {e}")))?;
     // Our copy of the terminal side would keep the PTY open after the shell exits and hide EOF.
     drop(pair.slave);
@@ -87,6 +125,14 @@ pub(crate) fn spawn(cols: u16, rows: u16, term: &str, drain: Duration) -> Result
         return Err(Error::Spawn("shell has no pid".into()));
     };
     let control = ProcessControl::new(pid, exit_rx, Some(pair.master), Some(stopper));
+    // The shell profile (SSM's shellProfile) is the first input, as if typed: the terminal
+    // echoes it and the shell runs it once it reads input, after its own start-up files.
+    if let Some(text) = profile.filter(|text| !text.trim().is_empty()) {
+        // The queue is new and empty, so this cannot find it full.
+        in_tx
+            .try_send(Bytes::from(format!("{text}\n")))
+            .map_err(|_| Error::Spawn("could not queue the shell profile".into()))?;
+    }
     let (read_fd, read_stop) = (io.clone(), stop_rx.clone());
     thread("pty-read", move || {
         read_loop(&read_fd, &read_stop, &out_tx);
