@@ -5,6 +5,7 @@
 //! If the broker dies first, [`crate::recover`] closes the `.part` file on its next start.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::asciicast::{event_line, header_line, EventCode, Header};
+use crate::sink::SinkSpec;
+use crate::spool::{Active, Spool};
 use crate::utf8::Utf8Carry;
 
 /// Errors of the recording pipeline.
@@ -19,8 +22,15 @@ use crate::utf8::Utf8Carry;
 pub enum RecordingError {
     #[error("cannot write recording {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("session {0} is not recorded")]
+    NotRecorded(String),
     #[error("invalid session id for a file name: {0:?}")]
     BadName(String),
+    #[error(
+        "the recording spool is full ({used} of {cap} bytes): sinks are not taking recordings \
+         (see `airlock recordings status`)"
+    )]
+    SpoolFull { used: u64, cap: u64 },
     #[error("cannot recover recording {path}: {reason}")]
     Unrecoverable { path: PathBuf, reason: String },
 }
@@ -52,6 +62,10 @@ pub enum EndReason {
     ProtocolError,
     /// The broker died mid-session; the recording was closed when it next started.
     BrokerCrashed,
+    /// No input for the preferences' idleSessionTimeout.
+    IdleTimeout,
+    /// The preferences' maxSessionDuration was reached.
+    MaxDuration,
 }
 
 /// Written beside each finished recording.
@@ -68,11 +82,14 @@ pub struct Manifest {
     pub events: u64,
 }
 
-/// Writes one session's recording.
+/// The most text one output or input event holds. JSON escaping grows text at most six-fold
+/// (`\u001b`), so every event line stays below CloudWatch Logs' 256 KiB per event.
+pub const MAX_EVENT_TEXT: usize = 40 * 1024;
+
+/// Writes one session's recording into the spool.
 pub struct Recorder {
-    file: tokio::fs::File,
-    part_path: PathBuf,
-    dir: PathBuf,
+    /// None when the session runs unrecorded (the preferences allow it and recording failed).
+    writing: Option<Writing>,
     meta: RecordingMeta,
     started: Instant,
     started_unix_us: u64,
@@ -81,6 +98,14 @@ pub struct Recorder {
     events: u64,
     out_carry: Utf8Carry,
     in_carry: Utf8Carry,
+}
+
+/// The open spool file of a recorded session.
+struct Writing {
+    file: tokio::fs::File,
+    part_path: PathBuf,
+    spool: Spool,
+    active: Arc<Active>,
 }
 
 fn unix_us() -> u64 {
@@ -128,7 +153,8 @@ pub(crate) fn parse_end_note(note: &str) -> Option<(EndReason, Option<i32>)> {
 
 /// Publishes a recording whose `.part` file is complete and synced: renames it to its final
 /// name, then writes the manifest beside it. Shared by [`Recorder::finish`] and crash recovery.
-pub(crate) async fn publish(dir: &Path, part: &Path, manifest: &Manifest) -> Result<(), RecordingError> {
+/// Returns the manifest's size.
+pub(crate) async fn publish(dir: &Path, part: &Path, manifest: &Manifest) -> Result<u64, RecordingError> {
     let (cast_path, manifest_path) = recording_paths(dir, &manifest.meta.session_id);
     tokio::fs::rename(part, &cast_path)
         .await
@@ -147,12 +173,17 @@ pub(crate) async fn publish(dir: &Path, part: &Path, manifest: &Manifest) -> Res
     if let Ok(d) = tokio::fs::File::open(dir).await {
         let _ = d.sync_all().await;
     }
-    Ok(())
+    Ok(json.len() as u64)
 }
 
 /// The file a session's recording is written to while it runs.
 pub fn part_path(dir: &Path, session_id: &str) -> PathBuf {
     dir.join(format!("{session_id}.cast.part"))
+}
+
+/// The file naming a recording's sinks, written before the recording itself.
+pub fn sinks_path(dir: &Path, session_id: &str) -> PathBuf {
+    dir.join(format!("{session_id}.sinks.json"))
 }
 
 /// Paths of a session's finished recording and manifest in `dir`.
@@ -161,52 +192,75 @@ pub fn recording_paths(dir: &Path, session_id: &str) -> (PathBuf, PathBuf) {
 }
 
 impl Recorder {
-    /// Starts a recording in `dir` (created if missing) and writes its header.
-    pub async fn create(dir: &Path, meta: RecordingMeta) -> Result<Self, RecordingError> {
+    /// Starts a recording in the spool, bound for `sinks`, and writes its header.
+    pub async fn create(
+        spool: &Spool,
+        meta: RecordingMeta,
+        sinks: &[SinkSpec],
+    ) -> Result<Self, RecordingError> {
         if !valid_session_id(&meta.session_id) {
             return Err(RecordingError::BadName(meta.session_id));
         }
+        spool.admit()?;
+        let dir = spool.dir();
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| RecordingError::Io { path, source }
         };
-        tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
+        // Where it goes is on disk before any of it is, so a restart knows where to ship it.
+        let sinks_path = sinks_path(dir, &meta.session_id);
+        let sinks_json = serde_json::to_vec(sinks).unwrap_or_default();
+        let sinks_len = sinks_json.len() as u64;
+        crate::sink::write_durably(&sinks_path, sinks_json).await.map_err(io(&sinks_path))?;
+        spool.grew(sinks_len);
         let part_path = part_path(dir, &meta.session_id);
-        let file = tokio::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&part_path)
-            .await
-            .map_err(io(&part_path))?;
-        let started_unix_us = unix_us();
-        let mut env = std::collections::BTreeMap::new();
-        if !meta.term.is_empty() {
-            env.insert("TERM".to_owned(), meta.term.clone());
-        }
-        let header = Header {
-            version: 2,
-            width: meta.width.max(1),
-            height: meta.height.max(1),
-            timestamp: (started_unix_us / 1_000_000) as i64,
-            title: Some(title_of(&meta)),
-            env,
-        };
-        let mut rec = Recorder {
-            file,
-            part_path,
-            dir: dir.to_owned(),
+        // Readable too: the shipper reads through a clone of this handle, which survives the
+        // rename at finish.
+        let opened = std::fs::OpenOptions::new().create_new(true).read(true).append(true).open(&part_path);
+        let file = opened.map_err(io(&part_path))?;
+        let active = spool.register(&meta.session_id, sinks, &file).await?;
+        let mut rec = Recorder::unrecorded(meta);
+        rec.writing =
+            Some(Writing { file: tokio::fs::File::from_std(file), part_path, spool: spool.clone(), active });
+        rec.write(header_line(&rec.header())).await?;
+        rec.events = 0;
+        Ok(rec)
+    }
+
+    /// A recorder that records nothing, for a session whose preferences let it run when it
+    /// cannot be recorded; [`Recorder::finish`] then says so.
+    pub fn unrecorded(meta: RecordingMeta) -> Self {
+        Recorder {
+            writing: None,
             meta,
             started: Instant::now(),
-            started_unix_us,
+            started_unix_us: unix_us(),
             hasher: Sha256::new(),
             size: 0,
             events: 0,
             out_carry: Utf8Carry::default(),
             in_carry: Utf8Carry::default(),
-        };
-        rec.write(header_line(&header)).await?;
-        rec.events = 0;
-        Ok(rec)
+        }
+    }
+
+    fn header(&self) -> Header {
+        let mut env = std::collections::BTreeMap::new();
+        if !self.meta.term.is_empty() {
+            env.insert("TERM".to_owned(), self.meta.term.clone());
+        }
+        Header {
+            version: 2,
+            width: self.meta.width.max(1),
+            height: self.meta.height.max(1),
+            timestamp: (self.started_unix_us / 1_000_000) as i64,
+            title: Some(title_of(&self.meta)),
+            env,
+        }
+    }
+
+    /// Whether anything is being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.writing.is_some()
     }
 
     /// The session this recording belongs to.
@@ -215,16 +269,36 @@ impl Recorder {
     }
 
     async fn write(&mut self, line: String) -> Result<(), RecordingError> {
+        let Some(w) = &mut self.writing else { return Ok(()) };
         self.hasher.update(line.as_bytes());
         self.size += line.len() as u64;
         self.events += 1;
         let result = async {
-            self.file.write_all(line.as_bytes()).await?;
+            w.file.write_all(line.as_bytes()).await?;
             // Waits until the bytes reached the OS: whatever is forwarded after this is on disk
-            // or in the page cache, never only in our memory.
-            self.file.flush().await
+            // or in the page cache, never only in our memory; the spool's syncer fsyncs it.
+            w.file.flush().await
         };
-        result.await.map_err(|source| RecordingError::Io { path: self.part_path.clone(), source })
+        result.await.map_err(|source| RecordingError::Io { path: w.part_path.clone(), source })?;
+        w.active.wrote(self.size);
+        w.spool.grew(line.len() as u64);
+        Ok(())
+    }
+
+    /// Writes `text` as events of `code`, none longer than [`MAX_EVENT_TEXT`].
+    async fn write_text(&mut self, code: EventCode, text: &str) -> Result<(), RecordingError> {
+        let at = self.elapsed_us();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(MAX_EVENT_TEXT);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (piece, tail) = rest.split_at(cut);
+            self.write(event_line(at, code, piece)).await?;
+            rest = tail;
+        }
+        Ok(())
     }
 
     fn elapsed_us(&self) -> u64 {
@@ -234,24 +308,42 @@ impl Recorder {
     /// Records terminal output (stdout and stderr alike).
     pub async fn output(&mut self, data: &[u8]) -> Result<(), RecordingError> {
         let text = self.out_carry.push(data);
-        if text.is_empty() {
-            return Ok(());
-        }
-        self.write(event_line(self.elapsed_us(), EventCode::Output, &text)).await
+        self.write_text(EventCode::Output, &text).await
     }
 
     /// Records keyboard input.
     pub async fn input(&mut self, data: &[u8]) -> Result<(), RecordingError> {
         let text = self.in_carry.push(data);
-        if text.is_empty() {
-            return Ok(());
-        }
-        self.write(event_line(self.elapsed_us(), EventCode::Input, &text)).await
+        self.write_text(EventCode::Input, &text).await
     }
 
     /// Records a terminal resize.
     pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), RecordingError> {
         self.write(event_line(self.elapsed_us(), EventCode::Resize, &format!("{cols}x{rows}"))).await
+    }
+
+    /// Records bytes of forwarded connection `conn`, when the preferences ask for them:
+    /// marker events `conn N > BASE64` (client to target) or `conn N < BASE64` (back), each
+    /// within [`MAX_EVENT_TEXT`]. Binary data cannot be asciicast text, hence base64.
+    pub async fn connection_data(
+        &mut self,
+        conn: u64,
+        from_client: bool,
+        data: &[u8],
+    ) -> Result<(), RecordingError> {
+        use base64::Engine;
+        let arrow = if from_client { '>' } else { '<' };
+        // 3 bytes become 4 characters; leave room for the prefix.
+        for chunk in data.chunks((MAX_EVENT_TEXT - 64) / 4 * 3) {
+            let text = base64::engine::general_purpose::STANDARD.encode(chunk);
+            self.write(event_line(
+                self.elapsed_us(),
+                EventCode::Marker,
+                &format!("conn {conn} {arrow} {text}"),
+            ))
+            .await?;
+        }
+        Ok(())
     }
 
     /// Records a lifecycle note, e.g. a forwarded connection opening or closing.
@@ -260,21 +352,25 @@ impl Recorder {
     }
 
     /// Closes the recording: flushes held-back bytes, notes how it ended, syncs, renames
-    /// it to its final name and writes the manifest.
+    /// it to its final name and writes the manifest; then the sinks may take all of it.
     pub async fn finish(
         mut self,
         end_reason: EndReason,
         exit_code: Option<i32>,
     ) -> Result<Manifest, RecordingError> {
-        let rest = self.out_carry.finish();
-        if !rest.is_empty() {
-            self.write(event_line(self.elapsed_us(), EventCode::Output, &rest)).await?;
+        if self.writing.is_none() {
+            return Err(RecordingError::NotRecorded(self.meta.session_id));
         }
+        let rest = self.out_carry.finish();
+        self.write_text(EventCode::Output, &rest).await?;
         let note = end_note(end_reason, exit_code);
         let duration_us = self.elapsed_us();
         self.write(event_line(duration_us, EventCode::Marker, &note)).await?;
-        let part = self.part_path.clone();
-        self.file.sync_all().await.map_err(|source| RecordingError::Io { path: part.clone(), source })?;
+        let Some(w) = self.writing.take() else {
+            return Err(RecordingError::NotRecorded(self.meta.session_id));
+        };
+        let part = w.part_path.clone();
+        w.file.sync_all().await.map_err(|source| RecordingError::Io { path: part.clone(), source })?;
         let manifest = Manifest {
             meta: self.meta,
             started_unix_us: self.started_unix_us,
@@ -286,7 +382,9 @@ impl Recorder {
             sha256: hex::encode(self.hasher.finalize()),
             events: self.events,
         };
-        publish(&self.dir, &part, &manifest).await?;
+        let manifest_len = publish(w.spool.dir(), &part, &manifest).await?;
+        w.spool.grew(manifest_len);
+        w.active.finished(self.size);
         Ok(manifest)
     }
 }
@@ -307,10 +405,15 @@ mod tests {
         }
     }
 
+    fn spool(dir: &Path) -> Spool {
+        Spool::open(dir, 1 << 30).unwrap().0
+    }
+
     #[tokio::test]
     async fn records_and_finalizes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut rec = Recorder::create(dir.path(), meta("admin-1")).await.unwrap();
+        let spool = spool(dir.path());
+        let mut rec = Recorder::create(&spool, meta("admin-1"), &[SinkSpec::Local]).await.unwrap();
         rec.output(b"hello \xe2\x82").await.unwrap();
         rec.output(b"\xac\r\n").await.unwrap();
         rec.input(b"ls\r").await.unwrap();
@@ -339,6 +442,52 @@ mod tests {
         assert_eq!(manifest.sha256, hex::encode(Sha256::digest(text.as_bytes())));
         let on_disk: Manifest = serde_json::from_slice(&std::fs::read(man).unwrap()).unwrap();
         assert_eq!(on_disk, manifest);
+        let sinks: Vec<SinkSpec> =
+            serde_json::from_slice(&std::fs::read(sinks_path(dir.path(), "admin-1")).unwrap()).unwrap();
+        assert_eq!(sinks, vec![SinkSpec::Local]);
+        let size = std::fs::metadata(&cast).unwrap().len()
+            + std::fs::metadata(man_path(&dir, "admin-1")).unwrap().len();
+        let sinks_len = std::fs::metadata(sinks_path(dir.path(), "admin-1")).unwrap().len();
+        assert_eq!(spool.status().used_bytes, size + sinks_len);
+    }
+
+    fn man_path(dir: &tempfile::TempDir, id: &str) -> PathBuf {
+        recording_paths(dir.path(), id).1
+    }
+
+    #[tokio::test]
+    async fn long_output_is_cut_into_bounded_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Recorder::create(&spool(dir.path()), meta("long"), &[]).await.unwrap();
+        let text = "é".repeat(MAX_EVENT_TEXT); // two bytes each: 2.0 events' worth
+        rec.output(text.as_bytes()).await.unwrap();
+        rec.finish(EndReason::Exited, Some(0)).await.unwrap();
+        let cast = std::fs::read_to_string(recording_paths(dir.path(), "long").0).unwrap();
+        let outputs: Vec<String> = cast
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v[1] == "o")
+            .map(|v| v[2].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(outputs.len(), 2);
+        assert!(outputs.iter().all(|o| o.len() <= MAX_EVENT_TEXT));
+        assert_eq!(outputs.concat(), text);
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_refuses_and_unrecorded_sessions_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("filler"), [0u8; 20]).unwrap();
+        let (spool, _rx) = Spool::open(dir.path(), 10).unwrap();
+        assert!(matches!(
+            Recorder::create(&spool, meta("s"), &[]).await,
+            Err(RecordingError::SpoolFull { used: 20, cap: 10 })
+        ));
+        let mut rec = Recorder::unrecorded(meta("s"));
+        assert!(!rec.is_recording());
+        rec.output(b"not kept").await.unwrap();
+        assert!(matches!(rec.finish(EndReason::Exited, None).await, Err(RecordingError::NotRecorded(_))));
     }
 
     #[test]
@@ -354,17 +503,22 @@ mod tests {
     #[tokio::test]
     async fn refuses_path_tricks_and_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(Recorder::create(dir.path(), meta("../x")).await, Err(RecordingError::BadName(_))));
-        assert!(matches!(Recorder::create(dir.path(), meta("")).await, Err(RecordingError::BadName(_))));
-        let _first = Recorder::create(dir.path(), meta("dup")).await.unwrap();
-        assert!(matches!(Recorder::create(dir.path(), meta("dup")).await, Err(RecordingError::Io { .. })));
+        let spool = spool(dir.path());
+        assert!(matches!(Recorder::create(&spool, meta("../x"), &[]).await, Err(RecordingError::BadName(_))));
+        assert!(matches!(Recorder::create(&spool, meta(""), &[]).await, Err(RecordingError::BadName(_))));
+        let _first = Recorder::create(&spool, meta("dup"), &[]).await.unwrap();
+        assert!(matches!(Recorder::create(&spool, meta("dup"), &[]).await, Err(RecordingError::Io { .. })));
     }
 
     #[tokio::test]
-    async fn unwritable_folder_is_an_error() {
+    async fn unwritable_spool_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("not-a-dir");
-        std::fs::write(&file, b"x").unwrap();
-        assert!(matches!(Recorder::create(&file, meta("s")).await, Err(RecordingError::Io { .. })));
+        let spool = spool(dir.path());
+        // Root ignores permission bits, so make the folder unusable another way: replace it.
+        std::fs::remove_dir(dir.path()).unwrap();
+        std::fs::write(dir.path(), b"x").unwrap();
+        assert!(matches!(Recorder::create(&spool, meta("s"), &[]).await, Err(RecordingError::Io { .. })));
+        std::fs::remove_file(dir.path()).unwrap();
+        std::fs::create_dir(dir.path()).unwrap();
     }
 }

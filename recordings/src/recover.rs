@@ -194,7 +194,10 @@ mod tests {
     #[tokio::test]
     async fn torn_last_line_is_cut_and_the_recording_closed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut rec = Recorder::create(dir.path(), meta("admin-1")).await.unwrap();
+        let mut rec =
+            Recorder::create(&crate::Spool::open(dir.path(), 1 << 30).unwrap().0, meta("admin-1"), &[])
+                .await
+                .unwrap();
         rec.output(b"hello\r\n").await.unwrap();
         rec.input(b"ls\r").await.unwrap();
         // The broker dies: the recorder is never finished, and a last write is cut short.
@@ -233,7 +236,11 @@ mod tests {
     #[tokio::test]
     async fn header_only_part_recovers() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Recorder::create(dir.path(), meta("admin-2")).await.unwrap());
+        drop(
+            Recorder::create(&crate::Spool::open(dir.path(), 1 << 30).unwrap().0, meta("admin-2"), &[])
+                .await
+                .unwrap(),
+        );
         let got = recover_unfinished(dir.path()).await.unwrap();
         assert_eq!(got.len(), 1);
         let lines = check_published(dir.path(), "admin-2", &got[0]);

@@ -1,0 +1,503 @@
+//! The CloudWatch Logs sink: one log stream per session in the group the session document's
+//! preferences name, like SSM's `cloudWatchLogGroupName`.
+//!
+//! # What goes where
+//! - Stream `<session id>`: every line of the spooled asciicast file, the header line too, is
+//!   one log event holding the line without its newline, ANSI escapes and all (as asciicast
+//!   writes them, JSON-escaped). Read back in order and joined with `"\n"` plus a final
+//!   `"\n"`, the stream is the spool file byte for byte. Exceptions, all guards that the
+//!   broker's recorder never triggers: empty lines are skipped (CloudWatch refuses empty
+//!   messages); a line longer than an event may be (262,118 bytes of message) is split at
+//!   UTF-8 character boundaries into consecutive events, which do not rejoin with `"\n"`;
+//!   invalid UTF-8 is replaced with U+FFFD; a last line without its newline gains one.
+//! - Timestamps: the header's `timestamp` (seconds) for the header, that plus the event's own
+//!   time for an event, the previous timestamp for a line that is not an event; clamped so
+//!   they never decrease (CloudWatch wants each call's events in time order).
+//! - Stream `<session id>.manifest`: the manifest file's bytes as one event, stamped with the
+//!   time it is sent, once the recording is finished and all its lines are sent.
+//!
+//! # How
+//! Set-up, once per recording: with `require_encryption` the group must exist with a KMS key,
+//! else the delivery is refused (the shipper tries again later); then the stream is created,
+//! and the group first when missing (never when encryption is required).
+//!
+//! Each PutLogEvents call stays within the API limits (10,000 events; 1,048,576 bytes
+//! counting 26 bytes an event; a 24 h span), see `cloudwatch_batch`. With
+//! `streaming`, lines go out as the recording grows: once new bytes are synced, the sink lets
+//! a second's worth gather ([`FLUSH_INTERVAL`], like SSM's 1 s streaming) and sends every
+//! complete line; without it, everything goes at the end. The spool is read at most ~1 MiB
+//! at a time, so memory stays bounded however long the session.
+//!
+//! Progress (`<id>.cloudwatch.state.json`) is saved after every successful PutLogEvents.
+//! Delivery is at-least-once: a broker crash between a successful call and the save sends
+//! that batch again, as does a retry of a call that timed out after the service took it
+//! (and earlier pieces of a split line whose later pieces failed go again).
+//! Throttling and transient failures are retried in place with jittered backoff a few times,
+//! then returned to the shipper, which calls [`Sink::deliver`] again later; the data stays
+//! in the spool meanwhile. Events CloudWatch rejects as too old or too new are logged,
+//! counted ([`CloudWatchSink::rejected_events`]) and not sent again.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::types::{InputLogEvent, RejectedLogEventsInfo};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::cloudwatch_batch::{
+    batches, complete_prefix_len, header_base_ms, line_events, split_message, Clock, LogEvent,
+};
+use super::{Backoff, CloudWatchTarget, Sink, SinkError, SpoolRecording};
+use crate::spool::Progress;
+
+/// How long new lines gather before they are sent while streaming.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Most spool bytes read (and held) at once.
+const READ_CHUNK: u64 = 1 << 20;
+/// Most bytes read to find the header line when resuming.
+const HEADER_READ: u64 = 64 * 1024;
+/// The key of this sink's saved state.
+const STATE_KEY: &str = "cloudwatch";
+const SERVICE: &str = "cloudwatch";
+/// In-place retries of one throttled or failed call, before the shipper's backoff takes over.
+const MAX_RETRIES: u32 = 6;
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(20);
+
+/// What this sink has done for one recording, saved in the spool.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct State {
+    /// The log stream exists (and the group passed the encryption check).
+    stream_ready: bool,
+    /// Spool offset through which lines are sent.
+    sent_end: u64,
+    /// Timestamp of the last event sent, so resumed events never go back in time.
+    last_timestamp_ms: i64,
+    manifest_sent: bool,
+}
+
+/// A PutLogEvents failure; `stream_gone` when the stream or group no longer exists.
+struct PutFailure {
+    error: SinkError,
+    stream_gone: bool,
+}
+
+/// Sends recordings to a CloudWatch Logs group.
+pub struct CloudWatchSink {
+    client: aws_sdk_cloudwatchlogs::Client,
+    target: CloudWatchTarget,
+    rejected: AtomicU64,
+}
+
+impl CloudWatchSink {
+    /// A sink into `target.group` through `client`.
+    pub fn new(client: aws_sdk_cloudwatchlogs::Client, target: CloudWatchTarget) -> Self {
+        CloudWatchSink { client, target, rejected: AtomicU64::new(0) }
+    }
+
+    /// How many events CloudWatch has rejected (too old, expired or too new) so far.
+    pub fn rejected_events(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Sends every complete line synced up to `progress` (every byte once finished).
+    async fn send_lines(
+        &self,
+        rec: &SpoolRecording,
+        state: &mut State,
+        clock: &mut Option<Clock>,
+        progress: Progress,
+    ) -> Result<(), SinkError> {
+        while state.sent_end < progress.synced {
+            let start = state.sent_end;
+            let end = progress.synced.min(start + READ_CHUNK);
+            let bytes = rec.read(start..end).await?;
+            let take = match bytes.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                // One line longer than a read: send what is here, split, and go on mid-line.
+                None if end < progress.synced => complete_prefix_len(&bytes),
+                // A last line without its newline: sent too, never dropped.
+                None if progress.finished => bytes.len(),
+                // Synced bytes end at a line boundary; should they not, wait for the rest.
+                None => return Ok(()),
+            };
+            if take == 0 {
+                return Ok(());
+            }
+            let chunk = &bytes[..take];
+            let clock = match clock {
+                Some(c) => c,
+                None => clock.insert(self.start_clock(rec, state, start, chunk).await?),
+            };
+            let events = line_events(chunk, start, clock);
+            self.put_all(rec, state, rec.session_id(), &events).await?;
+            // Also past trailing empty lines, which have no event.
+            state.sent_end = start + take as u64;
+        }
+        Ok(())
+    }
+
+    /// The clock for a delivery: the header's start time, from this chunk when it begins the
+    /// file, else from the file's first line; the time now if the header is unreadable.
+    async fn start_clock(
+        &self,
+        rec: &SpoolRecording,
+        state: &State,
+        start: u64,
+        chunk: &[u8],
+    ) -> Result<Clock, SinkError> {
+        let header = |bytes: &[u8]| {
+            let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+            header_base_ms(&String::from_utf8_lossy(first))
+        };
+        let base = if start == 0 {
+            header(chunk)
+        } else {
+            header(&rec.read(0..rec.progress().synced.min(HEADER_READ)).await?)
+        };
+        let base = base.unwrap_or_else(now_ms);
+        Ok(Clock::new(base, state.last_timestamp_ms))
+    }
+
+    /// Sends `events` to `stream` in batches, saving progress after each.
+    async fn put_all(
+        &self,
+        rec: &SpoolRecording,
+        state: &mut State,
+        stream: &str,
+        events: &[LogEvent],
+    ) -> Result<(), SinkError> {
+        for range in batches(events) {
+            let batch = &events[range];
+            if let Err(failure) = self.put(rec.session_id(), stream, batch).await {
+                if failure.stream_gone {
+                    // Deleted under us: the next attempt creates it again.
+                    state.stream_ready = false;
+                    rec.save_state(STATE_KEY, state).await?;
+                }
+                return Err(failure.error);
+            }
+            // Progress is the recording's lines; the manifest's own flag is set by its sender.
+            if let (Some(last), true) = (batch.last(), stream == rec.session_id()) {
+                state.sent_end = last.resume_at;
+                state.last_timestamp_ms = last.timestamp_ms;
+            }
+            rec.save_state(STATE_KEY, state).await?;
+        }
+        Ok(())
+    }
+
+    /// One PutLogEvents call.
+    async fn put(&self, session: &str, stream: &str, batch: &[LogEvent]) -> Result<(), PutFailure> {
+        let fail = |error| PutFailure { error, stream_gone: false };
+        let input = batch
+            .iter()
+            .map(|e| InputLogEvent::builder().timestamp(e.timestamp_ms).message(e.message.clone()).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(SinkError::remote(SERVICE, "PutLogEvents", &e)))?;
+        let result = self
+            .retrying("PutLogEvents", || {
+                self.client
+                    .put_log_events()
+                    .log_group_name(&self.target.group)
+                    .log_stream_name(stream)
+                    .set_log_events(Some(input.clone()))
+                    .send()
+            })
+            .await;
+        match result {
+            Ok(out) => {
+                if let Some(info) = out.rejected_log_events_info() {
+                    self.note_rejected(session, stream, info, batch.len());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let stream_gone = e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception());
+                Err(PutFailure { error: remote("PutLogEvents", &e), stream_gone })
+            }
+        }
+    }
+
+    /// Logs and counts events CloudWatch refused; they are not retried, as they never fit.
+    fn note_rejected(&self, session: &str, stream: &str, info: &RejectedLogEventsInfo, len: usize) {
+        let index = |i: Option<i32>| i.map(|i| usize::try_from(i).unwrap_or(0).min(len));
+        let (too_old_end, expired_end) =
+            (index(info.too_old_log_event_end_index()), index(info.expired_log_event_end_index()));
+        let too_new_start = index(info.too_new_log_event_start_index());
+        let old = too_old_end.unwrap_or(0).max(expired_end.unwrap_or(0));
+        let count = (old + too_new_start.map_or(0, |s| len - s)).min(len);
+        if count == 0 {
+            return;
+        }
+        self.rejected.fetch_add(count as u64, Ordering::Relaxed);
+        tracing::warn!(
+            session = %session,
+            group = %self.target.group,
+            stream = %stream,
+            too_old_end = ?too_old_end,
+            expired_end = ?expired_end,
+            too_new_start = ?too_new_start,
+            rejected = count,
+            "CloudWatch Logs rejected events of a recording (too old, expired or too new); they are not sent again"
+        );
+    }
+
+    /// Refuses a group that is missing or has no KMS key.
+    async fn check_encryption(&self) -> Result<(), SinkError> {
+        let group = &self.target.group;
+        let mut token: Option<String> = None;
+        // Bounded: a prefix matching thousands of groups must not keep us here forever.
+        for _ in 0..100 {
+            let out = self
+                .retrying("DescribeLogGroups", || {
+                    self.client
+                        .describe_log_groups()
+                        .log_group_name_prefix(group)
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await
+                .map_err(|e| remote("DescribeLogGroups", &e))?;
+            if let Some(found) = out.log_groups().iter().find(|g| g.log_group_name() == Some(group)) {
+                return match found.kms_key_id() {
+                    Some(key) if !key.is_empty() => Ok(()),
+                    _ => Err(SinkError::Refused(format!(
+                        "log group {group} is not KMS-encrypted; cloudWatchEncryptionEnabled forbids sending to it"
+                    ))),
+                };
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Err(SinkError::Refused(format!(
+            "log group {group} does not exist; cloudWatchEncryptionEnabled forbids creating an unencrypted one"
+        )))
+    }
+
+    /// Creates `stream` (and the group when missing, unless it must be encrypted); one that
+    /// already exists is fine.
+    async fn ensure_stream(&self, stream: &str) -> Result<(), SinkError> {
+        let group = &self.target.group;
+        let create_stream = || async {
+            let r = self
+                .retrying("CreateLogStream", || {
+                    self.client.create_log_stream().log_group_name(group).log_stream_name(stream).send()
+                })
+                .await;
+            match r {
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => {
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            }
+        };
+        match create_stream().await {
+            Ok(()) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                if self.target.require_encryption {
+                    return Err(SinkError::Refused(format!(
+                        "log group {group} does not exist; cloudWatchEncryptionEnabled forbids creating an unencrypted one"
+                    )));
+                }
+                let r = self
+                    .retrying("CreateLogGroup", || {
+                        self.client.create_log_group().log_group_name(group).send()
+                    })
+                    .await;
+                match r {
+                    Err(e)
+                        if e.as_service_error().is_some_and(|s| s.is_resource_already_exists_exception()) => {
+                    }
+                    other => other.map(|_| ()).map_err(|e| remote("CreateLogGroup", &e))?,
+                }
+                create_stream().await.map_err(|e| remote("CreateLogStream", &e))
+            }
+            Err(e) => Err(remote("CreateLogStream", &e)),
+        }
+    }
+
+    /// Sends the manifest to `<id>.manifest`.
+    async fn send_manifest(&self, rec: &SpoolRecording, state: &mut State) -> Result<(), SinkError> {
+        let bytes = match rec.manifest_bytes().await? {
+            Some(b) if !b.is_empty() => b,
+            _ => return Err(SinkError::Refused("finished recording has no manifest".into())),
+        };
+        let stream = format!("{}.manifest", rec.session_id());
+        self.ensure_stream(&stream).await?;
+        // Stamped when sent, not with the recording's times: a recording delivered late may be
+        // too old for CloudWatch, and its manifest is what proves what it held.
+        let timestamp_ms = now_ms();
+        let text = String::from_utf8_lossy(&bytes);
+        let events: Vec<_> = split_message(&text)
+            .into_iter()
+            .map(|piece| LogEvent { timestamp_ms, message: piece.to_owned(), resume_at: state.sent_end })
+            .collect();
+        self.put_all(rec, state, &stream, &events).await?;
+        state.manifest_sent = true;
+        rec.save_state(STATE_KEY, state).await
+    }
+
+    /// Runs `call`, retrying it in place with jittered backoff while it fails transiently.
+    async fn retrying<T, E, F, Fut>(&self, operation: &'static str, mut call: F) -> Result<T, SdkError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        let mut retries = 0;
+        loop {
+            match call().await {
+                Err(e) if retries < MAX_RETRIES && transient(&e) => {
+                    retries += 1;
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        group = %self.target.group,
+                        operation,
+                        retry = retries,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %describe(&e),
+                        "CloudWatch Logs call failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for CloudWatchSink {
+    async fn deliver(&self, rec: &SpoolRecording) -> Result<(), SinkError> {
+        let mut state: State = rec.load_state(STATE_KEY).await?.unwrap_or_default();
+        if !self.target.streaming {
+            rec.wait_finished().await;
+        }
+        if !state.stream_ready {
+            if self.target.require_encryption {
+                self.check_encryption().await?;
+            }
+            self.ensure_stream(rec.session_id()).await?;
+            state.stream_ready = true;
+            rec.save_state(STATE_KEY, &state).await?;
+        }
+        let mut clock = None;
+        loop {
+            let progress = rec.progress();
+            self.send_lines(rec, &mut state, &mut clock, progress).await?;
+            if progress.finished {
+                if state.sent_end < progress.synced {
+                    let (at, len) = (state.sent_end, progress.synced);
+                    let msg = format!("cannot send the recording past byte {at} of {len}");
+                    return Err(SinkError::Refused(msg));
+                }
+                break;
+            }
+            // Idle until something new is synced, then let a second's worth gather (less when
+            // a full read is waiting or the recording ends) and send it in one go.
+            rec.wait_beyond(progress.synced.max(state.sent_end), None).await;
+            rec.wait_beyond(state.sent_end + READ_CHUNK, Some(Instant::now() + FLUSH_INTERVAL)).await;
+        }
+        if !state.manifest_sent {
+            self.send_manifest(rec, &mut state).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Throttling, unavailability, 5xx, timeouts and connection failures: worth another try.
+fn transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status();
+            status.is_server_error()
+                || status.as_u16() == 429
+                || matches!(
+                    s.err().code(),
+                    Some(
+                        "ThrottlingException"
+                            | "Throttling"
+                            | "ServiceUnavailableException"
+                            | "TooManyRequestsException"
+                            | "RequestLimitExceeded"
+                    )
+                )
+        }
+        _ => false,
+    }
+}
+
+/// What went wrong, in words: the service's code and message, or the full error chain.
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(err: &SdkError<E>) -> String {
+    match err {
+        SdkError::ServiceError(s) => {
+            let what = match (s.err().code(), s.err().message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                // A modeled error names itself and its message when it is displayed.
+                (None, _) => s.err().to_string(),
+            };
+            format!("{what} (HTTP {})", s.raw().status().as_u16())
+        }
+        other => DisplayErrorContext(other).to_string(),
+    }
+}
+
+/// An SDK error as the shipper sees it.
+fn remote<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    operation: &'static str,
+    err: &SdkError<E>,
+) -> SinkError {
+    SinkError::Remote { service: SERVICE, operation, message: describe(err) }
+}
+
+/// The time now in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cloudwatchlogs::config::http::HttpResponse;
+    use aws_sdk_cloudwatchlogs::error::ErrorMetadata;
+    use aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsError;
+    use aws_sdk_cloudwatchlogs::types::error::ResourceNotFoundException;
+    use aws_smithy_types::body::SdkBody;
+
+    fn service_error(status: u16, err: PutLogEventsError) -> SdkError<PutLogEventsError> {
+        SdkError::service_error(err, HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()))
+    }
+
+    fn coded(code: &str) -> PutLogEventsError {
+        PutLogEventsError::generic(ErrorMetadata::builder().code(code).message("m").build())
+    }
+
+    #[test]
+    fn throttling_unavailability_and_timeouts_are_retried_other_errors_not() {
+        assert!(transient(&service_error(400, coded("ThrottlingException"))));
+        assert!(transient(&service_error(503, coded("ServiceUnavailableException"))));
+        assert!(transient(&service_error(500, coded("InternalFailure"))));
+        assert!(transient(&SdkError::<PutLogEventsError>::timeout_error("slow")));
+        assert!(!transient(&service_error(400, coded("InvalidParameterException"))));
+        let gone = PutLogEventsError::ResourceNotFoundException(
+            ResourceNotFoundException::builder().message("The specified log stream does not exist.").build(),
+        );
+        let gone = service_error(400, gone);
+        assert!(!transient(&gone));
+        assert_eq!(
+            remote("PutLogEvents", &gone).to_string(),
+            "cloudwatch PutLogEvents: ResourceNotFoundException: The specified log stream does not exist. (HTTP 400)"
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! Sinks: where recordings go from the spool. Each recording names its sinks when it starts
+//! ([`SinkSpec`], saved beside it in the spool); the shipper runs one delivery per sink and
+//! removes the recording from the spool only when every one of them has confirmed it.
+//!
+//! A sink's [`Sink::deliver`] is resumable: it keeps its progress with
+//! [`SpoolRecording::save_state`], and when it fails the shipper calls it again after a
+//! jittered backoff (also after a broker restart), so it picks up where it left off.
+
+pub mod cloudwatch;
+mod cloudwatch_batch;
+pub mod local;
+pub mod s3;
+mod s3_plan;
+pub mod shipper;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::local::recording_paths;
+use crate::spool::Progress;
+use crate::Manifest;
+
+/// Server-side encryption of the objects an S3 sink writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum S3Encryption {
+    /// The bucket's default.
+    BucketDefault,
+    /// SSE-S3 (AES256).
+    S3Managed,
+    /// SSE-KMS with this key (id, alias or ARN).
+    Kms { key_id: String },
+}
+
+/// An S3 destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Target {
+    pub bucket: String,
+    /// Joined to the object names with one `/`; empty for none.
+    pub key_prefix: String,
+    pub encryption: S3Encryption,
+}
+
+/// A CloudWatch Logs destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudWatchTarget {
+    pub group: String,
+    /// Send while the session runs; otherwise once it has ended.
+    pub streaming: bool,
+    /// Deliver only into a KMS-encrypted log group.
+    pub require_encryption: bool,
+}
+
+/// Where a recording goes, fixed when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "sink", rename_all = "snake_case")]
+pub enum SinkSpec {
+    /// The broker's local recordings folder.
+    Local,
+    S3(S3Target),
+    CloudWatch(CloudWatchTarget),
+}
+
+impl SinkSpec {
+    /// A short name, unique among one recording's sinks, used in state file names and logs.
+    pub fn key(&self) -> &'static str {
+        match self {
+            SinkSpec::Local => "local",
+            SinkSpec::S3(_) => "s3",
+            SinkSpec::CloudWatch(_) => "cloudwatch",
+        }
+    }
+}
+
+/// Why a delivery attempt failed; the shipper retries every one of them.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("spool file {path}: {source}")]
+    Spool { path: PathBuf, source: std::io::Error },
+    #[error("{service} {operation}: {message}")]
+    Remote { service: &'static str, operation: &'static str, message: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("no {0} client is configured on this broker")]
+    NotConfigured(&'static str),
+}
+
+impl SinkError {
+    /// A failed call to a remote service, with the SDK error's full chain as message.
+    pub fn remote(service: &'static str, operation: &'static str, err: &dyn std::error::Error) -> Self {
+        let mut message = err.to_string();
+        let mut source = err.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        SinkError::Remote { service, operation, message }
+    }
+}
+
+/// A recording in the spool, as a sink reads it.
+pub struct SpoolRecording {
+    session_id: String,
+    dir: PathBuf,
+    file: Arc<std::fs::File>,
+    progress: watch::Receiver<Progress>,
+}
+
+impl SpoolRecording {
+    /// A recording being written now.
+    pub fn live(
+        dir: &Path,
+        session_id: String,
+        file: Arc<std::fs::File>,
+        progress: watch::Receiver<Progress>,
+    ) -> Self {
+        SpoolRecording { session_id, dir: dir.to_owned(), file, progress }
+    }
+
+    /// A finished recording found in the spool (`<id>.cast` with its manifest).
+    pub fn finished(dir: &Path, session_id: String) -> Result<Self, SinkError> {
+        let (cast, _) = recording_paths(dir, &session_id);
+        let file =
+            std::fs::File::open(&cast).map_err(|source| SinkError::Spool { path: cast.clone(), source })?;
+        let len = file.metadata().map_err(|source| SinkError::Spool { path: cast, source })?.len();
+        let (_, progress) = watch::channel(Progress { synced: len, finished: true });
+        Ok(SpoolRecording { session_id, dir: dir.to_owned(), file: Arc::new(file), progress })
+    }
+
+    /// The session recorded.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// How far the recording has come now.
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// Waits until more than `seen` bytes are synced or the recording is finished, or until
+    /// `deadline`; returns the progress then.
+    pub async fn wait_beyond(&self, seen: u64, deadline: Option<Instant>) -> Progress {
+        let mut rx = self.progress.clone();
+        let wait = rx.wait_for(|p| p.finished || p.synced > seen);
+        match deadline {
+            Some(d) => {
+                let _ = tokio::time::timeout_at(d, wait).await;
+            }
+            None => {
+                let _ = wait.await;
+            }
+        }
+        self.progress()
+    }
+
+    /// Waits until the recording is finished.
+    pub async fn wait_finished(&self) -> Progress {
+        let mut rx = self.progress.clone();
+        let _ = rx.wait_for(|p| p.finished).await;
+        self.progress()
+    }
+
+    /// Reads `range` of the recording; the range must lie within the synced bytes.
+    pub async fn read(&self, range: Range<u64>) -> Result<Vec<u8>, SinkError> {
+        let synced = self.progress().synced;
+        let path = self.path();
+        if range.start > range.end || range.end > synced {
+            let msg = format!("read {range:?} beyond the {synced} synced bytes");
+            return Err(SinkError::Spool { path, source: std::io::Error::other(msg) });
+        }
+        let file = self.file.clone();
+        let len = (range.end - range.start) as usize;
+        let result = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0; len];
+            file.read_exact_at(&mut buf, range.start).map(|()| buf)
+        })
+        .await
+        .map_err(std::io::Error::other);
+        result.and_then(|r| r).map_err(|source| SinkError::Spool { path, source })
+    }
+
+    /// The manifest, once the recording is finished.
+    pub async fn manifest(&self) -> Result<Option<Manifest>, SinkError> {
+        if !self.progress().finished {
+            return Ok(None);
+        }
+        let (_, path) = recording_paths(&self.dir, &self.session_id);
+        let bytes =
+            tokio::fs::read(&path).await.map_err(|source| SinkError::Spool { path: path.clone(), source })?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| SinkError::Spool { path, source: std::io::Error::other(e) })
+    }
+
+    /// The manifest file's bytes as written to the spool, once the recording is finished.
+    pub async fn manifest_bytes(&self) -> Result<Option<Vec<u8>>, SinkError> {
+        if !self.progress().finished {
+            return Ok(None);
+        }
+        let (_, path) = recording_paths(&self.dir, &self.session_id);
+        tokio::fs::read(&path).await.map(Some).map_err(|source| SinkError::Spool { path, source })
+    }
+
+    /// Where the recording's bytes are (the `.cast.part` name while it runs is not stable).
+    fn path(&self) -> PathBuf {
+        recording_paths(&self.dir, &self.session_id).0
+    }
+
+    fn state_path(&self, sink: &str) -> PathBuf {
+        self.dir.join(format!("{}.{sink}.state.json", self.session_id))
+    }
+
+    /// A sink's saved progress for this recording, if any.
+    pub async fn load_state<T: DeserializeOwned>(&self, sink: &str) -> Result<Option<T>, SinkError> {
+        let path = self.state_path(sink);
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| SinkError::Spool { path, source: std::io::Error::other(e) }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(SinkError::Spool { path, source }),
+        }
+    }
+
+    /// Saves a sink's progress durably (written aside, synced, renamed over the old one).
+    pub async fn save_state<T: Serialize>(&self, sink: &str, state: &T) -> Result<(), SinkError> {
+        let path = self.state_path(sink);
+        let bytes = serde_json::to_vec(state)
+            .map_err(|e| SinkError::Spool { path: path.clone(), source: e.into() })?;
+        write_durably(&path, bytes).await.map_err(|source| SinkError::Spool { path, source })
+    }
+}
+
+/// Writes `bytes` to `path` so that after a crash the file holds either the old or the new
+/// content, never a mix: a synced temporary file renamed over it.
+pub(crate) async fn write_durably(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// A destination for recordings.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Delivers the whole recording and its manifest; returns once both are durable in the
+    /// sink and the recording is finished. While it runs it should deliver as the recording
+    /// grows. On error the shipper calls it again later; it resumes from its saved state.
+    async fn deliver(&self, rec: &SpoolRecording) -> Result<(), SinkError>;
+}
+
+/// Jittered exponential backoff for retried deliveries: full jitter over a doubling ceiling.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next_ceiling: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Starts at `first`, doubling up to `max`.
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Backoff { next_ceiling: first, max }
+    }
+
+    /// The next wait: uniformly random in [ceiling/2, ceiling], then the ceiling doubles.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.next_ceiling;
+        self.next_ceiling = (ceiling * 2).min(self.max);
+        let half = ceiling / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+
+    /// Back to the first delay after a success.
+    pub fn reset(&mut self, first: Duration) {
+        self.next_ceiling = first;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
+        assert!(delays[1] >= Duration::from_millis(100) && delays[1] <= Duration::from_millis(200));
+        assert!(delays[7] >= Duration::from_millis(500) && delays[7] <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn sink_specs_round_trip_as_json() {
+        let specs = vec![
+            SinkSpec::Local,
+            SinkSpec::S3(S3Target {
+                bucket: "b".into(),
+                key_prefix: "p".into(),
+                encryption: S3Encryption::Kms { key_id: "alias/x".into() },
+            }),
+            SinkSpec::CloudWatch(CloudWatchTarget {
+                group: "g".into(),
+                streaming: true,
+                require_encryption: false,
+            }),
+        ];
+        let json = serde_json::to_string(&specs).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<SinkSpec>>(&json).unwrap(), specs);
+    }
+
+    #[tokio::test]
+    async fn reads_are_limited_to_synced_bytes_and_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.cast"), b"0123456789").unwrap();
+        let rec = SpoolRecording::finished(dir.path(), "s".into()).unwrap();
+        assert_eq!(rec.progress(), Progress { synced: 10, finished: true });
+        assert_eq!(rec.read(2..5).await.unwrap(), b"234");
+        assert!(rec.read(5..11).await.is_err());
+        assert_eq!(rec.load_state::<u64>("s3").await.unwrap(), None);
+        rec.save_state("s3", &42u64).await.unwrap();
+        assert_eq!(rec.load_state::<u64>("s3").await.unwrap(), Some(42));
+    }
+}
