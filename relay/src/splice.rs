@@ -22,6 +22,16 @@ const BATCH_LIMIT: usize = 256 * 1024;
 /// How long the agent gets to report an exit after being told to stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Time limits of a session, from the session preferences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// End the session after this long without input from the client (keys, resizes).
+    /// Output alone does not keep a session alive: a forgotten `tail -f` is still idle.
+    pub idle: Option<Duration>,
+    /// End the session this long after it started, whatever happens in it.
+    pub max: Option<Duration>,
+}
+
 /// How a splice ended.
 #[derive(Debug)]
 pub struct SpliceOutcome {
@@ -39,6 +49,8 @@ type Shared = Arc<Mutex<Recorder>>;
 
 enum UpEnd {
     Terminated,
+    Idle(Duration),
+    MaxDuration(Duration),
     ClientGone(String),
     AgentUnwritable,
     Protocol(String),
@@ -60,6 +72,7 @@ pub async fn splice<CR, CW, AR, AW>(
     agent: (FramedRead<AR, FrameCodec>, FramedWrite<AW, FrameCodec>),
     recorder: Recorder,
     terminate: CancellationToken,
+    limits: Limits,
 ) -> SpliceOutcome
 where
     CR: AsyncRead + Unpin,
@@ -75,7 +88,7 @@ where
     let mut bytes_up = 0u64;
 
     let (up_end, down) = {
-        let up = upstream(c_read, a_write, rec.clone(), terminate.clone(), &mut bytes_up);
+        let up = upstream(c_read, a_write, rec.clone(), (terminate.clone(), limits), &mut bytes_up);
         let stops =
             Stops { terminate: terminate.clone(), client_gone: client_gone.clone(), stop: stop.clone() };
         let down = downstream(a_read, &mut c_write, rec.clone(), stops);
@@ -127,6 +140,14 @@ fn classify(
         return (end, reason, m.clone());
     }
     match up {
+        Some(UpEnd::Idle(d)) => {
+            let m = format!("session ended after {} without input (idleSessionTimeout)", minutes(d));
+            return (EndReason::IdleTimeout, CloseReason::Terminated, m);
+        }
+        Some(UpEnd::MaxDuration(d)) => {
+            let m = format!("session ended at its maximum duration of {} (maxSessionDuration)", minutes(d));
+            return (EndReason::MaxDuration, CloseReason::Terminated, m);
+        }
         Some(UpEnd::Protocol(m)) => return (EndReason::ProtocolError, CloseReason::ProtocolError, m),
         Some(UpEnd::RecordingFailed(m)) => return (EndReason::ProtocolError, CloseReason::Internal, m),
         _ => {}
@@ -151,11 +172,27 @@ fn classify(
     }
 }
 
+/// "20 min", or seconds when shorter than a minute.
+fn minutes(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// A deadline that may never come.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn upstream<CR, AW>(
     mut c_read: FramedRead<CR, FrameCodec>,
     mut a_write: FramedWrite<AW, FrameCodec>,
     rec: Shared,
-    terminate: CancellationToken,
+    (terminate, limits): (CancellationToken, Limits),
     bytes: &mut u64,
 ) -> UpEnd
 where
@@ -163,6 +200,9 @@ where
     AW: AsyncWrite + Unpin,
 {
     let mut expect_seq = 0u64;
+    let started = Instant::now();
+    let end_at = limits.max.map(|m| started + m);
+    let mut idle_at = limits.idle.map(|i| started + i);
     let end = loop {
         let next = tokio::select! {
             _ = terminate.cancelled() => {
@@ -170,8 +210,11 @@ where
                 let _ = a_write.send(Frame::control(&msg)).await;
                 break UpEnd::Terminated;
             }
+            _ = until(idle_at) => break UpEnd::Idle(limits.idle.unwrap_or_default()),
+            _ = until(end_at) => break UpEnd::MaxDuration(limits.max.unwrap_or_default()),
             next = c_read.next() => next,
         };
+        idle_at = limits.idle.map(|i| Instant::now() + i);
         let frame = match next {
             None => break UpEnd::ClientGone("the client disconnected".into()),
             Some(Err(ProtoError::Io(e))) => {
@@ -210,6 +253,11 @@ where
             break UpEnd::AgentUnwritable;
         }
     };
+    if let UpEnd::Idle(_) | UpEnd::MaxDuration(_) = &end {
+        let msg =
+            Control::Close { reason: CloseReason::Terminated, message: "session time limit reached".into() };
+        let _ = a_write.send(Frame::control(&msg)).await;
+    }
     if let UpEnd::ClientGone(m) | UpEnd::Protocol(m) | UpEnd::RecordingFailed(m) = &end {
         let reason = match end {
             UpEnd::ClientGone(_) => CloseReason::ClientLost,

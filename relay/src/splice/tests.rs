@@ -24,6 +24,10 @@ struct Harness {
 }
 
 async fn start(agent_limit: usize) -> Harness {
+    start_with(agent_limit, Limits::default()).await
+}
+
+async fn start_with(agent_limit: usize, limits: Limits) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let meta = RecordingMeta {
         session_id: "admin-0123".into(),
@@ -34,11 +38,12 @@ async fn start(agent_limit: usize) -> Harness {
         height: 24,
         term: "xterm".into(),
     };
-    let recorder = Recorder::create(dir.path(), meta).await.unwrap();
+    let (spool, _no_shipper) = airlock_recordings::Spool::open(dir.path(), 1 << 30).unwrap();
+    let recorder = Recorder::create(&spool, meta, &[]).await.unwrap();
     let (client, relay_client) = pair(1 << 20);
     let (agent, relay_agent) = pair(agent_limit);
     let terminate = CancellationToken::new();
-    let task = tokio::spawn(splice(relay_client, relay_agent, recorder, terminate.clone()));
+    let task = tokio::spawn(splice(relay_client, relay_agent, recorder, terminate.clone(), limits));
     Harness { client, agent, dir, terminate, task }
 }
 
@@ -199,4 +204,66 @@ async fn terminate_gets_through_while_the_agent_reads_nothing() {
     assert!(matches!(close, Control::Close { reason: CloseReason::Terminated, .. }), "{close:?}");
     feeder.abort();
     drop(h.agent);
+}
+
+/// The agent side of a stop: reads until `Close`, answers with an exit.
+async fn agent_stops(agent: &mut Side) {
+    loop {
+        let f = next(agent).await;
+        if let Ok(Control::Close { reason: CloseReason::Terminated, .. }) = f.to_control() {
+            break;
+        }
+    }
+    agent.send_control(&Control::Exit { code: 129 }).await.unwrap();
+}
+
+#[tokio::test]
+async fn no_input_for_the_idle_timeout_ends_the_session_though_output_flows() {
+    let limits = Limits { idle: Some(Duration::from_millis(1500)), max: None };
+    let mut h = start_with(1 << 20, limits).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    h.client.send(Frame::data(0, Bytes::from_static(b"k"))).await.unwrap();
+    let last_input = Instant::now();
+    assert_eq!(&next(&mut h.agent).await.payload[..], b"k");
+    // Output alone does not count as activity.
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.agent.send(Frame::data(i, Bytes::from_static(b"tick\r\n"))).await.unwrap();
+        assert_eq!(&next(&mut h.client).await.payload[..], b"tick\r\n");
+    }
+    agent_stops(&mut h.agent).await;
+    assert!(last_input.elapsed() >= Duration::from_millis(1500));
+    let outcome = h.task.await.unwrap();
+    assert_eq!(outcome.end, EndReason::IdleTimeout);
+    assert!(outcome.message.contains("1 s without input"), "{}", outcome.message);
+    let text = std::fs::read_to_string(h.dir.path().join("admin-0123.cast")).unwrap();
+    assert!(text.contains("IdleTimeout"), "{text}");
+}
+
+#[tokio::test]
+async fn the_maximum_duration_ends_a_busy_session() {
+    let limits = Limits { idle: Some(Duration::from_secs(1)), max: Some(Duration::from_secs(2)) };
+    let started = Instant::now();
+    let mut h = start_with(1 << 20, limits).await;
+    let typing = async {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if h.client.send(Frame::data(i, Bytes::from_static(b"k"))).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = typing => {}
+        _ = agent_stops(&mut h.agent) => {}
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let close = loop {
+        if let Control::Close { reason, message } = next_control(&mut h.client).await {
+            break (reason, message);
+        }
+    };
+    assert_eq!(close.0, CloseReason::Terminated);
+    assert!(close.1.contains("maximum duration of 2 s"), "{}", close.1);
+    assert_eq!(h.task.await.unwrap().end, EndReason::MaxDuration);
 }
