@@ -3,6 +3,8 @@
 //! registration, SSM's error shapes, and a policy decision before every operation.
 
 mod activations;
+mod documents;
+mod documents_builtin;
 mod error;
 mod iam;
 mod instances;
@@ -178,6 +180,8 @@ async fn run(
         "AddTagsToResource" => tags::add(gate, parse(body)?).await,
         "RemoveTagsFromResource" => tags::remove(gate, parse(body)?).await,
         "ListTagsForResource" => tags::list(gate, parse(body)?).await,
+        "CreateDocument" | "UpdateDocument" | "GetDocument" | "DescribeDocument" | "DeleteDocument"
+        | "ListDocuments" => documents::dispatch(gate, op, body).await,
         other => {
             Err(ApiError::bad("UnknownOperationException", format!("operation {other} is not supported")))
         }

@@ -1,14 +1,18 @@
-//! Persistent state: principals, access keys, activations, managed instances, sessions.
+//! Persistent state: principals, access keys, activations, managed instances, sessions,
+//! documents.
 //!
 //! [`Store`] is the interface; [`sqlite::SqliteStore`] the embedded implementation. A
 //! PostgreSQL implementation can sit behind the same trait for several brokers.
 
+pub mod documents;
 pub mod iam;
 pub mod sqlite;
+mod sqlite_documents;
 mod sqlite_iam;
 
 use async_trait::async_trait;
 
+pub use documents::*;
 pub use iam::*;
 pub use sqlite::SqliteStore;
 
@@ -140,7 +144,7 @@ pub struct SessionEnd {
 
 /// The broker's persistent state.
 #[async_trait]
-pub trait Store: IamStore + Send + Sync {
+pub trait Store: IamStore + DocumentStore + Send + Sync {
     /// Whether any principal exists yet (first start creates the admin).
     async fn has_principals(&self) -> Result<bool, StoreError>;
     /// Every activation, newest first.

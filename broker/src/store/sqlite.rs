@@ -66,6 +66,7 @@ CREATE INDEX sessions_by_start ON sessions(start_us);
 "#,
     super::sqlite_iam::MIGRATION_2,
     super::sqlite_iam::MIGRATION_3,
+    super::sqlite_documents::MIGRATION_4,
 ];
 
 /// SQLite in the data folder.
