@@ -150,14 +150,18 @@ impl SpoolRecording {
     /// `deadline`; returns the progress then.
     pub async fn wait_beyond(&self, seen: u64, deadline: Option<Instant>) -> Progress {
         let mut rx = self.progress.clone();
-        let wait = rx.wait_for(|p| p.finished || p.synced > seen);
+        let wait = async {
+            if rx.wait_for(|p| p.finished || p.synced > seen).await.is_err() {
+                // The writer is gone without finishing (it failed): nothing will change
+                // until a restart recovers the file, so wait out the deadline, not spin.
+                std::future::pending::<()>().await;
+            }
+        };
         match deadline {
             Some(d) => {
                 let _ = tokio::time::timeout_at(d, wait).await;
             }
-            None => {
-                let _ = wait.await;
-            }
+            None => wait.await,
         }
         self.progress()
     }
@@ -165,7 +169,9 @@ impl SpoolRecording {
     /// Waits until the recording is finished.
     pub async fn wait_finished(&self) -> Progress {
         let mut rx = self.progress.clone();
-        let _ = rx.wait_for(|p| p.finished).await;
+        if rx.wait_for(|p| p.finished).await.is_err() {
+            std::future::pending::<()>().await;
+        }
         self.progress()
     }
 
@@ -337,5 +343,18 @@ mod tests {
         assert_eq!(rec.load_state::<u64>("s3").await.unwrap(), None);
         rec.save_state("s3", &42u64).await.unwrap();
         assert_eq!(rec.load_state::<u64>("s3").await.unwrap(), Some(42));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_recording_waits_out_the_deadline_instead_of_spinning() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(std::fs::File::create(dir.path().join("s.cast.part")).unwrap());
+        let (tx, rx) = watch::channel(Progress { synced: 5, finished: false });
+        let rec = SpoolRecording::live(dir.path(), "s".into(), file, rx);
+        drop(tx);
+        let start = Instant::now();
+        let p = rec.wait_beyond(5, Some(start + Duration::from_millis(200))).await;
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        assert_eq!(p, Progress { synced: 5, finished: false });
     }
 }
