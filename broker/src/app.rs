@@ -7,6 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use airlock_recordings::sink::shipper::Shipper;
+
 use crate::ca::CertificateAuthority;
 use crate::policy::Policy;
 use crate::registry::Registry;
@@ -22,7 +24,7 @@ pub struct Settings {
     pub public_url: String,
     /// Region named in ARNs.
     pub region: String,
-    /// Where finished recordings go.
+    /// The local-folder sink: where finished recordings are kept for `airlock recordings`.
     pub recordings_dir: PathBuf,
 }
 
@@ -34,6 +36,8 @@ pub struct App {
     pub master: MasterKey,
     pub policy_cache: PolicyCache,
     pub settings: Settings,
+    /// Delivers recordings from the spool to their sinks.
+    pub shipper: Shipper,
 }
 
 /// Compiled policies per principal; cleared on every identity change (one broker process

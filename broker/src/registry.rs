@@ -41,6 +41,8 @@ pub struct PendingSession {
     pub document: String,
     pub plan: SessionPlan,
     pub owner: Principal,
+    /// Recording, limits and run-as, from the preferences at StartSession.
+    pub launch: crate::launch::Launch,
 }
 
 /// Why a token was refused.
@@ -187,6 +189,7 @@ mod tests {
 
     fn pending(id: &str) -> PendingSession {
         PendingSession {
+            launch: Default::default(),
             session_id: id.into(),
             target: "mi-0123456789abcdef0".into(),
             document: "SSM-SessionManagerRunShell".into(),

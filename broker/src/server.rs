@@ -7,6 +7,10 @@ use std::sync::Arc;
 use rand::Rng;
 use tokio::net::TcpListener;
 
+use airlock_recordings::aws::{AwsClients, AwsSettings};
+use airlock_recordings::sink::shipper::Shipper;
+use airlock_recordings::Spool;
+
 use crate::app::{now_us, App, Settings};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::registry::Registry;
@@ -23,7 +27,14 @@ pub struct Options {
     pub region: String,
     /// Extra DNS names or IPs for the broker's certificate, and the host clients use.
     pub public_host: Option<String>,
+    /// Bytes the recording spool may hold before it refuses new recordings.
+    pub spool_cap: u64,
+    /// How the S3 and CloudWatch Logs sinks reach their services.
+    pub aws: AwsSettings,
 }
+
+/// The default spool cap.
+pub const DEFAULT_SPOOL_CAP: u64 = 10 << 30;
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +57,10 @@ pub enum StartError {
     Secret(#[from] crate::secrets::SecretError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error("recording spool: {0}")]
+    Spool(#[from] airlock_recordings::RecordingError),
+    #[error("recording sinks: {0}")]
+    Sinks(#[from] airlock_recordings::sink::SinkError),
 }
 
 /// A running broker.
@@ -118,15 +133,25 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     let recordings_dir = dir.join("recordings");
     std::fs::create_dir_all(&recordings_dir)
         .map_err(|source| StartError::DataDir { path: recordings_dir.clone(), source })?;
-    // Before serving, so no new session's recording is ever mistaken for a crashed one.
-    match airlock_recordings::recover_unfinished(&recordings_dir).await {
-        Ok(done) if !done.is_empty() => {
-            tracing::warn!(recovered = done.len(), "recordings left unfinished by a previous run were closed")
+    let spool_dir = dir.join("spool");
+    // Before serving, so no new session's recording is ever mistaken for a crashed one. The
+    // recordings folder held unfinished recordings before the spool existed.
+    for folder in [&spool_dir, &recordings_dir] {
+        match airlock_recordings::recover_unfinished(folder).await {
+            Ok(done) if !done.is_empty() => {
+                tracing::warn!(
+                    recovered = done.len(),
+                    "recordings left unfinished by a previous run were closed"
+                )
+            }
+            Ok(_) => tracing::debug!("no unfinished recordings to recover"),
+            // One damaged file must not keep every session out; it stays as .cast.part.
+            Err(e) => tracing::error!(error = %e, "cannot recover unfinished recordings"),
         }
-        Ok(_) => tracing::debug!("no unfinished recordings to recover"),
-        // One damaged file must not keep every session out; it stays as .cast.part.
-        Err(e) => tracing::error!(error = %e, "cannot recover unfinished recordings"),
     }
+    let (spool, new_recordings) = Spool::open(&spool_dir, opts.spool_cap)?;
+    let aws = AwsClients::new(&opts.aws).await;
+    let shipper = Shipper::start(spool, new_recordings, recordings_dir.clone(), Some(aws)).await?;
     let ca = CertificateAuthority::load_or_create(dir)?;
 
     let host = match (&opts.public_host, ip) {
@@ -165,6 +190,7 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
         master,
         policy_cache: Default::default(),
         settings: Settings { account, public_url: url.clone(), region: opts.region.clone(), recordings_dir },
+        shipper,
     });
     let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };
     tokio::spawn(crate::http::serve(tcp, crate::api::router(app.clone()), tls));

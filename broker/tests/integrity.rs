@@ -110,7 +110,7 @@ fn audit_chain_reveals_edited_and_deleted_events() {
 fn recording_survives_a_broker_killed_mid_session() {
     let broker = Broker::start();
     let agent = broker.agent("a");
-    let recordings = broker.data_dir().join("recordings");
+    let (spool, recordings) = (broker.data_dir().join("spool"), broker.data_dir().join("recordings"));
     let cli = broker
         .command(&agent.instance_id, "echo crash-marker-$((6*7)); sleep 300")
         .stdout(Stdio::null())
@@ -119,7 +119,7 @@ fn recording_survives_a_broker_killed_mid_session() {
         .unwrap();
     let _cli = Proc(cli);
     let id = wait_for("the marker in a .cast.part", Duration::from_secs(30), || {
-        std::fs::read_dir(&recordings).unwrap().flatten().find_map(|e| {
+        std::fs::read_dir(&spool).unwrap().flatten().find_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let id = name.strip_suffix(".cast.part")?;
             let text = std::fs::read_to_string(e.path()).ok()?;
@@ -132,13 +132,21 @@ fn recording_survives_a_broker_killed_mid_session() {
     assert!(status.success());
     let exit = proc.0.wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&exit), Some(9));
-    assert!(recordings.join(format!("{id}.cast.part")).exists(), "the kill left the recording unfinished");
+    assert!(spool.join(format!("{id}.cast.part")).exists(), "the kill left the recording unfinished");
 
     let mut broker = Broker::start_in(dir, &[]);
     // Keys are printed only on the first start.
     (broker.key_id, broker.secret) = (key_id, secret);
     let cast = recordings.join(format!("{id}.cast"));
-    assert!(!recordings.join(format!("{id}.cast.part")).exists());
+    assert!(!spool.join(format!("{id}.cast.part")).exists());
+    // Recovered, then delivered to the local folder and gone from the spool.
+    let manifest_path = recordings.join(format!("{id}.manifest.json"));
+    wait_for("the recovered recording delivered", Duration::from_secs(10), || {
+        manifest_path.exists().then_some(())
+    });
+    wait_for("the spool emptied", Duration::from_secs(10), || {
+        (std::fs::read_dir(&spool).unwrap().count() == 0).then_some(())
+    });
     let bytes = std::fs::read(&cast).unwrap();
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert!(text.contains("crash-marker-42"), "{text}");

@@ -91,6 +91,9 @@ pub enum RecordingsCommand {
     Search(SearchArgs),
     /// Save a recording's exact .cast file, checked against the SHA-256 in its manifest.
     Export(ExportArgs),
+    /// Show the broker's recording spool and the deliveries not yet confirmed by a sink;
+    /// exits 3 when the spool's alarm is raised, for monitoring.
+    Status,
 }
 
 /// A command that makes its own calls and prints its own output.
@@ -178,6 +181,18 @@ impl RecordingsCommand {
     /// Runs the command; returns the exit status.
     pub async fn run(self, client: &Client) -> anyhow::Result<i32> {
         match self {
+            RecordingsCommand::Status => {
+                let v = client
+                    .call_target(&fetch::target("GetRecordingStatus"), &json!({}))
+                    .await
+                    .map_err(Error::from)?;
+                let mut text = Vec::new();
+                crate::call::write_json(&mut text, &v)?;
+                print(&text).await?;
+                if v["Spool"]["Alarm"].as_bool() == Some(true) {
+                    return Ok(3);
+                }
+            }
             RecordingsCommand::List(args) => {
                 let v = client
                     .call_target(&fetch::target("ListRecordings"), &list_body(&args))

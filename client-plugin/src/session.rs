@@ -201,17 +201,24 @@ async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 
 /// The exit status of a finished session and the message to print on stderr, if any.
 ///
-/// An `Exit` code wins; otherwise a `Close` for `Terminated` is success (as the SSM plugin
-/// treats TerminateSession) and anything else is failure.
+/// An `Exit` code wins (with the broker's reason shown when it stopped the session);
+/// otherwise a `Close` for `Terminated` is success (as the SSM plugin treats
+/// TerminateSession) and anything else is failure.
 pub fn conclude(outcome: &Outcome, session_id: &str) -> (i32, Option<String>) {
     let local_failure = match &outcome.end {
         End::LocalOutput(e) => Some(e.clone()),
         _ => None,
     };
+    let ended = |text: &str| Some(format!("\r\nSession {session_id} ended: {text}"));
     if let Some(code) = outcome.exit {
+        // The broker stopped it (TerminateSession, a time limit): say why, keep the exit code.
+        if let End::Closed { reason: CloseReason::Terminated, message } = &outcome.end {
+            if !message.is_empty() && local_failure.is_none() {
+                return (code, ended(message));
+            }
+        }
         return (code, local_failure.map(|e| format!("\r\nSession {session_id}: {e}")));
     }
-    let ended = |text: &str| Some(format!("\r\nSession {session_id} ended: {text}"));
     match &outcome.end {
         End::Closed { reason: CloseReason::Terminated, message } => {
             (0, ended(or_reason(message, "terminated")))
@@ -394,6 +401,15 @@ mod tests {
         );
         let failed = Outcome { exit: Some(7), end: End::Failed("reset".into()) };
         assert_eq!(conclude(&failed, "s"), (7, None));
+        let message = "session ended at its maximum duration of 1 min (maxSessionDuration)";
+        let stopped = Outcome {
+            exit: Some(143),
+            end: End::Closed { reason: CloseReason::Terminated, message: message.to_owned() },
+        };
+        assert_eq!(conclude(&stopped, "s"), (143, Some(format!("\r\nSession s ended: {message}"))));
+        let exited =
+            Outcome { exit: Some(0), end: End::Closed { reason: CloseReason::Exited, message: "x".into() } };
+        assert_eq!(conclude(&exited, "s"), (0, None));
         let broken_pipe = Outcome { exit: None, end: End::LocalOutput("writing stdout: broken pipe".into()) };
         assert_eq!(conclude(&broken_pipe, "s").0, 255);
     }

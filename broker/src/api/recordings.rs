@@ -84,6 +84,14 @@ pub async fn dispatch(gate: &Gate<'_>, op: &str, body: &[u8]) -> Result<Value, A
                 .await?;
             get(&gate.app.settings.recordings_dir, &id, req.offset, req.length).await
         }
+        "GetRecordingStatus" => {
+            gate.check_plain("airlock:GetRecordingStatus", "*", Dialect::Ssm).await?;
+            let shipper = &gate.app.shipper;
+            Ok(serde_json::json!({
+                "Spool": shipper.spool().status(),
+                "PendingDeliveries": shipper.status(),
+            }))
+        }
         "SearchRecordings" => {
             let req: SearchRecordings = parse(body)?;
             gate.check_plain("airlock:SearchRecordings", "*", Dialect::Ssm).await?;

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{document_arn, instance_arn, paginate, session_arn, ApiError};
 use crate::app::{now_us, App};
 use crate::authz::{Dialect, Gate};
+use crate::launch::{Launch, RUN_AS_TAG};
 use crate::registry::{PendingSession, PortTarget, SessionPlan};
 use crate::store::{Principal, SessionEnd, SessionRecord, SessionStatus};
 use airlock_proto::{InstanceId, SessionId};
@@ -181,6 +182,10 @@ pub async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_json::Val
     if app.registry.agent(target.as_str()).is_none() {
         return Err(ApiError::bad("TargetNotConnected", format!("{target} is not connected.")));
     }
+    let prefs = crate::preferences::load(app.store.as_ref()).await.map_err(ApiError::internal)?;
+    let tagged_user = gate.caller.tags().get(RUN_AS_TAG).map(String::as_str);
+    let launch =
+        Launch::new(&prefs, tagged_user).map_err(|e| ApiError::bad("InvalidParameters", e.to_string()))?;
     let owner = Principal {
         name: gate.caller.session_prefix().to_owned(),
         arn: gate.caller.arn(&app.settings.account),
@@ -205,6 +210,7 @@ pub async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_json::Val
         document,
         plan,
         owner,
+        launch,
     });
     let ws = app.settings.public_url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
     Ok(json!({

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_proto::{ClientRequest, CloseReason, Control, FramedStream, SessionSpec, MAX_FRAME_LEN};
-use airlock_recordings::{EndReason, Recorder, RecordingMeta};
+use airlock_recordings::{EndReason, Recorder, RecordingError, RecordingMeta};
 
 use super::port_session::refuse;
 use crate::app::{now_us, App};
@@ -84,7 +84,8 @@ async fn process_session(
     if client.send_control(&Control::Ready { session_id: id.clone() }).await.is_ok() {
         tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
     }
-    let outcome = airlock_relay::splice(client.split(), agent.split(), recorder, terminate).await;
+    let limits = pending.launch.limits;
+    let outcome = airlock_relay::splice(client.split(), agent.split(), recorder, terminate, limits).await;
     app.registry.session_ended(id);
     let status = match outcome.end {
         EndReason::ProtocolError => SessionStatus::Failed,
@@ -104,6 +105,9 @@ async fn process_session(
             session = %id, end = ?outcome.end, exit = ?outcome.exit_code, bytes_in = outcome.bytes_from_client,
             bytes_out = outcome.bytes_from_agent, recording_sha256 = %m.sha256, "session ended"
         ),
+        Err(RecordingError::NotRecorded(_)) => tracing::info!(
+            session = %id, end = ?outcome.end, exit = ?outcome.exit_code, "unrecorded session ended"
+        ),
         Err(e) => {
             tracing::error!(session = %id, error = %e, "session ended but its recording could not be finished")
         }
@@ -119,7 +123,8 @@ async fn fail(app: &App, id: &str, message: String) {
     }
 }
 
-/// Opens the session's recording; no recording, no session.
+/// Opens the session's recording. When that fails the session is refused, unless the
+/// preferences let it run unrecorded (`requireRecording: false`), which is logged loudly.
 async fn start_recording(
     app: &App,
     pending: &PendingSession,
@@ -139,9 +144,24 @@ async fn start_recording(
         height: rows,
         term,
     };
-    Recorder::create(&app.settings.recordings_dir, meta).await.map_err(|e| {
-        (CloseReason::Internal, format!("the session cannot be recorded, so it was refused: {e}"))
-    })
+    let launch = &pending.launch;
+    match Recorder::create(app.shipper.spool(), meta.clone(), &launch.sinks).await {
+        Ok(recorder) => Ok(recorder),
+        Err(e) if launch.require_recording => Err((
+            CloseReason::Internal,
+            format!(
+                "the session cannot be recorded, so it was refused (the session preferences require \
+                 recording): {e}"
+            ),
+        )),
+        Err(e) => {
+            tracing::warn!(
+                session = %pending.session_id, owner = %pending.owner.arn, error = %e,
+                "session runs UNRECORDED: recording failed and the session preferences allow that"
+            );
+            Ok(Recorder::unrecorded(meta))
+        }
+    }
 }
 
 /// Starts the recording first (no recording, no session), then the agent's side.
@@ -157,8 +177,16 @@ async fn open_session(
         hello.term.chars().take(64).collect()
     };
     let spec = match &pending.plan {
-        SessionPlan::Shell => SessionSpec::Shell { cols, rows, term: term.clone() },
-        SessionPlan::Command(command) => SessionSpec::Command { command: command.clone() },
+        SessionPlan::Shell => SessionSpec::Shell {
+            cols,
+            rows,
+            term: term.clone(),
+            run_as: pending.launch.run_as.clone(),
+            profile: pending.launch.shell_profile.clone(),
+        },
+        SessionPlan::Command(command) => {
+            SessionSpec::Command { command: command.clone(), run_as: pending.launch.run_as.clone() }
+        }
         SessionPlan::Port(_) => {
             return Err((CloseReason::ProtocolError, "a port session runs no process".into()))
         }
@@ -172,8 +200,9 @@ async fn open_session(
         Ok(stream) => Ok((stream, recorder)),
         Err(e) => {
             // The attempt stays on record, closed, like any other session.
-            if let Err(err) = recorder.finish(EndReason::AgentLost, None).await {
-                tracing::error!(error = %err, "cannot finish the recording of a failed start");
+            match recorder.finish(EndReason::AgentLost, None).await {
+                Ok(_) | Err(RecordingError::NotRecorded(_)) => {}
+                Err(err) => tracing::error!(error = %err, "cannot finish the recording of a failed start"),
             }
             Err(e)
         }

@@ -155,7 +155,12 @@ async fn forward(shared: &Shared, mut client: Stream, number: u64, stop: Cancell
         return;
     }
     shared.note(format!("conn {number} open to {dest} for {}", shared.client_addr)).await;
-    let outcome = airlock_relay::pipe(client.split(), agent.split(), stop).await;
+    let tap = shared
+        .session
+        .launch
+        .record_port_data
+        .then_some(airlock_relay::Tap { recorder: &shared.recorder, conn: number });
+    let outcome = airlock_relay::pipe(client.split(), agent.split(), stop, tap).await;
     let how = outcome.error.map(|e| format!(" ({e})")).unwrap_or_default();
     shared
         .note(format!(

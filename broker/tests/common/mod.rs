@@ -69,13 +69,19 @@ impl Broker {
 
     /// Starts it in an existing data folder (a restart).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
+        Self::start_in_env(dir, extra, &[])
+    }
+
+    /// Starts it in an existing data folder with extra environment variables.
+    pub fn start_in_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Broker {
         let data = dir.path().join("broker");
         let mut child = Command::new(bin("airlock-broker"))
             .args(["serve", "--data-dir"])
             .arg(&data)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("AIRLOCK_LOG", "info,airlock_broker=debug")
+            .envs(env.iter().copied())
+            .env("AIRLOCK_LOG", "info,airlock_broker=debug,airlock_recordings=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -191,6 +197,29 @@ impl Broker {
                 .find(|i| i["InstanceId"] == instance_id && i["PingStatus"] == "Online")
                 .cloned()
         })
+    }
+
+    /// Sets the Session Manager preferences (creating or updating SSM-SessionManagerRunShell).
+    pub fn set_preferences(&self, inputs: Value) {
+        let content = serde_json::json!({
+            "schemaVersion": "1.0",
+            "description": "Session Manager preferences",
+            "sessionType": "Standard_Stream",
+            "inputs": inputs,
+        })
+        .to_string();
+        let name = "SSM-SessionManagerRunShell";
+        let body = serde_json::json!({ "Name": name, "Content": content, "DocumentType": "Session" });
+        let (status, v) =
+            self.raw_call("CreateDocument", &body.to_string(), &self.key_id, &self.secret, SystemTime::now());
+        if status == 200 {
+            return;
+        }
+        assert_eq!(v["__type"], "DocumentAlreadyExists", "{v}");
+        let body = serde_json::json!({ "Name": name, "Content": content, "DocumentVersion": "$LATEST" });
+        let (status, v) =
+            self.raw_call("UpdateDocument", &body.to_string(), &self.key_id, &self.secret, SystemTime::now());
+        assert_eq!(status, 200, "{v}");
     }
 
     /// Sends a raw signed API call with temporary credentials' session token.
