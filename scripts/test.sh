@@ -18,11 +18,17 @@ apt_install() {
 
 # Tests run real shells, and OpenSSH (sshd, ssh, scp, ssh-keygen) for the ProxyCommand tests.
 apt_install bash coreutils procps openssh-server openssh-client
+# The run-as tests (agent/tests/session.rs) start sessions as this user; only root creates it.
+if [ "$(id -u)" -eq 0 ]; then
+    id -u airlock-runas >/dev/null 2>&1 || useradd --create-home --shell /bin/bash airlock-runas
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== Python venv: the stock AWS clients, and moto (S3 and CloudWatch Logs for the recording tests)"
+bash scripts/venv.sh
 echo "== build binaries (end-to-end tests run them)"
 cargo build --locked --workspace --bins
 echo "== cargo test"
