@@ -105,8 +105,10 @@ fn the_maximum_duration_ends_a_session_that_is_busy() {
     assert!(started.elapsed() >= Duration::from_secs(60), "ended after {:?}", started.elapsed());
     assert!(stdout.contains("busy"));
     assert!(stderr.contains("maximum duration of 1 min (maxSessionDuration)"), "{stderr}");
-    let recordings = broker.api(&["recordings", "list"]);
-    assert_eq!(recordings["Recordings"][0]["EndReason"], "MaxDuration", "{recordings}");
+    wait_for("the recording's end reason", Duration::from_secs(10), || {
+        let recordings = broker.api(&["recordings", "list"]);
+        (recordings["Recordings"][0]["EndReason"] == "MaxDuration").then_some(())
+    });
 }
 
 #[test]
@@ -165,4 +167,32 @@ fn port_sessions_record_the_bytes_when_the_preferences_ask() {
     assert!(cast.contains(&format!("conn 1 > {}", b64.encode(b"ping\n"))), "{cast}");
     assert!(cast.contains(&format!("conn 1 < {}", b64.encode(b"pong\x00\xff"))), "{cast}");
     let _: Vec<Value> = cast.lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect();
+}
+
+#[test]
+fn a_port_session_without_connections_ends_at_the_idle_timeout() {
+    let broker = Broker::start();
+    let agent = broker.agent("a");
+    broker.set_preferences(json!({ "idleSessionTimeout": "1" }));
+    let started = Instant::now();
+    let out = broker
+        .cli()
+        .args([
+            "start-session",
+            "--target",
+            &agent.instance_id,
+            "--document-name",
+            "AWS-StartPortForwardingSession",
+        ])
+        .args(["--parameters", "portNumber=9"])
+        .output()
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(60), "ended after {:?}", started.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 min without a connection (idleSessionTimeout)"), "{stderr}");
+    // The client hears first; the recording is closed and delivered right after.
+    wait_for("the recording's end reason", Duration::from_secs(10), || {
+        let recordings = broker.api(&["recordings", "list"]);
+        (recordings["Recordings"][0]["EndReason"] == "IdleTimeout").then_some(())
+    });
 }

@@ -9,6 +9,7 @@ use airlock_proto::{CloseReason, Control, FramedStream, MAX_FRAME_LEN};
 use airlock_recordings::{EndReason, Recorder};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{now_us, App};
@@ -70,9 +71,22 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut tasks = JoinSet::new();
     let mut number = 0u64;
+    // Time limits: the maximum duration as for shells; idle means no connection open (an open
+    // connection, such as an ssh session, is in use however quiet it is).
+    let limits = shared.session.launch.limits;
+    let end_at = limits.max.map(|m| Instant::now() + m);
+    let mut idle_at = limits.idle.map(|i| Instant::now() + i);
     let (end, message) = loop {
         tokio::select! {
             _ = terminate.cancelled() => break (EndReason::Terminated, "session terminated".to_owned()),
+            _ = until(end_at) => {
+                let m = limits.max.unwrap_or_default().as_secs() / 60;
+                break (EndReason::MaxDuration, format!("session ended at its maximum duration of {m} min (maxSessionDuration)"));
+            }
+            _ = until(idle_at), if tasks.is_empty() => {
+                let m = limits.idle.unwrap_or_default().as_secs() / 60;
+                break (EndReason::IdleTimeout, format!("session ended after {m} min without a connection (idleSessionTimeout)"));
+            }
             frame = client.recv() => match frame {
                 Ok(Some(f)) if matches!(f.to_control(), Ok(Control::Close { .. })) => {
                     break (EndReason::ClientLost, "the client ended the session".to_owned())
@@ -92,6 +106,7 @@ pub async fn run(
                     };
                     let stream = FramedStream::new(recv, send, MAX_FRAME_LEN);
                     let (shared, stop) = (shared.clone(), stop_connections.clone());
+                    idle_at = limits.idle.map(|i| Instant::now() + i);
                     tasks.spawn(async move {
                         forward(&shared, stream, number, stop).await;
                         drop(permit);
@@ -99,13 +114,19 @@ pub async fn run(
                 }
                 Err(e) => break (EndReason::ClientLost, format!("the client's connection ended: {e}")),
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                // The idle time counts from the last connection's end.
+                idle_at = limits.idle.map(|i| Instant::now() + i);
+            }
         }
     };
     stop_connections.cancel();
     while tasks.join_next().await.is_some() {}
     app.registry.session_ended(&id);
-    let reason = if end == EndReason::Terminated { CloseReason::Terminated } else { CloseReason::ClientLost };
+    let reason = match end {
+        EndReason::Terminated | EndReason::MaxDuration | EndReason::IdleTimeout => CloseReason::Terminated,
+        _ => CloseReason::ClientLost,
+    };
     refuse(&mut client, reason, message.clone()).await;
     let status =
         if end == EndReason::ProtocolError { SessionStatus::Failed } else { SessionStatus::Terminated };
@@ -193,6 +214,14 @@ async fn dial(shared: &Shared, t: &PortTarget) -> Result<Stream, (CloseReason, S
             CloseReason::ConnectFailed,
             format!("the agent did not connect to {}:{}: {e}", t.host, t.port),
         )),
+    }
+}
+
+/// A deadline that may never come.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
