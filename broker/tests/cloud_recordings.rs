@@ -214,6 +214,10 @@ fn a_session_streams_to_s3_and_cloudwatch_and_ends_byte_identical() {
     assert!(text.contains(r"\u001b[31mred"), "ANSI kept: {text}");
     let manifest: Value = serde_json::from_str(&cloud.log_messages(&format!("{id}.manifest"))[0]).unwrap();
     assert_eq!(manifest["size"], text.len() as u64);
+    let history = broker.api(&["describe-sessions", "--state", "History"]);
+    let session = &history["Sessions"][0];
+    assert_eq!(session["OutputUrl"]["S3OutputUrl"], format!("s3://{BUCKET}/{key}"), "{session}");
+    assert_eq!(session["OutputUrl"]["CloudWatchOutputUrl"], format!("{GROUP}:{id}"), "{session}");
 }
 
 #[test]

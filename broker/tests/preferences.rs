@@ -109,6 +109,8 @@ fn the_maximum_duration_ends_a_session_that_is_busy() {
         let recordings = broker.api(&["recordings", "list"]);
         (recordings["Recordings"][0]["EndReason"] == "MaxDuration").then_some(())
     });
+    let history = broker.api(&["describe-sessions", "--state", "History"]);
+    assert_eq!(history["Sessions"][0]["MaxSessionDuration"], "1", "{history}");
 }
 
 #[test]
@@ -125,15 +127,7 @@ fn port_sessions_record_the_bytes_when_the_preferences_ask() {
         conn.write_all(b"pong\x00\xff").unwrap();
     });
     let mut child = broker
-        .cli()
-        .args([
-            "start-session",
-            "--target",
-            &agent.instance_id,
-            "--document-name",
-            "AWS-StartPortForwardingSession",
-        ])
-        .args(["--parameters", &format!("portNumber={port}")])
+        .port_forward(&agent.instance_id, port)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -175,18 +169,7 @@ fn a_port_session_without_connections_ends_at_the_idle_timeout() {
     let agent = broker.agent("a");
     broker.set_preferences(json!({ "idleSessionTimeout": "1" }));
     let started = Instant::now();
-    let out = broker
-        .cli()
-        .args([
-            "start-session",
-            "--target",
-            &agent.instance_id,
-            "--document-name",
-            "AWS-StartPortForwardingSession",
-        ])
-        .args(["--parameters", "portNumber=9"])
-        .output()
-        .unwrap();
+    let out = broker.port_forward(&agent.instance_id, 9).output().unwrap();
     assert!(started.elapsed() >= Duration::from_secs(60), "ended after {:?}", started.elapsed());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1 min without a connection (idleSessionTimeout)"), "{stderr}");

@@ -389,21 +389,25 @@ impl Recorder {
     }
 }
 
+/// A recording's description for tests across this crate.
+#[cfg(test)]
+pub(crate) fn test_meta(id: &str) -> RecordingMeta {
+    RecordingMeta {
+        session_id: id.into(),
+        target: "mi-0123456789abcdef0".into(),
+        owner: "arn:airlock:iam::000000000000:user/admin".into(),
+        document: "SSM-SessionManagerRunShell".into(),
+        width: 80,
+        height: 24,
+        term: "xterm".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn meta(id: &str) -> RecordingMeta {
-        RecordingMeta {
-            session_id: id.into(),
-            target: "mi-0123456789abcdef0".into(),
-            owner: "arn:airlock:iam::000000000000:user/admin".into(),
-            document: "SSM-SessionManagerRunShell".into(),
-            width: 80,
-            height: 24,
-            term: "xterm".into(),
-        }
-    }
+    use super::test_meta as meta;
 
     fn spool(dir: &Path) -> Spool {
         Spool::open(dir, 1 << 30).unwrap().0

@@ -12,6 +12,8 @@ use crate::launch::{Launch, RUN_AS_TAG};
 use crate::registry::{PendingSession, PortTarget, SessionPlan};
 use crate::store::{Principal, SessionEnd, SessionRecord, SessionStatus};
 use airlock_proto::{InstanceId, SessionId};
+use airlock_recordings::sink::s3::ObjectKeys;
+use airlock_recordings::sink::SinkSpec;
 
 /// The default shell document.
 pub const SHELL_DOCUMENT: &str = "SSM-SessionManagerRunShell";
@@ -202,6 +204,19 @@ pub async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_json::Val
         end_us: None,
         details: String::new(),
         exit_code: None,
+        max_duration_minutes: launch.limits.max.map(|d| (d.as_secs() / 60) as i64),
+        s3_output_url: launch.sinks.iter().find_map(|s| match s {
+            SinkSpec::S3(t) => Some(format!(
+                "s3://{}/{}",
+                t.bucket,
+                ObjectKeys::new(&t.key_prefix, session_id.as_str()).cast
+            )),
+            _ => None,
+        }),
+        cloudwatch_output_url: launch.sinks.iter().find_map(|s| match s {
+            SinkSpec::CloudWatch(t) => Some(format!("{}:{session_id}", t.group)),
+            _ => None,
+        }),
     };
     app.store.insert_session(&record).await?;
     let token = app.registry.mint_token(PendingSession {
@@ -281,6 +296,19 @@ fn session_json(s: &SessionRecord) -> serde_json::Value {
     }
     if !s.details.is_empty() {
         v["Details"] = json!(s.details.chars().take(1024).collect::<String>());
+    }
+    if let Some(m) = s.max_duration_minutes {
+        v["MaxSessionDuration"] = json!(m.to_string());
+    }
+    let mut output = serde_json::Map::new();
+    if let Some(u) = &s.s3_output_url {
+        output.insert("S3OutputUrl".into(), json!(u));
+    }
+    if let Some(u) = &s.cloudwatch_output_url {
+        output.insert("CloudWatchOutputUrl".into(), json!(u));
+    }
+    if !output.is_empty() {
+        v["OutputUrl"] = serde_json::Value::Object(output);
     }
     v
 }

@@ -131,6 +131,12 @@ pub struct SessionRecord {
     pub end_us: Option<i64>,
     pub details: String,
     pub exit_code: Option<i32>,
+    /// The preferences' maxSessionDuration when the session started, in minutes.
+    pub max_duration_minutes: Option<i64>,
+    /// Where its recording goes in S3 (`s3://bucket/key`), if anywhere.
+    pub s3_output_url: Option<String>,
+    /// Where its recording goes in CloudWatch Logs (`log-group:stream`), if anywhere.
+    pub cloudwatch_output_url: Option<String>,
 }
 
 /// How a session ended, for [`Store::finish_session`].

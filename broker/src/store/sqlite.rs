@@ -67,6 +67,12 @@ CREATE INDEX sessions_by_start ON sessions(start_us);
     super::sqlite_iam::MIGRATION_2,
     super::sqlite_iam::MIGRATION_3,
     super::sqlite_documents::MIGRATION_4,
+    // What DescribeSessions shows of the preferences a session started with.
+    r#"
+ALTER TABLE sessions ADD COLUMN max_duration_minutes INTEGER;
+ALTER TABLE sessions ADD COLUMN s3_output_url TEXT;
+ALTER TABLE sessions ADD COLUMN cloudwatch_output_url TEXT;
+"#,
 ];
 
 /// SQLite in the data folder.
@@ -155,6 +161,9 @@ fn session_from(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         end_us: row.try_get("end_us")?,
         details: row.try_get("details")?,
         exit_code: row.try_get("exit_code")?,
+        max_duration_minutes: row.try_get("max_duration_minutes")?,
+        s3_output_url: row.try_get("s3_output_url")?,
+        cloudwatch_output_url: row.try_get("cloudwatch_output_url")?,
     })
 }
 
@@ -308,7 +317,8 @@ impl Store for SqliteStore {
     async fn insert_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (session_id, target, document, owner_arn, reason, status, start_us, end_us, \
-             details, exit_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             details, exit_code, max_duration_minutes, s3_output_url, cloudwatch_output_url) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.session_id)
         .bind(&s.target)
@@ -320,6 +330,9 @@ impl Store for SqliteStore {
         .bind(s.end_us)
         .bind(&s.details)
         .bind(s.exit_code)
+        .bind(s.max_duration_minutes)
+        .bind(&s.s3_output_url)
+        .bind(&s.cloudwatch_output_url)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -442,6 +455,9 @@ mod tests {
             end_us: None,
             details: String::new(),
             exit_code: None,
+            max_duration_minutes: Some(60),
+            s3_output_url: Some("s3://b/k.cast".into()),
+            cloudwatch_output_url: None,
         };
         s.insert_session(&rec).await.unwrap();
         s.set_session_status("admin-1", SessionStatus::Connected).await.unwrap();
@@ -482,6 +498,9 @@ mod tests {
             end_us: None,
             details: String::new(),
             exit_code: None,
+            max_duration_minutes: Some(60),
+            s3_output_url: Some("s3://b/k.cast".into()),
+            cloudwatch_output_url: None,
         };
         s.insert_session(&rec).await.unwrap();
         assert_eq!(s.fail_orphaned_sessions(2).await.unwrap(), 1);

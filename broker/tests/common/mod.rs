@@ -143,6 +143,15 @@ impl Broker {
         cmd
     }
 
+    /// `airlock start-session` forwarding a local port to `port` on the agent's host.
+    pub fn port_forward(&self, target: &str, port: u16) -> Command {
+        let mut cmd = self.cli();
+        cmd.args(["start-session", "--target", target, "--document-name", "AWS-StartPortForwardingSession"])
+            .arg("--parameters")
+            .arg(format!("portNumber={port}"));
+        cmd
+    }
+
     /// Runs a CLI API command and parses its JSON output, panicking on failure.
     pub fn api(&self, args: &[&str]) -> Value {
         let out = self.cli().args(args).output().unwrap();

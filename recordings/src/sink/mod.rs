@@ -96,15 +96,20 @@ pub enum SinkError {
 impl SinkError {
     /// A failed call to a remote service, with the SDK error's full chain as message.
     pub fn remote(service: &'static str, operation: &'static str, err: &dyn std::error::Error) -> Self {
-        let mut message = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        SinkError::Remote { service, operation, message }
+        SinkError::Remote { service, operation, message: chain(err) }
     }
+}
+
+/// An error and its sources, joined with ": ".
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
 }
 
 /// A recording in the spool, as a sink reads it.

@@ -45,7 +45,7 @@ use tokio::time::Instant;
 
 use super::s3_plan::{plan, Step};
 pub use super::s3_plan::{ObjectKeys, S3State, LIVE_INTERVAL, MAX_PARTS, MAX_RECORDING_BYTES, PART_SIZE};
-use super::{S3Encryption, S3Target, Sink, SinkError, SpoolRecording};
+use super::{chain, S3Encryption, S3Target, Sink, SinkError, SpoolRecording};
 
 /// The name of this sink's state in the spool.
 const STATE: &str = "s3";
@@ -381,16 +381,4 @@ fn restart(
     tracing::warn!(key = %keys.cast, "S3 multipart upload is gone (NoSuchUpload); starting a fresh one from offset 0");
     state.restart_upload();
     Ok(())
-}
-
-/// An error and its sources, joined with ": ".
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }

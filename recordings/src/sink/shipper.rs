@@ -263,19 +263,8 @@ impl Shipper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EndReason, Recorder, RecordingMeta};
-
-    fn meta(id: &str) -> RecordingMeta {
-        RecordingMeta {
-            session_id: id.into(),
-            target: "mi-0123456789abcdef0".into(),
-            owner: "arn:airlock:iam::000000000000:user/admin".into(),
-            document: "SSM-SessionManagerRunShell".into(),
-            width: 80,
-            height: 24,
-            term: "xterm".into(),
-        }
-    }
+    use crate::local::test_meta as meta;
+    use crate::{EndReason, Recorder};
 
     async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         for _ in 0..200 {
