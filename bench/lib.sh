@@ -50,10 +50,12 @@ CFG
 }
 
 # An Airlock broker and one agent on loopback; sets AIRLOCK_* and AWS_* and $target.
+# Arguments go to `airlock-broker serve`; the array broker_env, if set, holds NAME=VALUE
+# variables for the broker alone.
 start_airlock() {
     local port act id code
     port=$(free_port)
-    AIRLOCK_LOG=info,airlock_broker=debug "$bin/airlock-broker" serve --data-dir "$work/broker" --listen "127.0.0.1:$port" >"$work/broker.out" 2>"$work/broker.log" &
+    env ${broker_env[@]+"${broker_env[@]}"} AIRLOCK_LOG=info,airlock_broker=debug "$bin/airlock-broker" serve --data-dir "$work/broker" --listen "127.0.0.1:$port" "$@" >"$work/broker.out" 2>"$work/broker.log" &
     pids+=($!)
     for _ in $(seq 100); do grep -q "listening on" "$work/broker.out" 2>/dev/null && break; sleep 0.1; done
     set -a; eval "$(grep '^AWS_' "$work/broker.out")"; set +a

@@ -22,15 +22,14 @@ impl LocalSink {
 #[async_trait]
 impl Sink for LocalSink {
     async fn deliver(&self, rec: &SpoolRecording) -> Result<(), SinkError> {
-        let progress = rec.wait_finished().await;
+        rec.wait_finished().await;
         let io = |path: &PathBuf| {
             let path = path.clone();
             move |source| SinkError::Spool { path, source }
         };
         tokio::fs::create_dir_all(&self.dir).await.map_err(io(&self.dir))?;
         let (cast, manifest) = recording_paths(&self.dir, rec.session_id());
-        let bytes = rec.read(0..progress.synced).await?;
-        write_durably(&cast, bytes).await.map_err(io(&cast))?;
+        rec.copy_to(&cast).await?;
         // The manifest last: its presence says the recording beside it is complete.
         let Some(manifest_bytes) = rec.manifest_bytes().await? else {
             return Err(SinkError::Refused("finished recording has no manifest".into()));

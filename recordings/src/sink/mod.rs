@@ -200,6 +200,33 @@ impl SpoolRecording {
         result.and_then(|r| r).map_err(|source| SinkError::Spool { path, source })
     }
 
+    /// Copies the synced bytes into a new file at `dest`, durably (written aside, synced,
+    /// renamed), a megabyte at a time, so a long recording never sits in memory whole.
+    pub async fn copy_to(&self, dest: &Path) -> Result<(), SinkError> {
+        let (file, len, dest) = (self.file.clone(), self.progress().synced, dest.to_owned());
+        let path = dest.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            use std::os::unix::fs::FileExt;
+            let mut tmp = dest.clone().into_os_string();
+            tmp.push(".tmp");
+            let mut out = std::fs::File::create(&tmp)?;
+            let mut buf = vec![0; 1 << 20];
+            let mut at = 0;
+            while at < len {
+                let n = buf.len().min((len - at) as usize);
+                file.read_exact_at(&mut buf[..n], at)?;
+                out.write_all(&buf[..n])?;
+                at += n as u64;
+            }
+            out.sync_all()?;
+            std::fs::rename(&tmp, &dest)
+        })
+        .await
+        .map_err(std::io::Error::other);
+        copied.and_then(|r| r).map_err(|source| SinkError::Spool { path, source })
+    }
+
     /// The manifest, once the recording is finished.
     pub async fn manifest(&self) -> Result<Option<Manifest>, SinkError> {
         if !self.progress().finished {
