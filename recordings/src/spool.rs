@@ -107,6 +107,8 @@ impl Spool {
     pub fn open(dir: &Path, cap: u64) -> Result<(Spool, mpsc::Receiver<NewRecording>), RecordingError> {
         let io = |source| RecordingError::Io { path: dir.to_owned(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
+        // Recordings hold everything typed and shown in sessions: the broker's user only.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(io)?;
         let mut used = 0;
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let meta = entry.and_then(|e| e.metadata()).map_err(io)?;
@@ -292,6 +294,8 @@ mod tests {
         let active = spool.register("s", &[SinkSpec::Local], &file).await.unwrap();
         let mut new = rx.recv().await.unwrap();
         assert_eq!(new.session_id, "s");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777, 0o700);
         file.write_all(b"line\n").unwrap();
         active.wrote(5);
         tokio::time::timeout(SYNC_INTERVAL * 20, new.progress.wait_for(|p| p.synced == 5))
