@@ -362,3 +362,30 @@ async fn events_too_old_for_cloudwatch_are_counted_not_sent_again() {
     assert_eq!(read_stream(&client, "old", "old-1").await.unwrap(), Vec::<String>::new());
     assert_eq!(read_stream(&client, "old", "old-1.manifest").await.unwrap().len(), 1, "the manifest is new");
 }
+
+#[tokio::test]
+async fn a_call_that_landed_without_confirmation_is_not_sent_again() {
+    let moto = Moto::start();
+    let client = moto.clients().await.logs;
+    let mut cast = Cast::new("landed-1");
+    cast.output(&ansi_lines(0, 5));
+    let first = deliver_until_done(sink(&client, "landed", true, false), cast.recording());
+    wait_for_events(&client, "landed", "landed-1", 6).await;
+    first.abort();
+    let _ = first.await;
+    // As if the broker died after PutLogEvents took effect but before it saved that: the
+    // state still says nothing is sent, and that a call's outcome is unknown.
+    let state_path = cast.dir.path().join("landed-1.cloudwatch.state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["sent_end"] = 0.into();
+    state["last_timestamp_ms"] = 0.into();
+    state["unconfirmed"] = true.into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+
+    cast.output(&ansi_lines(5, 3));
+    cast.finish();
+    let failures = deliver_until_done(sink(&client, "landed", true, false), cast.recording()).await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    let messages = read_stream(&client, "landed", "landed-1").await.unwrap();
+    assert_eq!(joined(&messages), cast.bytes(), "events were sent twice or lost");
+}

@@ -29,9 +29,13 @@
 //! at a time, so memory stays bounded however long the session.
 //!
 //! Progress (`<id>.cloudwatch.state.json`) is saved after every successful PutLogEvents.
-//! Delivery is at-least-once: a broker crash between a successful call and the save sends
-//! that batch again, as does a retry of a call that timed out after the service took it
-//! (and earlier pieces of a split line whose later pieces failed go again).
+//! PutLogEvents has no idempotency token, so a call whose outcome is unknown (it timed out,
+//! the connection broke, or the broker died before saving) could take effect and then be sent
+//! again. The state therefore notes a call as `unconfirmed` before it is made; before sending
+//! again, the sink reads the stream's latest event and skips the events of the batch up to it
+//! when they landed (events are unique: every line carries its own microsecond time). Only a
+//! call that takes effect *after* that check (still queued in a stalled service) can
+//! duplicate events; the long read deadline in [`crate::aws`] makes that rare.
 //! Throttling and transient failures are retried in place with jittered backoff a few times,
 //! then returned to the shipper, which calls [`Sink::deliver`] again later; the data stays
 //! in the spool meanwhile. Events CloudWatch rejects as too old or too new are logged,
@@ -77,12 +81,17 @@ struct State {
     /// Timestamp of the last event sent, so resumed events never go back in time.
     last_timestamp_ms: i64,
     manifest_sent: bool,
+    /// A PutLogEvents call was made whose outcome is not known: check before sending again.
+    #[serde(default)]
+    unconfirmed: bool,
 }
 
-/// A PutLogEvents failure; `stream_gone` when the stream or group no longer exists.
+/// A PutLogEvents failure; `stream_gone` when the stream or group no longer exists,
+/// `maybe_applied` when the call may have taken effect (no answer came).
 struct PutFailure {
     error: SinkError,
     stream_gone: bool,
+    maybe_applied: bool,
 }
 
 /// Sends recordings to a CloudWatch Logs group.
@@ -171,42 +180,116 @@ impl CloudWatchSink {
         events: &[LogEvent],
     ) -> Result<(), SinkError> {
         for range in batches(events) {
-            let batch = &events[range];
-            if let Err(failure) = self.put(rec.session_id(), stream, batch).await {
-                if failure.stream_gone {
-                    // Deleted under us: the next attempt creates it again.
-                    state.stream_ready = false;
-                    rec.save_state(STATE_KEY, state).await?;
+            let mut batch = &events[range];
+            let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+            let mut tries = 0;
+            while !batch.is_empty() {
+                if state.unconfirmed {
+                    let landed = self.landed(stream, batch).await?;
+                    if landed > 0 {
+                        tracing::info!(
+                            stream,
+                            events = landed,
+                            "events of an unconfirmed call had landed; not sent again"
+                        );
+                        Self::advance(rec, state, stream, &batch[landed - 1]);
+                        batch = &batch[landed..];
+                    }
                 }
-                return Err(failure.error);
+                if batch.is_empty() {
+                    break;
+                }
+                state.unconfirmed = true;
+                rec.save_state(STATE_KEY, state).await?;
+                match self.put(rec.session_id(), stream, batch).await {
+                    Ok(()) => {
+                        if let Some(last) = batch.last() {
+                            Self::advance(rec, state, stream, last);
+                        }
+                        batch = &[];
+                    }
+                    Err(failure) if failure.maybe_applied && tries < MAX_RETRIES => {
+                        tries += 1;
+                        let delay = backoff.next_delay();
+                        tracing::warn!(stream, error = %failure.error, retry_in_ms = delay.as_millis() as u64,
+                            "PutLogEvents outcome unknown; checking the stream before sending again");
+                        tokio::time::sleep(delay).await;
+                    }
+                    Err(failure) => {
+                        if failure.stream_gone {
+                            // Deleted under us: the next attempt creates it again.
+                            state.stream_ready = false;
+                            state.unconfirmed = false;
+                            rec.save_state(STATE_KEY, state).await?;
+                        }
+                        return Err(failure.error);
+                    }
+                }
             }
-            // Progress is the recording's lines; the manifest's own flag is set by its sender.
-            if let (Some(last), true) = (batch.last(), stream == rec.session_id()) {
-                state.sent_end = last.resume_at;
-                state.last_timestamp_ms = last.timestamp_ms;
-            }
+            state.unconfirmed = false;
             rec.save_state(STATE_KEY, state).await?;
         }
         Ok(())
     }
 
+    /// Notes `last` as sent. Progress is the recording's lines; the manifest's own flag is set
+    /// by its sender.
+    fn advance(rec: &SpoolRecording, state: &mut State, stream: &str, last: &LogEvent) {
+        if stream == rec.session_id() {
+            state.sent_end = last.resume_at;
+            state.last_timestamp_ms = last.timestamp_ms;
+        }
+    }
+
+    /// How many leading events of `batch` are already in `stream`: the stream's latest event
+    /// is looked for in the batch.
+    async fn landed(&self, stream: &str, batch: &[LogEvent]) -> Result<usize, SinkError> {
+        let out = self
+            .retrying("GetLogEvents", transient, || {
+                self.client
+                    .get_log_events()
+                    .log_group_name(&self.target.group)
+                    .log_stream_name(stream)
+                    .start_from_head(false)
+                    .limit(1)
+                    .send()
+            })
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            // No stream (yet): nothing landed.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                return Ok(0)
+            }
+            Err(e) => return Err(remote("GetLogEvents", &e)),
+        };
+        let latest = out.events().last().map(|e| (e.timestamp(), e.message()));
+        Ok(latest_in_batch(batch, latest))
+    }
+
     /// One PutLogEvents call.
     async fn put(&self, session: &str, stream: &str, batch: &[LogEvent]) -> Result<(), PutFailure> {
-        let fail = |error| PutFailure { error, stream_gone: false };
+        let fail = |error| PutFailure { error, stream_gone: false, maybe_applied: false };
         let input = batch
             .iter()
             .map(|e| InputLogEvent::builder().timestamp(e.timestamp_ms).message(e.message.clone()).build())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(SinkError::remote(SERVICE, "PutLogEvents", &e)))?;
         let result = self
-            .retrying("PutLogEvents", || {
-                self.client
-                    .put_log_events()
-                    .log_group_name(&self.target.group)
-                    .log_stream_name(stream)
-                    .set_log_events(Some(input.clone()))
-                    .send()
-            })
+            // Only calls refused outright are repeated here; one without an answer may have
+            // taken effect, and `put_all` checks the stream before sending it again.
+            .retrying(
+                "PutLogEvents",
+                |e| transient(e) && !unanswered(e),
+                || {
+                    self.client
+                        .put_log_events()
+                        .log_group_name(&self.target.group)
+                        .log_stream_name(stream)
+                        .set_log_events(Some(input.clone()))
+                        .send()
+                },
+            )
             .await;
         match result {
             Ok(out) => {
@@ -217,7 +300,11 @@ impl CloudWatchSink {
             }
             Err(e) => {
                 let stream_gone = e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception());
-                Err(PutFailure { error: remote("PutLogEvents", &e), stream_gone })
+                Err(PutFailure {
+                    error: remote("PutLogEvents", &e),
+                    stream_gone,
+                    maybe_applied: unanswered(&e),
+                })
             }
         }
     }
@@ -253,7 +340,7 @@ impl CloudWatchSink {
         // Bounded: a prefix matching thousands of groups must not keep us here forever.
         for _ in 0..100 {
             let out = self
-                .retrying("DescribeLogGroups", || {
+                .retrying("DescribeLogGroups", transient, || {
                     self.client
                         .describe_log_groups()
                         .log_group_name_prefix(group)
@@ -286,7 +373,7 @@ impl CloudWatchSink {
         let group = &self.target.group;
         let create_stream = || async {
             let r = self
-                .retrying("CreateLogStream", || {
+                .retrying("CreateLogStream", transient, || {
                     self.client.create_log_stream().log_group_name(group).log_stream_name(stream).send()
                 })
                 .await;
@@ -306,7 +393,7 @@ impl CloudWatchSink {
                     )));
                 }
                 let r = self
-                    .retrying("CreateLogGroup", || {
+                    .retrying("CreateLogGroup", transient, || {
                         self.client.create_log_group().log_group_name(group).send()
                     })
                     .await;
@@ -344,7 +431,12 @@ impl CloudWatchSink {
     }
 
     /// Runs `call`, retrying it in place with jittered backoff while it fails transiently.
-    async fn retrying<T, E, F, Fut>(&self, operation: &'static str, mut call: F) -> Result<T, SdkError<E>>
+    async fn retrying<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        retry: fn(&SdkError<E>) -> bool,
+        mut call: F,
+    ) -> Result<T, SdkError<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E>>>,
@@ -354,7 +446,7 @@ impl CloudWatchSink {
         let mut retries = 0;
         loop {
             match call().await {
-                Err(e) if retries < MAX_RETRIES && transient(&e) => {
+                Err(e) if retries < MAX_RETRIES && retry(&e) => {
                     retries += 1;
                     let delay = backoff.next_delay();
                     tracing::warn!(
@@ -412,6 +504,20 @@ impl Sink for CloudWatchSink {
     }
 }
 
+/// Whether a failed call may still have reached the service and taken effect: no answer
+/// came (a timeout, a broken answer, or a dispatch failure, which the SDK says may have
+/// happened after the request was sent).
+fn unanswered<E>(err: &SdkError<E>) -> bool {
+    matches!(err, SdkError::TimeoutError(_) | SdkError::ResponseError(_) | SdkError::DispatchFailure(_))
+}
+
+/// How many leading events of `batch` a stream whose latest event is `latest` (timestamp,
+/// message) already holds: up to and including the batch's event equal to it, else none.
+fn latest_in_batch(batch: &[LogEvent], latest: Option<(Option<i64>, Option<&str>)>) -> usize {
+    let Some((Some(ts), Some(message))) = latest else { return 0 };
+    batch.iter().rposition(|e| e.timestamp_ms == ts && e.message == message).map_or(0, |i| i + 1)
+}
+
 /// Throttling, unavailability, 5xx, timeouts and connection failures: worth another try.
 fn transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
     match err {
@@ -467,37 +573,5 @@ fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_sdk_cloudwatchlogs::config::http::HttpResponse;
-    use aws_sdk_cloudwatchlogs::error::ErrorMetadata;
-    use aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsError;
-    use aws_sdk_cloudwatchlogs::types::error::ResourceNotFoundException;
-    use aws_smithy_types::body::SdkBody;
-
-    fn service_error(status: u16, err: PutLogEventsError) -> SdkError<PutLogEventsError> {
-        SdkError::service_error(err, HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()))
-    }
-
-    fn coded(code: &str) -> PutLogEventsError {
-        PutLogEventsError::generic(ErrorMetadata::builder().code(code).message("m").build())
-    }
-
-    #[test]
-    fn throttling_unavailability_and_timeouts_are_retried_other_errors_not() {
-        assert!(transient(&service_error(400, coded("ThrottlingException"))));
-        assert!(transient(&service_error(503, coded("ServiceUnavailableException"))));
-        assert!(transient(&service_error(500, coded("InternalFailure"))));
-        assert!(transient(&SdkError::<PutLogEventsError>::timeout_error("slow")));
-        assert!(!transient(&service_error(400, coded("InvalidParameterException"))));
-        let gone = PutLogEventsError::ResourceNotFoundException(
-            ResourceNotFoundException::builder().message("The specified log stream does not exist.").build(),
-        );
-        let gone = service_error(400, gone);
-        assert!(!transient(&gone));
-        assert_eq!(
-            remote("PutLogEvents", &gone).to_string(),
-            "cloudwatch PutLogEvents: ResourceNotFoundException: The specified log stream does not exist. (HTTP 400)"
-        );
-    }
-}
+#[path = "cloudwatch_tests.rs"]
+mod tests;
