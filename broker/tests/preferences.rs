@@ -94,7 +94,15 @@ fn the_shell_profile_runs_first_and_the_idle_timeout_ends_a_quiet_shell() {
     assert!(details.contains("1 min without input"), "{history}");
 }
 
+/// The two minute-long cases run side by side, so the suite waits one minute, not two.
 #[test]
+fn time_limits_end_busy_command_sessions_and_port_sessions_without_connections() {
+    std::thread::scope(|s| {
+        s.spawn(the_maximum_duration_ends_a_session_that_is_busy);
+        s.spawn(a_port_session_without_connections_ends_at_the_idle_timeout);
+    });
+}
+
 fn the_maximum_duration_ends_a_session_that_is_busy() {
     let broker = Broker::start();
     let agent = broker.agent("a");
@@ -163,7 +171,6 @@ fn port_sessions_record_the_bytes_when_the_preferences_ask() {
     let _: Vec<Value> = cast.lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect();
 }
 
-#[test]
 fn a_port_session_without_connections_ends_at_the_idle_timeout() {
     let broker = Broker::start();
     let agent = broker.agent("a");

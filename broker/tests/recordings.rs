@@ -113,6 +113,16 @@ fn recordings_are_listed_printed_searched_exported_and_replayed() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shell_cast = std::fs::read(recordings_dir(&broker).join(format!("{shell_id}.cast"))).unwrap();
     assert_eq!(std::fs::read(cwd.join(format!("{shell_id}.cast"))).unwrap(), shell_cast);
+    // The real asciinema reads the export (input, resize and marker events included).
+    let asciinema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/asciinema");
+    assert!(asciinema.exists(), "{} is missing: run scripts/venv.sh", asciinema.display());
+    let out = std::process::Command::new(&asciinema)
+        .arg("cat")
+        .arg(cwd.join(format!("{shell_id}.cast")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "asciinema cat: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("zebra-quokka-9"));
 
     // play: fast, and what was typed is on the replayed screen.
     let started = Instant::now();
