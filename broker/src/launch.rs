@@ -28,14 +28,7 @@ pub struct Launch {
 
 impl Default for Launch {
     fn default() -> Self {
-        Launch::new(&SessionPreferences::default(), None).unwrap_or_else(|_| Launch {
-            sinks: vec![SinkSpec::Local],
-            require_recording: true,
-            record_port_data: false,
-            limits: Limits::default(),
-            run_as: None,
-            shell_profile: None,
-        })
+        Launch::without_run_as(&SessionPreferences::default())
     }
 }
 
@@ -63,16 +56,20 @@ impl Launch {
     /// Resolves the preferences for a caller whose `SSMSessionRunAs` tag is `tagged_user`.
     /// As in SSM, the tag wins over `runAsDefaultUser`, and only when run-as is enabled.
     pub fn new(prefs: &SessionPreferences, tagged_user: Option<&str>) -> Result<Launch, LaunchError> {
-        let run_as = if prefs.run_as_enabled {
-            match (tagged_user, &prefs.run_as) {
-                (Some(user), _) if valid_user_name(user) => Some(user.to_owned()),
+        let mut launch = Launch::without_run_as(prefs);
+        if prefs.run_as_enabled {
+            launch.run_as = Some(match (tagged_user, &prefs.run_as) {
+                (Some(user), _) if valid_user_name(user) => user.to_owned(),
                 (Some(user), _) => return Err(LaunchError::BadRunAsUser(user.to_owned())),
-                (None, Some(user)) => Some(user.clone()),
+                (None, Some(user)) => user.clone(),
                 (None, None) => return Err(LaunchError::NoRunAsUser),
-            }
-        } else {
-            None
-        };
+            });
+        }
+        Ok(launch)
+    }
+
+    /// Everything but the run-as user, which depends on the caller.
+    fn without_run_as(prefs: &SessionPreferences) -> Launch {
         let mut sinks = vec![SinkSpec::Local];
         if let Some(s3) = &prefs.s3 {
             // An explicit key means SSE-KMS with it; otherwise the switch asks for SSE-S3. We
@@ -95,14 +92,14 @@ impl Launch {
                 require_encryption: cw.encryption_required,
             }));
         }
-        Ok(Launch {
+        Launch {
             sinks,
             require_recording: prefs.require_recording,
             record_port_data: prefs.record_port_data,
             limits: Limits { idle: Some(prefs.idle_timeout), max: prefs.max_duration },
-            run_as,
+            run_as: None,
             shell_profile: prefs.shell_profile.clone(),
-        })
+        }
     }
 }
 

@@ -4,5 +4,5 @@
 pub mod splice;
 pub mod tcp;
 
-pub use splice::{splice, Limits, SpliceOutcome};
+pub use splice::{splice, until, Limits, SpliceOutcome};
 pub use tcp::{pipe, PipeOutcome, Tap};

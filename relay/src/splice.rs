@@ -180,8 +180,8 @@ fn minutes(d: Duration) -> String {
     }
 }
 
-/// A deadline that may never come.
-async fn until(at: Option<Instant>) {
+/// Sleeps until `at`, or forever when there is no deadline (a disabled time limit).
+pub async fn until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use airlock_proto::{CloseReason, Control, FramedStream, MAX_FRAME_LEN};
 use airlock_recordings::{EndReason, Recorder};
+use airlock_relay::until;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -214,14 +215,6 @@ async fn dial(shared: &Shared, t: &PortTarget) -> Result<Stream, (CloseReason, S
             CloseReason::ConnectFailed,
             format!("the agent did not connect to {}:{}: {e}", t.host, t.port),
         )),
-    }
-}
-
-/// A deadline that may never come.
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

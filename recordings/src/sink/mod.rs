@@ -70,6 +70,9 @@ pub enum SinkSpec {
 }
 
 impl SinkSpec {
+    /// Every value [`SinkSpec::key`] can take.
+    pub const KEYS: [&'static str; 3] = ["local", "s3", "cloudwatch"];
+
     /// A short name, unique among one recording's sinks, used in state file names and logs.
     pub fn key(&self) -> &'static str {
         match self {
@@ -362,6 +365,8 @@ mod tests {
         ];
         let json = serde_json::to_string(&specs).unwrap();
         assert_eq!(serde_json::from_str::<Vec<SinkSpec>>(&json).unwrap(), specs);
+        let keys: Vec<&str> = specs.iter().map(SinkSpec::key).collect();
+        assert_eq!(keys, SinkSpec::KEYS, "KEYS lists every key");
     }
 
     #[tokio::test]

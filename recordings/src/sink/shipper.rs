@@ -228,7 +228,7 @@ impl Shipper {
         let dir = self.inner.spool.dir().to_owned();
         let (cast, manifest) = recording_paths(&dir, id);
         let mut files = vec![cast, manifest];
-        for key in ["local", "s3", "cloudwatch"] {
+        for key in SinkSpec::KEYS {
             files.push(dir.join(format!("{id}.{key}.state.json")));
             files.push(done_path(&dir, id, key));
         }
