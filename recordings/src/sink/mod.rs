@@ -119,7 +119,11 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
 pub struct SpoolRecording {
     session_id: String,
     dir: PathBuf,
-    file: Arc<std::fs::File>,
+    /// The open `.cast.part` while the recording is written (its name changes at finish).
+    /// Dropped once it is finished: a long outage may leave thousands of finished recordings
+    /// waiting, and each holding a descriptor would exhaust the process's limit; finished
+    /// ones are opened by name for each read instead.
+    live_file: std::sync::Mutex<Option<Arc<std::fs::File>>>,
     progress: watch::Receiver<Progress>,
 }
 
@@ -131,17 +135,48 @@ impl SpoolRecording {
         file: Arc<std::fs::File>,
         progress: watch::Receiver<Progress>,
     ) -> Self {
-        SpoolRecording { session_id, dir: dir.to_owned(), file, progress }
+        SpoolRecording {
+            session_id,
+            dir: dir.to_owned(),
+            live_file: std::sync::Mutex::new(Some(file)),
+            progress,
+        }
     }
 
     /// A finished recording found in the spool (`<id>.cast` with its manifest).
     pub fn finished(dir: &Path, session_id: String) -> Result<Self, SinkError> {
         let (cast, _) = recording_paths(dir, &session_id);
-        let file =
-            std::fs::File::open(&cast).map_err(|source| SinkError::Spool { path: cast.clone(), source })?;
-        let len = file.metadata().map_err(|source| SinkError::Spool { path: cast, source })?.len();
+        let len = std::fs::metadata(&cast).map_err(|source| SinkError::Spool { path: cast, source })?.len();
         let (_, progress) = watch::channel(Progress { synced: len, finished: true });
-        Ok(SpoolRecording { session_id, dir: dir.to_owned(), file: Arc::new(file), progress })
+        Ok(SpoolRecording {
+            session_id,
+            dir: dir.to_owned(),
+            live_file: std::sync::Mutex::new(None),
+            progress,
+        })
+    }
+
+    /// A handle to read the recording through: the live file while it is written, else the
+    /// finished `.cast`, opened now (on a blocking thread).
+    async fn file(&self) -> Result<Arc<std::fs::File>, SinkError> {
+        let finished = self.progress().finished;
+        {
+            let mut live = self.live_file.lock().unwrap_or_else(|p| p.into_inner());
+            match (&*live, finished) {
+                (Some(f), false) => return Ok(f.clone()),
+                (Some(_), true) => *live = None,
+                (None, _) => {}
+            }
+        }
+        let path = self.path();
+        let opened = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || std::fs::File::open(path)
+        })
+        .await
+        .map_err(std::io::Error::other);
+        let file = opened.and_then(|r| r).map_err(|source| SinkError::Spool { path, source })?;
+        Ok(Arc::new(file))
     }
 
     /// The session recorded.
@@ -191,7 +226,7 @@ impl SpoolRecording {
             let msg = format!("read {range:?} beyond the {synced} synced bytes");
             return Err(SinkError::Spool { path, source: std::io::Error::other(msg) });
         }
-        let file = self.file.clone();
+        let file = self.file().await?;
         let len = (range.end - range.start) as usize;
         let result = tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
@@ -206,7 +241,7 @@ impl SpoolRecording {
     /// Copies the synced bytes into a new file at `dest`, durably (written aside, synced,
     /// renamed), a megabyte at a time, so a long recording never sits in memory whole.
     pub async fn copy_to(&self, dest: &Path) -> Result<(), SinkError> {
-        let (file, len, dest) = (self.file.clone(), self.progress().synced, dest.to_owned());
+        let (file, len, dest) = (self.file().await?, self.progress().synced, dest.to_owned());
         let path = dest.clone();
         let copied = tokio::task::spawn_blocking(move || {
             use std::io::Write;
@@ -393,5 +428,20 @@ mod tests {
         let p = rec.wait_beyond(5, Some(start + Duration::from_millis(200))).await;
         assert!(start.elapsed() >= Duration::from_millis(200));
         assert_eq!(p, Progress { synced: 5, finished: false });
+    }
+
+    #[tokio::test]
+    async fn a_finished_recording_is_read_by_name_and_holds_no_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("s.cast.part");
+        std::fs::write(&part, b"0123456789").unwrap();
+        let file = Arc::new(std::fs::File::open(&part).unwrap());
+        let (tx, rx) = watch::channel(Progress { synced: 4, finished: false });
+        let rec = SpoolRecording::live(dir.path(), "s".into(), file, rx);
+        assert_eq!(rec.read(0..4).await.unwrap(), b"0123");
+        std::fs::rename(&part, dir.path().join("s.cast")).unwrap();
+        tx.send_replace(Progress { synced: 10, finished: true });
+        assert_eq!(rec.read(4..10).await.unwrap(), b"456789");
+        assert!(rec.live_file.lock().unwrap().is_none(), "the live descriptor is let go");
     }
 }

@@ -22,6 +22,10 @@ use crate::spool::{NewRecording, Spool};
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between attempts while a sink stays down.
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Deliveries of finished recordings running at once. After an outage thousands may wait;
+/// they go a few at a time rather than all at the service together. Live recordings do
+/// not wait for a slot: their delivery runs as long as their session.
+const FINISHED_AT_ONCE: usize = 16;
 
 /// A delivery that has not completed, for operators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +45,7 @@ struct Inner {
     local_dir: PathBuf,
     aws: Option<AwsClients>,
     pending: Mutex<BTreeMap<(String, &'static str), DeliveryStatus>>,
+    finished_slots: tokio::sync::Semaphore,
 }
 
 /// Runs the deliveries; cheap to clone.
@@ -75,7 +80,13 @@ impl Shipper {
         aws: Option<AwsClients>,
     ) -> Result<Shipper, SinkError> {
         let shipper = Shipper {
-            inner: Arc::new(Inner { spool, local_dir, aws, pending: Mutex::new(BTreeMap::new()) }),
+            inner: Arc::new(Inner {
+                spool,
+                local_dir,
+                aws,
+                pending: Mutex::new(BTreeMap::new()),
+                finished_slots: tokio::sync::Semaphore::new(FINISHED_AT_ONCE),
+            }),
         };
         for (id, sinks) in shipper.spooled().await? {
             match SpoolRecording::finished(shipper.inner.spool.dir(), id.clone()) {
@@ -183,11 +194,17 @@ impl Shipper {
         self.pending().insert((id.clone(), key), status);
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
+            let slot = match rec.progress().finished {
+                true => self.inner.finished_slots.acquire().await.ok(),
+                false => None,
+            };
             self.update(&id, key, |s| s.attempts += 1);
             let result = match self.sink_for(&spec) {
                 Ok(sink) => sink.deliver(rec).await,
                 Err(e) => Err(e),
             };
+            // Not held through the backoff below.
+            drop(slot);
             match result {
                 Ok(()) => {
                     let marked = write_durably(&done, Vec::new()).await;
