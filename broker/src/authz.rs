@@ -4,20 +4,12 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::api::ApiError;
+use crate::api::ops::{Op, Service};
 use crate::app::{now_us, App};
+use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::policy::{evaluate, Context, Decision, Effect, Policy, Request};
 use crate::store::{AuditEvent, StoreError};
-
-/// Which error dialect a refusal uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// `AccessDeniedException` (SSM).
-    Ssm,
-    /// `AccessDenied` (IAM, STS).
-    Iam,
-}
 
 /// Facts about the request that policies may test.
 #[derive(Debug, Clone)]
@@ -76,7 +68,8 @@ impl Gate<'_> {
         let mut ctx = Context::new();
         let now = chrono::Utc::now();
         ctx.insert("aws:userid", caller.user_id())
-            .insert("aws:PrincipalArn", caller.arn(&app.settings.account))
+            // As in AWS, a role session's principal ARN is the role's, not the session's.
+            .insert("aws:PrincipalArn", caller.principal.arn.clone())
             .insert("aws:PrincipalAccount", app.settings.account.clone())
             .insert("aws:SourceIp", facts.source_ip.to_string())
             .insert("aws:CurrentTime", now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -96,14 +89,25 @@ impl Gate<'_> {
         ctx
     }
 
-    /// Decides `action` on `resource`; refuses with the dialect's error, and records the
-    /// decision in the audit log when `audit` is set.
-    pub async fn check(
+    /// Authorizes `op` on `resource` with the base context.
+    pub async fn require(&self, op: Op, resource: &str) -> Result<(), ApiError> {
+        self.require_in(&self.context(), op, resource).await
+    }
+
+    /// Authorizes `op` on `resource` with a context the handler extended (resource tags,
+    /// request tags, document parameters); refuses with the service's error, and records the
+    /// decision in the audit log when the operation is audited.
+    pub async fn require_in(&self, ctx: &Context, op: Op, resource: &str) -> Result<(), ApiError> {
+        self.decide(ctx, op.action(), resource, op.service(), op.audited()).await
+    }
+
+    /// The one place a policy decision is made for a request.
+    async fn decide(
         &self,
         ctx: &Context,
         action: &str,
         resource: &str,
-        dialect: Dialect,
+        service: Service,
         audit: bool,
     ) -> Result<(), ApiError> {
         let app = self.app;
@@ -121,7 +125,10 @@ impl Gate<'_> {
                 } else {
                     format!("because no identity-based policy allows the {action} action")
                 };
-                let code = if dialect == Dialect::Ssm { "AccessDeniedException" } else { "AccessDenied" };
+                let code = match service {
+                    Service::Ssm | Service::Recordings => "AccessDeniedException",
+                    Service::Iam | Service::Sts => "AccessDenied",
+                };
                 tracing::info!(principal = %arn, action, resource, decision = %decision, "access denied");
                 Err(ApiError::bad(
                     code,
@@ -131,11 +138,6 @@ impl Gate<'_> {
                 ))
             }
         }
-    }
-
-    /// [`Gate::check`] with the base context.
-    pub async fn check_plain(&self, action: &str, resource: &str, dialect: Dialect) -> Result<(), ApiError> {
-        self.check(&self.context(), action, resource, dialect, false).await
     }
 }
 

@@ -6,6 +6,7 @@ pub mod app;
 pub mod audit;
 pub mod authz;
 pub mod ca;
+pub mod error;
 pub mod http;
 pub mod identity;
 pub mod keys;

@@ -5,7 +5,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
+use super::Op;
 use crate::app::{now_us, App};
+use crate::authz::Gate;
 use crate::ca::CaError;
 use crate::store::{Activation, ActivationRefusal, Instance};
 use airlock_proto::InstanceId;
@@ -14,7 +16,7 @@ const DAY_US: i64 = 86_400_000_000;
 
 /// CreateActivation's input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct CreateActivation {
     iam_role: Option<String>,
     #[serde(default)]
@@ -31,7 +33,7 @@ pub struct CreateActivation {
 
 /// RegisterManagedInstance's input (our agent sends a CSR instead of an RSA public key).
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Register {
     activation_id: String,
     activation_code: String,
@@ -60,7 +62,9 @@ fn timestamp_us(n: &serde_json::Number) -> Option<i64> {
 }
 
 /// Creates an activation: the code is shown once, only its hash is kept.
-pub async fn create(app: &App, req: CreateActivation) -> Result<serde_json::Value, ApiError> {
+pub async fn create(gate: &Gate<'_>, req: CreateActivation) -> Result<serde_json::Value, ApiError> {
+    gate.require(Op::CreateActivation, "*").await?;
+    let app = gate.app;
     let iam_role = req.iam_role.filter(|r| !r.is_empty()).ok_or_else(|| {
         ApiError::bad("ValidationException", "1 validation error detected: Value null at 'iamRole' failed to satisfy constraint: Member must not be null")
     })?;
@@ -105,7 +109,7 @@ pub async fn create(app: &App, req: CreateActivation) -> Result<serde_json::Valu
 
 /// DescribeActivations' input.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct DescribeActivations {
     filters: Vec<ActivationFilter>,
     max_results: Option<usize>,
@@ -114,7 +118,7 @@ pub struct DescribeActivations {
 
 /// One DescribeActivations filter.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ActivationFilter {
     filter_key: String,
     filter_values: Vec<String>,
@@ -122,13 +126,15 @@ pub struct ActivationFilter {
 
 /// DeleteActivation's input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct DeleteActivation {
     activation_id: String,
 }
 
 /// Lists activations (never their codes).
-pub async fn describe(app: &App, req: DescribeActivations) -> Result<serde_json::Value, ApiError> {
+pub async fn describe(gate: &Gate<'_>, req: DescribeActivations) -> Result<serde_json::Value, ApiError> {
+    gate.require(Op::DescribeActivations, "*").await?;
+    let app = gate.app;
     let now = now_us();
     let mut list = Vec::new();
     for a in app.store.activations().await? {
@@ -169,7 +175,9 @@ pub async fn describe(app: &App, req: DescribeActivations) -> Result<serde_json:
 }
 
 /// Deletes an activation; instances it registered stay registered, as in SSM.
-pub async fn delete(app: &App, req: DeleteActivation) -> Result<serde_json::Value, ApiError> {
+pub async fn delete(gate: &Gate<'_>, req: DeleteActivation) -> Result<serde_json::Value, ApiError> {
+    gate.require(Op::DeleteActivation, "*").await?;
+    let app = gate.app;
     if !app.store.delete_activation(&req.activation_id).await? {
         return Err(ApiError::bad(
             "InvalidActivationId",

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::documents_builtin::BUILTINS;
-use super::{check_tags, document_arn, paginate, parse, ApiError, Tag};
+use super::{check_tags, document_arn, paginate, parse, ApiError, Op, Tag};
 use crate::app::now_us;
-use crate::authz::{Dialect, Gate};
+use crate::authz::Gate;
 use crate::preferences::{
     parse_document, PreferencesError, SessionDocument, SessionType, PREFERENCES_DOCUMENT, SCHEMA_VERSION,
 };
@@ -31,9 +31,10 @@ const AMAZON: &str = "Amazon";
 /// CreatedDate of the built-in documents (2024-01-01T00:00:00Z).
 const BUILTIN_CREATED_US: i64 = 1_704_067_200_000_000;
 
-/// CreateDocument's input (`VersionName`, `DisplayName`, `TargetType`, … are ignored).
+/// CreateDocument's input (`VersionName`, `DisplayName`, `TargetType`, … are refused as unknown
+/// members: this broker keeps none of them).
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct CreateDocument {
     content: String,
     name: String,
@@ -45,7 +46,7 @@ pub struct CreateDocument {
 
 /// UpdateDocument's input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct UpdateDocument {
     content: String,
     name: String,
@@ -55,7 +56,7 @@ pub struct UpdateDocument {
 
 /// The input of GetDocument, DescribeDocument and DeleteDocument.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct NamedDocument {
     name: String,
     document_version: Option<String>,
@@ -65,7 +66,7 @@ pub struct NamedDocument {
 
 /// A `Filters` entry.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct KeyValues {
     key: String,
     #[serde(default)]
@@ -74,6 +75,7 @@ pub struct KeyValues {
 
 /// A `DocumentFilterList` entry (deprecated in SSM; lower-case member names).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OldFilter {
     key: String,
     value: String,
@@ -81,7 +83,7 @@ pub struct OldFilter {
 
 /// ListDocuments' input.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct ListDocuments {
     filters: Vec<KeyValues>,
     document_filter_list: Vec<OldFilter>,
@@ -91,15 +93,14 @@ pub struct ListDocuments {
 
 /// Decides whether the caller may act on a document: the [`Gate`] (tests put their own in).
 trait Authorize {
-    /// `action` on the document `name` (`None`: `*`), whose latest version is `existing`,
-    /// with the tags the request sets; recorded in the audit log when `audit`.
+    /// `op` on the document `name` (`None`: `*`), whose latest version is `existing`, with
+    /// the tags the request sets.
     async fn authorize(
         &self,
-        action: &str,
+        op: Op,
         name: Option<&str>,
         existing: Option<&DocumentVersion>,
         request_tags: &[Tag],
-        audit: bool,
     ) -> Result<(), ApiError>;
 }
 
@@ -108,11 +109,10 @@ impl Authorize for Gate<'_> {
     /// `aws:RequestTag/…` and `aws:TagKeys`.
     async fn authorize(
         &self,
-        action: &str,
+        op: Op,
         name: Option<&str>,
         existing: Option<&DocumentVersion>,
         request_tags: &[Tag],
-        audit: bool,
     ) -> Result<(), ApiError> {
         let mut ctx = self.context();
         for (k, v) in existing.map(|d| d.tags.as_slice()).unwrap_or_default() {
@@ -126,7 +126,7 @@ impl Authorize for Gate<'_> {
             ctx.insert(&format!("aws:RequestTag/{}", t.key), t.value.clone());
         }
         let resource = name.map(|n| document_arn(self.app, n)).unwrap_or_else(|| "*".to_owned());
-        self.check(&ctx, action, &resource, Dialect::Ssm, audit).await
+        self.require_in(&ctx, op, &resource).await
     }
 }
 
@@ -137,22 +137,23 @@ struct Docs<'a> {
 }
 
 /// Runs one of the document operations.
-pub async fn dispatch(gate: &Gate<'_>, op: &str, body: &[u8]) -> Result<Value, ApiError> {
+pub async fn dispatch(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<Value, ApiError> {
     let docs = Docs { store: gate.app.store.as_ref(), account: &gate.app.settings.account };
     run(gate, &docs, op, body).await
 }
 
-async fn run(auth: &impl Authorize, docs: &Docs<'_>, op: &str, body: &[u8]) -> Result<Value, ApiError> {
+async fn run(auth: &impl Authorize, docs: &Docs<'_>, op: Op, body: &[u8]) -> Result<Value, ApiError> {
     match op {
-        "CreateDocument" => create(auth, docs, parse(body)?).await,
-        "UpdateDocument" => update(auth, docs, parse(body)?).await,
-        "GetDocument" => get(auth, docs, parse(body)?).await,
-        "DescribeDocument" => describe(auth, docs, parse(body)?).await,
-        "DeleteDocument" => delete(auth, docs, parse(body)?).await,
-        "ListDocuments" => list(auth, docs, parse(body)?).await,
-        other => {
-            Err(ApiError::bad("UnknownOperationException", format!("operation {other} is not supported")))
-        }
+        Op::CreateDocument => create(auth, docs, parse(body)?).await,
+        Op::UpdateDocument => update(auth, docs, parse(body)?).await,
+        Op::GetDocument => get(auth, docs, parse(body)?).await,
+        Op::DescribeDocument => describe(auth, docs, parse(body)?).await,
+        Op::DeleteDocument => delete(auth, docs, parse(body)?).await,
+        Op::ListDocuments => list(auth, docs, parse(body)?).await,
+        other => Err(ApiError::bad(
+            "UnknownOperationException",
+            format!("{} is not a document operation", other.name()),
+        )),
     }
 }
 
@@ -359,7 +360,7 @@ impl Docs<'_> {
 async fn create(auth: &impl Authorize, docs: &Docs<'_>, req: CreateDocument) -> Result<Value, ApiError> {
     let name = document_name(&req.name)?;
     check_tags(&req.tags)?;
-    auth.authorize("ssm:CreateDocument", Some(&name), None, &req.tags, true).await?;
+    auth.authorize(Op::CreateDocument, Some(&name), None, &req.tags).await?;
     refuse_amazon(&name, "created")?;
     match req.document_type.as_deref() {
         Some(SESSION) => {}
@@ -398,7 +399,7 @@ async fn create(auth: &impl Authorize, docs: &Docs<'_>, req: CreateDocument) -> 
 async fn update(auth: &impl Authorize, docs: &Docs<'_>, req: UpdateDocument) -> Result<Value, ApiError> {
     let name = document_name(&req.name)?;
     let current = docs.latest(&name).await?;
-    auth.authorize("ssm:UpdateDocument", Some(&name), current.as_ref().map(|c| &c.0), &[], true).await?;
+    auth.authorize(Op::UpdateDocument, Some(&name), current.as_ref().map(|c| &c.0), &[]).await?;
     refuse_amazon(&name, "updated")?;
     let expected = match req.document_version.as_deref() {
         None | Some("$LATEST") => None,
@@ -440,7 +441,7 @@ async fn update(auth: &impl Authorize, docs: &Docs<'_>, req: UpdateDocument) -> 
 async fn get(auth: &impl Authorize, docs: &Docs<'_>, req: NamedDocument) -> Result<Value, ApiError> {
     let name = document_name(&req.name)?;
     let current = docs.latest(&name).await?;
-    auth.authorize("ssm:GetDocument", Some(&name), current.as_ref().map(|c| &c.0), &[], false).await?;
+    auth.authorize(Op::GetDocument, Some(&name), current.as_ref().map(|c| &c.0), &[]).await?;
     if let Some(f) = req.document_format.as_deref().filter(|f| *f != JSON_FORMAT) {
         return Err(ApiError::bad(
             "ValidationException",
@@ -463,7 +464,7 @@ async fn get(auth: &impl Authorize, docs: &Docs<'_>, req: NamedDocument) -> Resu
 async fn describe(auth: &impl Authorize, docs: &Docs<'_>, req: NamedDocument) -> Result<Value, ApiError> {
     let name = document_name(&req.name)?;
     let current = docs.latest(&name).await?;
-    auth.authorize("ssm:DescribeDocument", Some(&name), current.as_ref().map(|c| &c.0), &[], false).await?;
+    auth.authorize(Op::DescribeDocument, Some(&name), current.as_ref().map(|c| &c.0), &[]).await?;
     let (v, n, amazon) = docs.requested(&name, current, &req).await?;
     Ok(json!({ "Document": docs.description(&v, n, amazon) }))
 }
@@ -473,7 +474,7 @@ async fn describe(auth: &impl Authorize, docs: &Docs<'_>, req: NamedDocument) ->
 async fn delete(auth: &impl Authorize, docs: &Docs<'_>, req: NamedDocument) -> Result<Value, ApiError> {
     let name = document_name(&req.name)?;
     let current = docs.latest(&name).await?;
-    auth.authorize("ssm:DeleteDocument", Some(&name), current.as_ref().map(|c| &c.0), &[], true).await?;
+    auth.authorize(Op::DeleteDocument, Some(&name), current.as_ref().map(|c| &c.0), &[]).await?;
     refuse_amazon(&name, "deleted")?;
     if req.document_version.is_some() || req.version_name.is_some() {
         return Err(ApiError::bad(
@@ -524,7 +525,7 @@ fn keep(docs: &Docs<'_>, d: &Listed, key: &str, values: &[String]) -> bool {
 
 /// Lists documents by name: the account's and the AWS-owned ones.
 async fn list(auth: &impl Authorize, docs: &Docs<'_>, req: ListDocuments) -> Result<Value, ApiError> {
-    auth.authorize("ssm:ListDocuments", None, None, &[], false).await?;
+    auth.authorize(Op::ListDocuments, None, None, &[]).await?;
     let max = req.max_results.unwrap_or(50);
     if !(1..=50).contains(&max) {
         return Err(ApiError::bad("ValidationException", "MaxResults must be between 1 and 50"));

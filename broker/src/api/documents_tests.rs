@@ -32,12 +32,12 @@ struct Recorder {
 impl Authorize for Recorder {
     async fn authorize(
         &self,
-        action: &str,
+        op: Op,
         name: Option<&str>,
         existing: Option<&DocumentVersion>,
         request_tags: &[Tag],
-        audit: bool,
     ) -> Result<(), ApiError> {
+        let (action, audit) = (op.action(), op.audited());
         self.asked.lock().unwrap().push(Asked {
             action: action.into(),
             name: name.map(str::to_owned),
@@ -70,6 +70,7 @@ async fn env() -> Env {
 impl Env {
     async fn call_as(&self, auth: &Recorder, op: &str, body: Value) -> Result<Value, ApiError> {
         let docs = Docs { store: &self.store, account: ACCOUNT };
+        let op = Op::from_target(&format!("AmazonSSM.{op}")).expect("a document operation");
         run(auth, &docs, op, body.to_string().as_bytes()).await
     }
 
@@ -98,11 +99,22 @@ async fn versions_advance_and_preferences_follow() {
     let v = env
         .call(
             "CreateDocument",
-            json!({"Name": SHELL, "DocumentType": "Session", "Content": content, "VersionName": "ignored",
+            json!({"Name": SHELL, "DocumentType": "Session", "Content": content,
                    "Tags": [{"Key": "team", "Value": "ops"}]}),
         )
         .await
         .unwrap();
+    // Members this broker does not keep are refused by name, not silently dropped.
+    let e = env
+        .call(
+            "CreateDocument",
+            json!({"Name": "Other", "DocumentType": "Session", "Content": content,
+            "VersionName": "v1"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "SerializationException");
+    assert!(e.message.contains("unknown field `VersionName`"), "{}", e.message);
     let d = &v["DocumentDescription"];
     assert_eq!(d["Name"], SHELL);
     assert_eq!(d["Hash"], sha256_hex(&content));

@@ -5,13 +5,15 @@ use serde_json::json;
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::Op;
 use super::{instance_arn, paginate, ApiError};
 use crate::app::App;
-use crate::authz::{Dialect, Gate};
+use crate::authz::Gate;
 use crate::store::Instance;
 
 /// One `InstanceInformationFilterList` entry (lower-case member names, as in SSM).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InfoFilter {
     key: String,
     #[serde(rename = "valueSet")]
@@ -20,7 +22,7 @@ pub struct InfoFilter {
 
 /// One `Filters` entry.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct KeyValues {
     key: String,
     values: Vec<String>,
@@ -28,7 +30,7 @@ pub struct KeyValues {
 
 /// DescribeInstanceInformation's input.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct DescribeInstances {
     instance_information_filter_list: Vec<InfoFilter>,
     filters: Vec<KeyValues>,
@@ -38,7 +40,7 @@ pub struct DescribeInstances {
 
 /// GetConnectionStatus's input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ConnectionStatus {
     target: String,
 }
@@ -76,7 +78,9 @@ fn field<'a>(
 }
 
 /// Lists managed instances with their live status.
-pub async fn describe(app: &App, req: DescribeInstances) -> Result<serde_json::Value, ApiError> {
+pub async fn describe(gate: &Gate<'_>, req: DescribeInstances) -> Result<serde_json::Value, ApiError> {
+    gate.require(Op::DescribeInstanceInformation, "*").await?;
+    let app = gate.app;
     if let Some(n) = req.max_results {
         if !(5..=50).contains(&n) {
             return Err(ApiError::bad("ValidationException", "MaxResults must be between 5 and 50"));
@@ -167,8 +171,8 @@ pub async fn connection_status(
     gate: &Gate<'_>,
     req: ConnectionStatus,
 ) -> Result<serde_json::Value, ApiError> {
+    gate.require(Op::GetConnectionStatus, &instance_arn(gate.app, &req.target)).await?;
     let app = gate.app;
-    gate.check_plain("ssm:GetConnectionStatus", &instance_arn(app, &req.target), Dialect::Ssm).await?;
     let status = if app.registry.agent(&req.target).is_some() { "connected" } else { "notconnected" };
     Ok(json!({ "Target": req.target, "Status": status }))
 }

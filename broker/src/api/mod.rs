@@ -5,9 +5,9 @@
 mod activations;
 mod documents;
 mod documents_builtin;
-mod error;
 mod iam;
 mod instances;
+pub mod ops;
 mod recordings;
 mod sessions;
 mod tags;
@@ -25,11 +25,14 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::app::App;
-use crate::authz::{Dialect, Gate, RequestFacts};
+use crate::authz::{Gate, RequestFacts};
 use crate::identity::Caller;
 use crate::sigv4;
+use crate::store::PrincipalKind;
+use iam::{Role, User};
 
-pub use error::ApiError;
+pub use crate::error::ApiError;
+pub use ops::Op;
 
 /// The largest request body we read (SSM's largest inputs are far below this).
 const MAX_BODY: usize = 256 * 1024;
@@ -129,8 +132,11 @@ async fn run(
     if target.is_empty() {
         return Err(ApiError::bad("UnknownOperationException", "missing X-Amz-Target header"));
     }
+    let op = Op::from_target(target).ok_or_else(|| {
+        ApiError::bad("UnknownOperationException", format!("operation {target} is not supported"))
+    })?;
     // Registration is authenticated by the activation code, as in SSM.
-    if target == "AmazonSSM.RegisterManagedInstance" {
+    if op == Op::RegisterManagedInstance {
         return activations::register(app, parse(body)?).await;
     }
     let call = Call { peer, method, uri, headers, body };
@@ -138,55 +144,85 @@ async fn run(
     let secure = app.settings.public_url.starts_with("https://");
     let facts = RequestFacts { source_ip: peer.ip().to_canonical(), secure, region };
     let gate = Gate { app, caller: &caller, facts: &facts };
-    if let Some(op) = target.strip_prefix("AirlockIAM.") {
-        return iam::dispatch(&gate, op, body).await;
+    let result = serve(&gate, op, body).await;
+    if result.is_ok() && op.service() == ops::Service::Iam && !op.reads_only() {
+        app.policy_cache.clear();
     }
-    if let Some(op) = target.strip_prefix("AirlockRecordings.") {
-        return recordings::dispatch(&gate, op, body).await;
-    }
-    if target == "AirlockSTS.AssumeRole" {
-        return iam::assume_role(&gate, parse(body)?).await;
-    }
-    let Some(op) = target.strip_prefix("AmazonSSM.") else {
-        return Err(ApiError::bad("UnknownOperationException", format!("unknown target {target}")));
-    };
-    let gate = &gate;
-    let allow_any = |action: &'static str| async move { gate.check_plain(action, "*", Dialect::Ssm).await };
+    result
+}
+
+/// Runs one authenticated operation: its typed request, then its handler, which authorizes
+/// the operation on its own resource before it does anything else.
+async fn serve(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let app = gate.app;
     match op {
-        "CreateActivation" => {
-            allow_any("ssm:CreateActivation").await?;
-            activations::create(app, parse(body)?).await
-        }
-        "DescribeInstanceInformation" => {
-            allow_any("ssm:DescribeInstanceInformation").await?;
-            instances::describe(app, parse(body)?).await
-        }
-        "DescribeActivations" => {
-            allow_any("ssm:DescribeActivations").await?;
-            activations::describe(app, parse(body)?).await
-        }
-        "DeleteActivation" => {
-            allow_any("ssm:DeleteActivation").await?;
-            activations::delete(app, parse(body)?).await
-        }
-        "ResumeSession" => sessions::resume(gate, parse(body)?).await,
-        "GetConnectionStatus" => instances::connection_status(gate, parse(body)?).await,
-        "StartSession" => sessions::start(gate, parse(body)?).await,
-        "TerminateSession" => sessions::terminate(gate, parse(body)?).await,
-        "DescribeSessions" => {
-            allow_any("ssm:DescribeSessions").await?;
-            sessions::describe(app, parse(body)?).await
-        }
-        "AddTagsToResource" => tags::add(gate, parse(body)?).await,
-        "RemoveTagsFromResource" => tags::remove(gate, parse(body)?).await,
-        "ListTagsForResource" => tags::list(gate, parse(body)?).await,
-        "CreateDocument" | "UpdateDocument" | "GetDocument" | "DescribeDocument" | "DeleteDocument"
-        | "ListDocuments" => documents::dispatch(gate, op, body).await,
-        other => {
-            Err(ApiError::bad("UnknownOperationException", format!("operation {other} is not supported")))
-        }
+        Op::RegisterManagedInstance => activations::register(app, parse(body)?).await,
+        Op::CreateActivation => activations::create(gate, parse(body)?).await,
+        Op::DescribeActivations => activations::describe(gate, parse(body)?).await,
+        Op::DeleteActivation => activations::delete(gate, parse(body)?).await,
+        Op::DescribeInstanceInformation => instances::describe(gate, parse(body)?).await,
+        Op::GetConnectionStatus => instances::connection_status(gate, parse(body)?).await,
+        Op::StartSession => sessions::start(gate, parse(body)?).await,
+        Op::ResumeSession => sessions::resume(gate, parse(body)?).await,
+        Op::TerminateSession => sessions::terminate(gate, parse(body)?).await,
+        Op::DescribeSessions => sessions::describe(gate, parse(body)?).await,
+        Op::AddTagsToResource => tags::add(gate, parse(body)?).await,
+        Op::RemoveTagsFromResource => tags::remove(gate, parse(body)?).await,
+        Op::ListTagsForResource => tags::list(gate, parse(body)?).await,
+        Op::CreateDocument
+        | Op::UpdateDocument
+        | Op::GetDocument
+        | Op::DescribeDocument
+        | Op::DeleteDocument
+        | Op::ListDocuments => documents::dispatch(gate, op, body).await,
+        Op::ListRecordings => recordings::list(gate, parse(body)?).await,
+        Op::GetRecording => recordings::get(gate, parse(body)?).await,
+        Op::GetRecordingStatus => recordings::status(gate, parse(body)?).await,
+        Op::SearchRecordings => recordings::search(gate, parse(body)?).await,
+        Op::AssumeRole => iam::assume_role(gate, parse(body)?).await,
+        Op::SimulatePrincipalPolicy => iam::simulate(gate, parse(body)?).await,
+        Op::CreateUser => iam::create_user(gate, parse(body)?).await,
+        Op::CreateRole => iam::create_role(gate, parse(body)?).await,
+        Op::GetUser => iam::get_principal::<User>(gate, op, parse(body)?).await,
+        Op::GetRole => iam::get_principal::<Role>(gate, op, parse(body)?).await,
+        Op::DeleteUser => iam::delete_principal::<User>(gate, op, parse(body)?).await,
+        Op::DeleteRole => iam::delete_principal::<Role>(gate, op, parse(body)?).await,
+        Op::ListUsers => iam::list_principals(gate, op, PrincipalKind::User, parse(body)?).await,
+        Op::ListRoles => iam::list_principals(gate, op, PrincipalKind::Role, parse(body)?).await,
+        Op::TagUser => iam::tag_principal::<User>(gate, op, parse(body)?).await,
+        Op::TagRole => iam::tag_principal::<Role>(gate, op, parse(body)?).await,
+        Op::UntagUser => iam::untag_principal::<User>(gate, op, parse(body)?).await,
+        Op::UntagRole => iam::untag_principal::<Role>(gate, op, parse(body)?).await,
+        Op::CreateAccessKey => iam::create_access_key(gate, parse(body)?).await,
+        Op::ListAccessKeys => iam::list_access_keys(gate, parse(body)?).await,
+        Op::UpdateAccessKey => iam::update_access_key(gate, parse(body)?).await,
+        Op::DeleteAccessKey => iam::delete_access_key(gate, parse(body)?).await,
+        Op::PutUserPolicy => iam::put_inline_policy::<User>(gate, op, parse(body)?).await,
+        Op::PutRolePolicy => iam::put_inline_policy::<Role>(gate, op, parse(body)?).await,
+        Op::GetUserPolicy => iam::get_inline_policy::<User>(gate, op, parse(body)?).await,
+        Op::GetRolePolicy => iam::get_inline_policy::<Role>(gate, op, parse(body)?).await,
+        Op::DeleteUserPolicy => iam::delete_inline_policy::<User>(gate, op, parse(body)?).await,
+        Op::DeleteRolePolicy => iam::delete_inline_policy::<Role>(gate, op, parse(body)?).await,
+        Op::ListUserPolicies => iam::list_inline_policies::<User>(gate, op, parse(body)?).await,
+        Op::ListRolePolicies => iam::list_inline_policies::<Role>(gate, op, parse(body)?).await,
+        Op::CreatePolicy => iam::create_policy(gate, parse(body)?).await,
+        Op::DeletePolicy => iam::delete_policy(gate, parse(body)?).await,
+        Op::ListPolicies => iam::list_policies(gate, parse(body)?).await,
+        Op::AttachUserPolicy => iam::attach_policy::<User>(gate, op, parse(body)?).await,
+        Op::AttachRolePolicy => iam::attach_policy::<Role>(gate, op, parse(body)?).await,
+        Op::DetachUserPolicy => iam::detach_policy::<User>(gate, op, parse(body)?).await,
+        Op::DetachRolePolicy => iam::detach_policy::<Role>(gate, op, parse(body)?).await,
+        Op::ListAttachedUserPolicies => iam::list_attached_policies::<User>(gate, op, parse(body)?).await,
+        Op::ListAttachedRolePolicies => iam::list_attached_policies::<Role>(gate, op, parse(body)?).await,
+        Op::ListAuditEvents => iam::list_audit_events(gate, parse(body)?).await,
+        Op::VerifyAuditLog => iam::verify_audit_log(gate, parse(body)?).await,
     }
 }
+
+/// An operation that takes no members: `{}` (or an empty body), nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoMembers {}
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body = if body.is_empty() { b"{}".as_slice() } else { body };

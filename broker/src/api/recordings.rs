@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{paginate, parse, session_arn, ApiError};
-use crate::authz::{policies_of, Dialect, Gate};
+use super::{paginate, session_arn, ApiError, NoMembers, Op};
+use crate::authz::{policies_of, Gate};
 use crate::policy::{evaluate, Request};
 
 /// Largest chunk one GetRecording returns; clients loop for more.
@@ -45,7 +45,7 @@ const MAX_PATTERN: usize = 256;
 
 /// ListRecordings' input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ListRecordings {
     max_results: Option<usize>,
     next_token: Option<String>,
@@ -53,7 +53,7 @@ pub struct ListRecordings {
 
 /// GetRecording's input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct GetRecording {
     session_id: String,
     #[serde(default)]
@@ -63,44 +63,30 @@ pub struct GetRecording {
 
 /// SearchRecordings' input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct SearchRecordings {
     pattern: String,
     max_results: Option<usize>,
 }
 
-/// Runs one `AirlockRecordings.<op>`.
-pub async fn dispatch(gate: &Gate<'_>, op: &str, body: &[u8]) -> Result<Value, ApiError> {
-    match op {
-        "ListRecordings" => {
-            let req: ListRecordings = parse(body)?;
-            gate.check_plain("airlock:ListRecordings", "*", Dialect::Ssm).await?;
-            list(&gate.app.settings.recordings_dir, req).await
-        }
-        "GetRecording" => {
-            let req: GetRecording = parse(body)?;
-            let id = session_id(&req.session_id)?;
-            gate.check_plain("airlock:GetRecording", &session_arn(gate.app, id.as_str()), Dialect::Ssm)
-                .await?;
-            get(&gate.app.settings.recordings_dir, &id, req.offset, req.length).await
-        }
-        "GetRecordingStatus" => {
-            gate.check_plain("airlock:GetRecordingStatus", "*", Dialect::Ssm).await?;
-            let shipper = &gate.app.shipper;
-            Ok(serde_json::json!({
-                "Spool": shipper.spool().status(),
-                "PendingDeliveries": shipper.status(),
-            }))
-        }
-        "SearchRecordings" => {
-            let req: SearchRecordings = parse(body)?;
-            gate.check_plain("airlock:SearchRecordings", "*", Dialect::Ssm).await?;
-            search(gate, req).await
-        }
-        other => {
-            Err(ApiError::bad("UnknownOperationException", format!("operation {other} is not supported")))
-        }
-    }
+/// ListRecordings: finished recordings' manifests, newest first.
+pub async fn list(gate: &Gate<'_>, req: ListRecordings) -> Result<Value, ApiError> {
+    gate.require(Op::ListRecordings, "*").await?;
+    list_in(&gate.app.settings.recordings_dir, req).await
+}
+
+/// GetRecording: a bounded chunk of one finished recording.
+pub async fn get(gate: &Gate<'_>, req: GetRecording) -> Result<Value, ApiError> {
+    let id = session_id(&req.session_id)?;
+    gate.require(Op::GetRecording, &session_arn(gate.app, id.as_str())).await?;
+    get_in(&gate.app.settings.recordings_dir, &id, req.offset, req.length).await
+}
+
+/// GetRecordingStatus: spool usage and deliveries not yet confirmed.
+pub async fn status(gate: &Gate<'_>, _req: NoMembers) -> Result<Value, ApiError> {
+    gate.require(Op::GetRecordingStatus, "*").await?;
+    let shipper = &gate.app.shipper;
+    Ok(json!({ "Spool": shipper.spool().status(), "PendingDeliveries": shipper.status() }))
 }
 
 fn session_id(text: &str) -> Result<SessionId, ApiError> {
@@ -193,7 +179,7 @@ fn manifest_json(m: &Manifest) -> Value {
     v
 }
 
-async fn list(dir: &Path, req: ListRecordings) -> Result<Value, ApiError> {
+async fn list_in(dir: &Path, req: ListRecordings) -> Result<Value, ApiError> {
     let max = req.max_results.unwrap_or(50);
     if !(1..=1000).contains(&max) {
         return Err(ApiError::bad("ValidationException", "MaxResults must be between 1 and 1000"));
@@ -210,7 +196,7 @@ async fn list(dir: &Path, req: ListRecordings) -> Result<Value, ApiError> {
     Ok(out)
 }
 
-async fn get(dir: &Path, id: &SessionId, offset: u64, length: Option<u64>) -> Result<Value, ApiError> {
+async fn get_in(dir: &Path, id: &SessionId, offset: u64, length: Option<u64>) -> Result<Value, ApiError> {
     let (cast, manifest) = recording_paths(dir, id.as_str());
     let io = |e: std::io::Error| ApiError::internal(format!("{}: {e}", cast.display()));
     let mut file = match tokio::fs::File::open(&cast).await {
@@ -250,7 +236,9 @@ async fn get(dir: &Path, id: &SessionId, offset: u64, length: Option<u64>) -> Re
     Ok(out)
 }
 
-async fn search(gate: &Gate<'_>, req: SearchRecordings) -> Result<Value, ApiError> {
+/// SearchRecordings: the recordings the caller may read whose text matches.
+pub async fn search(gate: &Gate<'_>, req: SearchRecordings) -> Result<Value, ApiError> {
+    gate.require(Op::SearchRecordings, "*").await?;
     let max = req.max_results.unwrap_or(100);
     if !(1..=1000).contains(&max) {
         return Err(ApiError::bad("ValidationException", "MaxResults must be between 1 and 1000"));

@@ -95,19 +95,19 @@ async fn manifests_list_newest_first_and_bad_ones_are_skipped() {
     write("a-3", &manifest("other", 2_000_000));
     std::fs::write(dir.path().join("a-4.manifest.json"), b"{not json").unwrap();
     std::fs::write(dir.path().join("a-5.cast.part"), b"x").unwrap();
-    let v = list(dir.path(), ListRecordings { max_results: Some(1), next_token: None }).await.unwrap();
+    let v = list_in(dir.path(), ListRecordings { max_results: Some(1), next_token: None }).await.unwrap();
     assert_eq!(v["Recordings"][0]["SessionId"], "a-2");
     assert_eq!(v["Recordings"][0]["StartDate"], 3);
     assert_eq!(v["Recordings"][0]["EndReason"], "Exited");
     assert_eq!(v["Recordings"][0]["ExitCode"], 0);
     let token = v["NextToken"].as_str().unwrap().to_owned();
-    let v = list(dir.path(), ListRecordings { max_results: None, next_token: Some(token) }).await.unwrap();
+    let v = list_in(dir.path(), ListRecordings { max_results: None, next_token: Some(token) }).await.unwrap();
     let ids: Vec<&str> =
         v["Recordings"].as_array().unwrap().iter().map(|r| r["SessionId"].as_str().unwrap()).collect();
     assert_eq!(ids, ["a-1"]);
     assert!(v.get("NextToken").is_none());
     let missing =
-        list(&dir.path().join("nope"), ListRecordings { max_results: None, next_token: None }).await;
+        list_in(&dir.path().join("nope"), ListRecordings { max_results: None, next_token: None }).await;
     assert_eq!(missing.unwrap()["Recordings"], json!([]));
 }
 
@@ -117,7 +117,7 @@ async fn chunks_are_bounded_and_missing_recordings_are_errors() {
     let id: SessionId = "a-1".parse().unwrap();
     let body: Vec<u8> = (0..(MAX_CHUNK + 10)).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("a-1.cast"), &body).unwrap();
-    let v = get(dir.path(), &id, 0, Some(u64::MAX)).await.unwrap();
+    let v = get_in(dir.path(), &id, 0, Some(u64::MAX)).await.unwrap();
     let data = base64::engine::general_purpose::STANDARD.decode(v["Data"].as_str().unwrap()).unwrap();
     assert_eq!(data.len() as u64, MAX_CHUNK);
     assert_eq!(data[..], body[..data.len()]);
@@ -125,16 +125,16 @@ async fn chunks_are_bounded_and_missing_recordings_are_errors() {
     assert!(v.get("Sha256").is_none(), "no manifest, no checksum");
     std::fs::write(dir.path().join("a-1.manifest.json"), serde_json::to_vec(&manifest("a-1", 1)).unwrap())
         .unwrap();
-    let v = get(dir.path(), &id, MAX_CHUNK + 4, None).await.unwrap();
+    let v = get_in(dir.path(), &id, MAX_CHUNK + 4, None).await.unwrap();
     let data = base64::engine::general_purpose::STANDARD.decode(v["Data"].as_str().unwrap()).unwrap();
     assert_eq!(data, body[(MAX_CHUNK + 4) as usize..]);
     assert_eq!(v["Sha256"], "00".repeat(32));
-    let v = get(dir.path(), &id, MAX_CHUNK + 10, Some(5)).await.unwrap();
+    let v = get_in(dir.path(), &id, MAX_CHUNK + 10, Some(5)).await.unwrap();
     assert_eq!(v["Data"], "");
-    assert_eq!(get(dir.path(), &id, MAX_CHUNK + 11, None).await.unwrap_err().code, "ValidationException");
+    assert_eq!(get_in(dir.path(), &id, MAX_CHUNK + 11, None).await.unwrap_err().code, "ValidationException");
     let other: SessionId = "a-2".parse().unwrap();
     std::fs::write(dir.path().join("a-2.cast.part"), b"x").unwrap();
-    let err = get(dir.path(), &other, 0, None).await.unwrap_err();
+    let err = get_in(dir.path(), &other, 0, None).await.unwrap_err();
     assert_eq!(err.code, "DoesNotExistException");
     assert!(err.message.contains("still being recorded"), "{}", err.message);
 }

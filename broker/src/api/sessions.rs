@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{document_arn, instance_arn, paginate, session_arn, ApiError};
-use crate::app::{now_us, App};
-use crate::authz::{Dialect, Gate};
+use super::{document_arn, instance_arn, paginate, session_arn, ApiError, Op};
+use crate::app::now_us;
+use crate::authz::Gate;
 use crate::launch::{Launch, RUN_AS_TAG};
 use crate::registry::{PendingSession, PortTarget, SessionPlan};
 use crate::store::{Principal, SessionEnd, SessionRecord, SessionStatus};
@@ -76,7 +76,7 @@ fn port_targets(
 
 /// StartSession's input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct StartSession {
     target: String,
     document_name: Option<String>,
@@ -88,13 +88,14 @@ pub struct StartSession {
 
 /// TerminateSession's input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct TerminateSession {
     session_id: String,
 }
 
 /// A DescribeSessions filter (lower-case member names, as in SSM).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SessionFilter {
     key: String,
     value: String,
@@ -102,7 +103,7 @@ pub struct SessionFilter {
 
 /// DescribeSessions' input.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct DescribeSessions {
     state: String,
     max_results: Option<usize>,
@@ -111,8 +112,34 @@ pub struct DescribeSessions {
     filters: Vec<SessionFilter>,
 }
 
+/// The parameters each session document takes; any other is refused, as SSM does, so a
+/// policy that allows one document cannot be widened by a parameter of another.
+fn parameters_of(document: &str) -> &'static [&'static str] {
+    match document {
+        COMMAND_DOCUMENT => &["command"],
+        PORT_DOCUMENT => &["portNumber", "localPortNumber"],
+        REMOTE_PORT_DOCUMENT => &["host", "portNumber", "localPortNumber"],
+        SSH_DOCUMENT => &["portNumber"],
+        _ => &[],
+    }
+}
+
 fn plan_for(document: &str, params: &HashMap<String, Vec<String>>) -> Result<SessionPlan, ApiError> {
     let name = document.rsplit('/').next().unwrap_or(document);
+    let takes = parameters_of(name);
+    let mut unknown: Vec<&str> = params.keys().map(String::as_str).filter(|k| !takes.contains(k)).collect();
+    let known = [SHELL_DOCUMENT, COMMAND_DOCUMENT, PORT_DOCUMENT, REMOTE_PORT_DOCUMENT, SSH_DOCUMENT];
+    if !unknown.is_empty() && known.contains(&name) {
+        unknown.sort_unstable();
+        return Err(ApiError::bad(
+            "InvalidParameters",
+            format!(
+                "document {name} does not take the parameter(s) {} (it takes: {})",
+                unknown.join(", "),
+                if takes.is_empty() { "none".to_owned() } else { takes.join(", ") }
+            ),
+        ));
+    }
     match name {
         SHELL_DOCUMENT => Ok(SessionPlan::Shell),
         COMMAND_DOCUMENT => {
@@ -163,8 +190,8 @@ async fn authorize_start(
         ctx.insert_multi(&format!("ssm:DocumentParameters/{k}"), values.clone());
     }
     let name = document.rsplit('/').next().unwrap_or(document);
-    gate.check(&ctx, "ssm:StartSession", &instance_arn(app, target), Dialect::Ssm, true).await?;
-    gate.check(&ctx, "ssm:StartSession", &document_arn(app, name), Dialect::Ssm, true).await
+    gate.require_in(&ctx, Op::StartSession, &instance_arn(app, target)).await?;
+    gate.require_in(&ctx, Op::StartSession, &document_arn(app, name)).await
 }
 
 /// Creates a session and the single-use token its client presents on the stream.
@@ -237,9 +264,8 @@ pub async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_json::Val
 
 /// Ends a session; terminating an ended session succeeds and changes nothing, as in SSM.
 pub async fn terminate(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
+    gate.require(Op::TerminateSession, &session_arn(gate.app, &req.session_id)).await?;
     let app = gate.app;
-    let arn = session_arn(app, &req.session_id);
-    gate.check(&gate.context(), "ssm:TerminateSession", &arn, Dialect::Ssm, true).await?;
     let Some(session) = app.store.session(&req.session_id).await? else {
         return Err(ApiError::bad(
             "DoesNotExistException",
@@ -267,9 +293,8 @@ pub async fn terminate(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_j
 /// Reconnecting a session's stream is not offered yet: as SSM says "this session can no
 /// longer be resumed", with an empty token, after the same checks a real resume would pass.
 pub async fn resume(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
+    gate.require(Op::ResumeSession, &session_arn(gate.app, &req.session_id)).await?;
     let app = gate.app;
-    gate.check(&gate.context(), "ssm:ResumeSession", &session_arn(app, &req.session_id), Dialect::Ssm, true)
-        .await?;
     if app.store.session(&req.session_id).await?.is_none() {
         return Err(ApiError::bad(
             "DoesNotExistException",
@@ -317,8 +342,9 @@ fn keep(s: &SessionRecord, f: &SessionFilter) -> Result<bool, ApiError> {
     let secs = |v: &str| {
         chrono::DateTime::parse_from_rfc3339(v)
             .map(|t| t.timestamp_micros())
-            .or_else(|_| v.parse::<i64>().map(|n| n * 1_000_000))
-            .map_err(|_| ApiError::bad("InvalidFilterValue", format!("{}: {v:?} is not a date", f.key)))
+            .ok()
+            .or_else(|| v.parse::<i64>().ok().and_then(|n| n.checked_mul(1_000_000)))
+            .ok_or_else(|| ApiError::bad("InvalidFilterValue", format!("{}: {v:?} is not a date", f.key)))
     };
     Ok(match f.key.as_str() {
         "Target" => s.target == f.value,
@@ -335,7 +361,9 @@ fn keep(s: &SessionRecord, f: &SessionFilter) -> Result<bool, ApiError> {
 }
 
 /// Lists active or past sessions, newest first.
-pub async fn describe(app: &App, req: DescribeSessions) -> Result<serde_json::Value, ApiError> {
+pub async fn describe(gate: &Gate<'_>, req: DescribeSessions) -> Result<serde_json::Value, ApiError> {
+    gate.require(Op::DescribeSessions, "*").await?;
+    let app = gate.app;
     let active = match req.state.as_str() {
         "Active" => true,
         "History" => false,
@@ -427,6 +455,11 @@ mod tests {
             (REMOTE_PORT_DOCUMENT, params(&[("host", &["a", "b"]), ("portNumber", &["1"])])),
             (REMOTE_PORT_DOCUMENT, params(&[("host", &["a b"]), ("portNumber", &["1"])])),
             (SSH_DOCUMENT, params(&[("portNumber", &["22", "23"])])),
+            // Only the remote-host document reaches another host.
+            (SSH_DOCUMENT, params(&[("host", &["10.0.0.5"])])),
+            (PORT_DOCUMENT, params(&[("host", &["db.internal"]), ("portNumber", &["5432"])])),
+            (SHELL_DOCUMENT, params(&[("host", &["x"])])),
+            (COMMAND_DOCUMENT, params(&[("command", &["id"]), ("portNumber", &["1"])])),
         ] {
             assert_eq!(plan_for(doc, &p).unwrap_err().code, "InvalidParameters", "{doc} {p:?}");
         }

@@ -3,12 +3,12 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{check_tags, instance_arn, ApiError, Tag};
-use crate::authz::{Dialect, Gate};
+use super::{check_tags, instance_arn, ApiError, Op, Tag};
+use crate::authz::Gate;
 
 /// The resource a tag call names.
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Resource {
     resource_type: String,
     resource_id: String,
@@ -18,23 +18,14 @@ pub struct Resource {
     tag_keys: Vec<String>,
 }
 
-/// Checks the resource exists and the caller may act on it; returns the instance id.
-async fn resolve(gate: &Gate<'_>, req: &Resource, action: &str) -> Result<String, ApiError> {
-    if req.resource_type != "ManagedInstance" {
-        return Err(ApiError::bad(
-            "InvalidResourceType",
-            format!("resource type {:?} has no tags here; use ManagedInstance", req.resource_type),
-        ));
-    }
-    if gate.app.store.instance(&req.resource_id).await?.is_none() {
-        return Err(ApiError::bad(
-            "InvalidResourceId",
-            format!("{} is not a managed instance", req.resource_id),
-        ));
-    }
-    let arn = instance_arn(gate.app, &req.resource_id);
+/// Authorizes `op` on the instance the request names, then checks it exists; returns its id.
+/// The decision comes first, so a caller without the right learns nothing about which
+/// instances exist.
+async fn resolve(gate: &Gate<'_>, req: &Resource, op: Op) -> Result<String, ApiError> {
+    let app = gate.app;
     let mut ctx = gate.context();
-    for (k, v) in gate.app.store.instance_tags(&req.resource_id).await? {
+    // An instance that does not exist has no tags: the decision cannot depend on existence.
+    for (k, v) in app.store.instance_tags(&req.resource_id).await? {
         ctx.insert(&format!("aws:ResourceTag/{k}"), v.clone()).insert(&format!("ssm:resourceTag/{k}"), v);
     }
     let keys: Vec<String> =
@@ -45,17 +36,29 @@ async fn resolve(gate: &Gate<'_>, req: &Resource, action: &str) -> Result<String
     for t in &req.tags {
         ctx.insert(&format!("aws:RequestTag/{}", t.key), t.value.clone());
     }
-    gate.check(&ctx, action, &arn, Dialect::Ssm, false).await?;
+    gate.require_in(&ctx, op, &instance_arn(app, &req.resource_id)).await?;
+    if req.resource_type != "ManagedInstance" {
+        return Err(ApiError::bad(
+            "InvalidResourceType",
+            format!("resource type {:?} has no tags here; use ManagedInstance", req.resource_type),
+        ));
+    }
+    if app.store.instance(&req.resource_id).await?.is_none() {
+        return Err(ApiError::bad(
+            "InvalidResourceId",
+            format!("{} is not a managed instance", req.resource_id),
+        ));
+    }
     Ok(req.resource_id.clone())
 }
 
 /// Adds or overwrites tags.
 pub async fn add(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, ApiError> {
+    let id = resolve(gate, &req, Op::AddTagsToResource).await?;
     check_tags(&req.tags)?;
     if req.tags.is_empty() {
         return Err(ApiError::bad("ValidationException", "Tags must not be empty"));
     }
-    let id = resolve(gate, &req, "ssm:AddTagsToResource").await?;
     let existing = gate.app.store.instance_tags(&id).await?;
     let new_keys = req.tags.iter().filter(|t| !existing.contains_key(&t.key)).count();
     if existing.len() + new_keys > 50 {
@@ -68,14 +71,14 @@ pub async fn add(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, Ap
 
 /// Removes tags by key.
 pub async fn remove(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, ApiError> {
-    let id = resolve(gate, &req, "ssm:RemoveTagsFromResource").await?;
+    let id = resolve(gate, &req, Op::RemoveTagsFromResource).await?;
     gate.app.store.remove_instance_tags(&id, &req.tag_keys).await?;
     Ok(json!({}))
 }
 
 /// Lists tags.
 pub async fn list(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, ApiError> {
-    let id = resolve(gate, &req, "ssm:ListTagsForResource").await?;
+    let id = resolve(gate, &req, Op::ListTagsForResource).await?;
     let tags: Vec<Tag> =
         gate.app.store.instance_tags(&id).await?.into_iter().map(|(key, value)| Tag { key, value }).collect();
     Ok(json!({ "TagList": tags }))
