@@ -45,6 +45,18 @@ pub struct PendingSession {
     pub launch: crate::launch::Launch,
 }
 
+/// What [`Registry::terminate`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// The session is running or starting here; it was told to end.
+    Signalled,
+    /// Its client had not come yet; the token can no longer be redeemed.
+    TokenRevoked,
+    /// Not known here (ended, never redeemed before its token expired, or run by a previous
+    /// broker).
+    NotHere,
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRefusal {
@@ -125,7 +137,9 @@ impl Registry {
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let now = Instant::now();
         let mut tokens = lock(&self.tokens);
-        tokens.retain(|_, e| e.expires > now);
+        // Expired pending tokens stay until the sweeper takes them (it closes their sessions);
+        // redeemed ones are dropped here so the map stays bounded.
+        tokens.retain(|_, e| e.expires > now || matches!(e.state, TokenState::Pending(_)));
         tokens.insert(
             token_hash(&token),
             TokenEntry { state: TokenState::Pending(Box::new(session)), expires: now + TOKEN_TTL },
@@ -133,22 +147,34 @@ impl Registry {
         token
     }
 
-    /// Redeems a token once.
-    pub fn redeem(&self, token: &str) -> Result<PendingSession, TokenRefusal> {
+    /// Redeems a token once. The session is registered as running in the same step (under the
+    /// token lock, which [`Registry::terminate`] takes first too), so a TerminateSession that
+    /// comes while the agent is still starting it is never lost: the returned token is already
+    /// cancelled, and the session ends as soon as it can.
+    pub fn redeem(&self, token: &str) -> Result<(PendingSession, CancellationToken), TokenRefusal> {
         let mut tokens = lock(&self.tokens);
         let entry = tokens.get_mut(&token_hash(token)).ok_or(TokenRefusal::Unknown)?;
         if entry.expires <= Instant::now() {
             return Err(TokenRefusal::Expired);
         }
         match std::mem::replace(&mut entry.state, TokenState::Redeemed) {
-            TokenState::Pending(session) => Ok(*session),
+            TokenState::Pending(session) => {
+                let cancel = CancellationToken::new();
+                lock(&self.sessions).insert(session.session_id.clone(), cancel.clone());
+                Ok((*session, cancel))
+            }
             TokenState::Redeemed => Err(TokenRefusal::AlreadyUsed),
         }
     }
 
-    /// Drops an unredeemed token of a session (TerminateSession before the client came).
-    pub fn revoke_session_tokens(&self, session_id: &str) -> bool {
+    /// Ends a session wherever it is: a running (or starting) session is cancelled; a session
+    /// whose client has not come yet loses its token.
+    pub fn terminate(&self, session_id: &str) -> Termination {
         let mut tokens = lock(&self.tokens);
+        if let Some(cancel) = lock(&self.sessions).get(session_id) {
+            cancel.cancel();
+            return Termination::Signalled;
+        }
         let mut found = false;
         for entry in tokens.values_mut() {
             if matches!(&entry.state, TokenState::Pending(s) if s.session_id == session_id) {
@@ -156,30 +182,33 @@ impl Registry {
                 found = true;
             }
         }
-        found
+        if found {
+            Termination::TokenRevoked
+        } else {
+            Termination::NotHere
+        }
     }
 
-    /// Registers a running session; cancelling the returned token terminates it.
-    pub fn session_started(&self, session_id: &str) -> CancellationToken {
-        let token = CancellationToken::new();
-        lock(&self.sessions).insert(session_id.to_owned(), token.clone());
-        token
+    /// Removes tokens whose time ran out unredeemed; returns their sessions, whose clients
+    /// never came.
+    pub fn take_expired(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        lock(&self.tokens).retain(|_, e| {
+            if e.expires > now {
+                return true;
+            }
+            if let TokenState::Pending(s) = &e.state {
+                expired.push(s.session_id.clone());
+            }
+            false
+        });
+        expired
     }
 
     /// Forgets a finished session.
     pub fn session_ended(&self, session_id: &str) {
         lock(&self.sessions).remove(session_id);
-    }
-
-    /// Asks a running session to terminate; false if it is not running here.
-    pub fn terminate(&self, session_id: &str) -> bool {
-        match lock(&self.sessions).get(session_id) {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
     }
 }
 
@@ -203,7 +232,7 @@ mod tests {
         let r = Registry::default();
         let t = r.mint_token(pending("a-1"));
         assert!(t.len() >= 43, "at least 256 bits of randomness, base64");
-        assert_eq!(r.redeem(&t).unwrap().session_id, "a-1");
+        assert_eq!(r.redeem(&t).unwrap().0.session_id, "a-1");
         assert_eq!(r.redeem(&t).unwrap_err(), TokenRefusal::AlreadyUsed);
         assert_eq!(r.redeem("forged").unwrap_err(), TokenRefusal::Unknown);
     }
@@ -212,18 +241,43 @@ mod tests {
     fn revoked_tokens_cannot_be_redeemed() {
         let r = Registry::default();
         let t = r.mint_token(pending("a-2"));
-        assert!(r.revoke_session_tokens("a-2"));
+        assert_eq!(r.terminate("a-2"), Termination::TokenRevoked);
         assert_eq!(r.redeem(&t).unwrap_err(), TokenRefusal::AlreadyUsed);
+        assert_eq!(r.terminate("a-2"), Termination::NotHere);
     }
 
     #[test]
     fn terminate_cancels_only_that_session() {
         let r = Registry::default();
-        let a = r.session_started("a");
-        let b = r.session_started("b");
-        assert!(r.terminate("a"));
+        let (_, a) = r.redeem(&r.mint_token(pending("a"))).unwrap();
+        let (_, b) = r.redeem(&r.mint_token(pending("b"))).unwrap();
+        assert_eq!(r.terminate("a"), Termination::Signalled);
         assert!(a.is_cancelled() && !b.is_cancelled());
         r.session_ended("a");
-        assert!(!r.terminate("a"));
+        assert_eq!(r.terminate("a"), Termination::NotHere);
+    }
+
+    #[test]
+    fn a_terminate_between_redeem_and_start_is_kept() {
+        // The session is registered by the redeem itself: terminating it before the agent
+        // has started it cancels the token the session will run with.
+        let r = Registry::default();
+        let t = r.mint_token(pending("c"));
+        let (_, cancel) = r.redeem(&t).unwrap();
+        assert_eq!(r.terminate("c"), Termination::Signalled);
+        assert!(cancel.is_cancelled());
+    }
+
+    #[test]
+    fn expired_tokens_are_taken_once_with_their_sessions() {
+        let r = Registry::default();
+        r.mint_token(pending("d"));
+        let redeemed = r.mint_token(pending("e"));
+        r.redeem(&redeemed).unwrap();
+        for e in lock(&r.tokens).values_mut() {
+            e.expires = Instant::now() - Duration::from_secs(1);
+        }
+        assert_eq!(r.take_expired(), vec!["d".to_owned()]);
+        assert!(r.take_expired().is_empty());
     }
 }

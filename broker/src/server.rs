@@ -195,5 +195,6 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };
     tokio::spawn(crate::http::serve(tcp, crate::api::router(app.clone()), tls));
     tokio::spawn(crate::quic::serve(app.clone(), quic.clone()));
+    tokio::spawn(crate::api::close_abandoned_sessions(app.clone()));
     Ok(Broker { app, url, local_addr, first_admin_key, quic })
 }

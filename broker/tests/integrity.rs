@@ -34,10 +34,10 @@ fn sql(db: &Path, statement: &'static str) -> u64 {
     })
 }
 
-fn decision_of_first_event(db: &Path) -> String {
+fn decision_of_third_event(db: &Path) -> String {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut conn = SqliteConnectOptions::new().filename(db).connect().await.unwrap();
-        sqlx::query_scalar("SELECT decision FROM audit_events WHERE seq = 1")
+        sqlx::query_scalar("SELECT decision FROM audit_events WHERE seq = 3")
             .fetch_one(&mut conn)
             .await
             .unwrap()
@@ -50,7 +50,8 @@ fn audit_chain_reveals_edited_and_deleted_events() {
     let agent = broker.agent("a");
     let db = broker.data_dir().join("airlock.db");
 
-    // A user with no policy: its StartSession is the log's first event, an implicit deny.
+    // Creating a user and its key are the first two events; its StartSession, with no policy,
+    // is the third: an implicit deny.
     assert_eq!(admin(&broker, "AirlockIAM.CreateUser", json!({"UserName": "bob"})).0, 200);
     let (_, v) = admin(&broker, "AirlockIAM.CreateAccessKey", json!({"UserName": "bob"}));
     let (bob_id, bob_secret) = (
@@ -74,25 +75,25 @@ fn audit_chain_reveals_edited_and_deleted_events() {
     assert_eq!(status, 200, "{v}");
 
     let v = verify(&broker);
-    assert_eq!((v["Valid"].as_bool(), v["Events"].as_u64()), (Some(true), Some(4)), "{v}");
+    assert_eq!((v["Valid"].as_bool(), v["Events"].as_u64()), (Some(true), Some(6)), "{v}");
     assert!(v.get("FirstBrokenSeq").is_none(), "{v}");
     assert!(v["Message"].as_str().unwrap().contains("intact"), "{v}");
-    assert_eq!(decision_of_first_event(&db), "implicitDeny");
+    assert_eq!(decision_of_third_event(&db), "implicitDeny");
 
     // Someone with the database file turns the denial into an approval.
-    assert_eq!(sql(&db, "UPDATE audit_events SET decision = 'allowed' WHERE seq = 1"), 1);
-    let v = verify(&broker);
-    assert_eq!((v["Valid"].as_bool(), v["FirstBrokenSeq"].as_i64()), (Some(false), Some(1)), "{v}");
-    assert_eq!(v["Events"], 4);
-    assert!(v["Message"].as_str().unwrap().contains("event 1 was altered"), "{v}");
-
-    // Putting it back restores the chain; deleting a middle event breaks it where the hole is.
-    sql(&db, "UPDATE audit_events SET decision = 'implicitDeny' WHERE seq = 1");
-    assert_eq!(verify(&broker)["Valid"], true);
-    assert_eq!(sql(&db, "DELETE FROM audit_events WHERE seq = 3"), 1);
+    assert_eq!(sql(&db, "UPDATE audit_events SET decision = 'allowed' WHERE seq = 3"), 1);
     let v = verify(&broker);
     assert_eq!((v["Valid"].as_bool(), v["FirstBrokenSeq"].as_i64()), (Some(false), Some(3)), "{v}");
-    assert_eq!(v["Events"], 3);
+    assert_eq!(v["Events"], 6);
+    assert!(v["Message"].as_str().unwrap().contains("event 3 was altered"), "{v}");
+
+    // Putting it back restores the chain; deleting a middle event breaks it where the hole is.
+    sql(&db, "UPDATE audit_events SET decision = 'implicitDeny' WHERE seq = 3");
+    assert_eq!(verify(&broker)["Valid"], true);
+    assert_eq!(sql(&db, "DELETE FROM audit_events WHERE seq = 5"), 1);
+    let v = verify(&broker);
+    assert_eq!((v["Valid"].as_bool(), v["FirstBrokenSeq"].as_i64()), (Some(false), Some(5)), "{v}");
+    assert_eq!(v["Events"], 5);
 
     // New decisions keep being recorded, and do not mend the hole.
     let (status, _) = admin(&broker, "TerminateSession", json!({"SessionId": id}));
@@ -100,10 +101,10 @@ fn audit_chain_reveals_edited_and_deleted_events() {
     let v = verify(&broker);
     assert_eq!(
         (v["Valid"].as_bool(), v["FirstBrokenSeq"].as_i64(), v["Events"].as_u64()),
-        (Some(false), Some(3), Some(4))
+        (Some(false), Some(5), Some(6))
     );
     let (_, v) = admin(&broker, "AirlockIAM.ListAuditEvents", json!({}));
-    assert_eq!(v["Events"].as_array().unwrap().len(), 4);
+    assert_eq!(v["Events"].as_array().unwrap().len(), 6);
 }
 
 #[test]

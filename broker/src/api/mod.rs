@@ -33,6 +33,7 @@ use iam::{Role, User};
 
 pub use crate::error::ApiError;
 pub use ops::Op;
+pub use sessions::close_abandoned as close_abandoned_sessions;
 
 /// The largest request body we read (SSM's largest inputs are far below this).
 const MAX_BODY: usize = 256 * 1024;

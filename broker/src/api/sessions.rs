@@ -7,9 +7,10 @@ use serde_json::json;
 
 use super::{document_arn, instance_arn, paginate, session_arn, ApiError, Op};
 use crate::app::now_us;
+use crate::app::App;
 use crate::authz::Gate;
 use crate::launch::{Launch, RUN_AS_TAG};
-use crate::registry::{PendingSession, PortTarget, SessionPlan};
+use crate::registry::{PendingSession, PortTarget, SessionPlan, Termination};
 use crate::store::{Principal, SessionEnd, SessionRecord, SessionStatus};
 use airlock_proto::{InstanceId, SessionId};
 use airlock_recordings::sink::s3::ObjectKeys;
@@ -273,21 +274,51 @@ pub async fn terminate(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_j
         ));
     };
     if session.end_us.is_none() {
-        if app.registry.terminate(&session.session_id) {
-            app.store.set_session_status(&session.session_id, SessionStatus::Terminating).await?;
-        } else {
-            // Not running here: either its client never came, or it died with a previous broker.
-            app.registry.revoke_session_tokens(&session.session_id);
-            let end = SessionEnd {
-                status: SessionStatus::Terminated,
-                end_us: now_us(),
-                details: "terminated before a client connected".into(),
-                exit_code: None,
-            };
-            app.store.finish_session(&session.session_id, &end).await?;
+        match app.registry.terminate(&session.session_id) {
+            Termination::Signalled => {
+                app.store.set_session_status(&session.session_id, SessionStatus::Terminating).await?
+            }
+            found => {
+                // Not running here: its client never came (or the token was just revoked), or it
+                // died with a previous broker.
+                let details = if found == Termination::TokenRevoked {
+                    "terminated before a client connected"
+                } else {
+                    "terminated; it was not running on this broker"
+                };
+                let end = SessionEnd {
+                    status: SessionStatus::Terminated,
+                    end_us: now_us(),
+                    details: details.into(),
+                    exit_code: None,
+                };
+                app.store.finish_session(&session.session_id, &end).await?;
+            }
         }
     }
     Ok(json!({ "SessionId": session.session_id }))
+}
+
+/// Closes the sessions whose clients never came before their tokens expired, so abandoned
+/// StartSession calls do not stay `Connecting` forever. Runs for the broker's life.
+pub async fn close_abandoned(app: std::sync::Arc<App>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for id in app.registry.take_expired() {
+            let end = SessionEnd {
+                status: SessionStatus::Failed,
+                end_us: now_us(),
+                details: "the client never connected: its session token expired".into(),
+                exit_code: None,
+            };
+            match app.store.finish_session(&id, &end).await {
+                Ok(()) => tracing::info!(session = %id, "abandoned session closed"),
+                Err(e) => tracing::error!(session = %id, error = %e, "cannot close an abandoned session"),
+            }
+        }
+    }
 }
 
 /// Reconnecting a session's stream is not offered yet: as SSM says "this session can no

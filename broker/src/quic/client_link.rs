@@ -10,6 +10,7 @@ use super::port_session::refuse;
 use crate::app::{now_us, App};
 use crate::registry::{PendingSession, SessionPlan};
 use crate::store::{SessionEnd, SessionStatus};
+use tokio_util::sync::CancellationToken;
 
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the agent may take to start a shell or command.
@@ -35,8 +36,8 @@ pub async fn run(app: Arc<App>, connection: quinn::Connection) {
             return;
         }
     };
-    let pending = match app.registry.redeem(&hello.token) {
-        Ok(p) => p,
+    let (pending, terminate) = match app.registry.redeem(&hello.token) {
+        Ok(redeemed) => redeemed,
         Err(refusal) => {
             tracing::warn!(%remote, %refusal, "session token refused");
             refuse(&mut client, CloseReason::Unauthorized, refusal.to_string()).await;
@@ -48,11 +49,20 @@ pub async fn run(app: Arc<App>, connection: quinn::Connection) {
     if let SessionPlan::Port(targets) = pending.plan.clone() {
         match start_recording(&app, &pending, 0, 0, String::new()).await {
             Ok(recorder) => {
-                super::port_session::run(app.clone(), &connection, client, pending, targets, recorder).await
+                super::port_session::run(
+                    app.clone(),
+                    &connection,
+                    client,
+                    pending,
+                    targets,
+                    recorder,
+                    terminate,
+                )
+                .await
             }
             Err((reason, message)) => {
                 refuse(&mut client, reason, message.clone()).await;
-                fail(&app, &id, message).await;
+                fail(&app, &id, message, terminate.is_cancelled()).await;
             }
         }
     } else {
@@ -60,11 +70,16 @@ pub async fn run(app: Arc<App>, connection: quinn::Connection) {
             Err((reason, message)) => {
                 tracing::warn!(session = %id, %message, "session could not start");
                 refuse(&mut client, reason, message.clone()).await;
-                fail(&app, &id, message).await;
+                fail(&app, &id, message, terminate.is_cancelled()).await;
             }
-            Ok((agent, recorder)) => process_session(&app, client, agent, recorder, &pending).await,
+            // Terminated while the agent was starting it: the splice sees the cancelled token
+            // at once and ends the process on the agent like any terminate.
+            Ok((agent, recorder)) => {
+                process_session(&app, client, agent, recorder, &pending, terminate).await
+            }
         }
     }
+    app.registry.session_ended(&id);
     linger(&connection).await;
 }
 
@@ -75,11 +90,14 @@ async fn process_session(
     agent: Stream,
     recorder: Recorder,
     pending: &PendingSession,
+    terminate: CancellationToken,
 ) {
     let id = &pending.session_id;
-    let terminate = app.registry.session_started(id);
-    if let Err(e) = app.store.set_session_status(id, SessionStatus::Connected).await {
-        tracing::error!(error = %e, "cannot record session start");
+    // A session terminated while it was starting stays Terminating until it has ended.
+    if !terminate.is_cancelled() {
+        if let Err(e) = app.store.set_session_status(id, SessionStatus::Connected).await {
+            tracing::error!(error = %e, "cannot record session start");
+        }
     }
     if client.send_control(&Control::Ready { session_id: id.clone() }).await.is_ok() {
         tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
@@ -114,10 +132,15 @@ async fn process_session(
     }
 }
 
-/// Records a session that never ran.
-async fn fail(app: &App, id: &str, message: String) {
-    let end =
-        SessionEnd { status: SessionStatus::Failed, end_us: now_us(), details: message, exit_code: None };
+/// Records a session that never ran: Terminated when a terminate came while it was starting
+/// (that is what ended it), Failed otherwise.
+async fn fail(app: &App, id: &str, message: String, terminated: bool) {
+    let (status, details) = if terminated {
+        (SessionStatus::Terminated, format!("terminated while starting ({message})"))
+    } else {
+        (SessionStatus::Failed, message)
+    };
+    let end = SessionEnd { status, end_us: now_us(), details, exit_code: None };
     if let Err(e) = app.store.finish_session(id, &end).await {
         tracing::error!(error = %e, "cannot record session end");
     }

@@ -50,6 +50,7 @@ pub async fn run(
     session: PendingSession,
     targets: Vec<PortTarget>,
     recorder: Recorder,
+    terminate: CancellationToken,
 ) {
     let id = session.session_id.clone();
     let listing: Vec<String> = targets.iter().map(|t| format!("{}:{}", t.host, t.port)).collect();
@@ -61,9 +62,10 @@ pub async fn run(
         client_addr: connection.remote_address(),
     });
     shared.note(format!("port session to {} from {}", listing.join(", "), shared.client_addr)).await;
-    let terminate = app.registry.session_started(&id);
-    if let Err(e) = app.store.set_session_status(&id, SessionStatus::Connected).await {
-        tracing::error!(error = %e, "cannot record session start");
+    if !terminate.is_cancelled() {
+        if let Err(e) = app.store.set_session_status(&id, SessionStatus::Connected).await {
+            tracing::error!(error = %e, "cannot record session start");
+        }
     }
     let _ = client.send_control(&Control::Ready { session_id: id.clone() }).await;
     tracing::info!(session = %id, targets = %listing.join(", "), "port session connected");
