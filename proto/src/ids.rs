@@ -65,6 +65,14 @@ impl fmt::Display for InstanceId {
     }
 }
 
+/// The longest session id.
+const MAX_SESSION_ID: usize = 96;
+
+/// The bytes of a session id: IAM's name characters (`+=,.@_-`) and alphanumerics; no `/`.
+fn id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'+' | b'=' | b',')
+}
+
 /// A session id: `<principal name>-<17 hex digits>`, so IAM patterns like
 /// `session/${aws:username}-*` select a user's own sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -72,10 +80,20 @@ impl fmt::Display for InstanceId {
 pub struct SessionId(String);
 
 impl SessionId {
-    /// A fresh id for a session started by `owner_name`.
+    /// A fresh id for a session started by `owner_name`. Every name IAM allows maps to a valid
+    /// id: characters outside the id's set become `_`, a leading `.` too (ids name files), and
+    /// the name is cut so the id fits.
     pub fn generate(owner_name: &str) -> Self {
         let n: u128 = rand::rng().random();
-        SessionId(format!("{owner_name}-{:017x}", n & ((1u128 << 68) - 1)))
+        let mut prefix: String = owner_name
+            .chars()
+            .take(MAX_SESSION_ID - 18)
+            .map(|c| if c.is_ascii() && id_byte(c as u8) { c } else { '_' })
+            .collect();
+        if prefix.is_empty() || prefix.starts_with('.') {
+            prefix.replace_range(..prefix.chars().next().map_or(0, char::len_utf8), "_");
+        }
+        SessionId(format!("{prefix}-{:017x}", n & ((1u128 << 68) - 1)))
     }
 
     /// The id as text.
@@ -87,13 +105,12 @@ impl SessionId {
 impl TryFrom<String> for SessionId {
     type Error = IdError;
     fn try_from(value: String) -> Result<Self, IdError> {
-        let charset_ok = value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'+' | b'='));
-        if value.is_empty() || value.len() > 96 {
+        if value.is_empty() || value.len() > MAX_SESSION_ID {
             Err(IdError { kind: "session id", value, why: "must be 1 to 96 characters" })
-        } else if !charset_ok {
-            Err(IdError { kind: "session id", value, why: "has a character outside [A-Za-z0-9-_.@+=]" })
+        } else if !value.bytes().all(id_byte) {
+            Err(IdError { kind: "session id", value, why: "has a character outside [A-Za-z0-9-_.@+=,]" })
+        } else if value.starts_with('.') {
+            Err(IdError { kind: "session id", value, why: "must not start with a dot" })
         } else {
             Ok(SessionId(value))
         }
@@ -122,6 +139,19 @@ impl fmt::Display for SessionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_iam_name_makes_a_valid_session_id() {
+        for name in ["alice", "a,b", "first.last@example.com", "x+y=z", ".hidden", "_", "é-name", &"n".repeat(64)] {
+            let id = SessionId::generate(name);
+            assert_eq!(id.as_str().parse::<SessionId>().ok().as_ref(), Some(&id), "{name} -> {id}");
+            assert!(!id.as_str().starts_with('.'), "{id}");
+        }
+        assert!(SessionId::generate("a,b").as_str().starts_with("a,b-"));
+        assert!(SessionId::generate(".x").as_str().starts_with("_x-"));
+        assert!(".x-1".parse::<SessionId>().is_err());
+        assert!("a/b-1".parse::<SessionId>().is_err());
+    }
 
     #[test]
     fn generated_ids_parse() {

@@ -116,7 +116,7 @@ fn unix_us() -> u64 {
 pub(crate) fn valid_session_id(id: &str) -> bool {
     !id.is_empty()
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@+=".contains(&b))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@+=,".contains(&b))
 }
 
 /// The header's title; [`parse_title`] reads it back when a recording is recovered.
