@@ -142,7 +142,9 @@ mod tests {
 
     #[test]
     fn every_iam_name_makes_a_valid_session_id() {
-        for name in ["alice", "a,b", "first.last@example.com", "x+y=z", ".hidden", "_", "é-name", &"n".repeat(64)] {
+        for name in
+            ["alice", "a,b", "first.last@example.com", "x+y=z", ".hidden", "_", "é-name", &"n".repeat(64)]
+        {
             let id = SessionId::generate(name);
             assert_eq!(id.as_str().parse::<SessionId>().ok().as_ref(), Some(&id), "{name} -> {id}");
             assert!(!id.as_str().starts_with('.'), "{id}");

@@ -287,3 +287,78 @@ pub fn paginate<T>(
     let next = (end < items.len()).then(|| engine.encode(format!("offset:{end}")));
     Ok((items.into_iter().skip(start).take(end - start).collect(), next))
 }
+
+#[cfg(test)]
+mod decode_tests {
+    //! Request decoding takes hostile bodies: arbitrary bytes and arbitrary JSON give an error,
+    //! never a panic, for every request type.
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::parse;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[A-Za-z0-9 .:/*-]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("UserName".to_owned()),
+                        Just("RoleName".to_owned()),
+                        Just("PolicyName".to_owned()),
+                        Just("PolicyDocument".to_owned()),
+                        Just("Target".to_owned()),
+                        Just("Parameters".to_owned()),
+                        Just("Filters".to_owned()),
+                        Just("Tags".to_owned()),
+                        Just("MaxResults".to_owned()),
+                        "[A-Za-z]{1,10}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Decodes `body` as every request type; only errors or values may come out.
+    fn decode_all(body: &[u8]) {
+        use super::iam::{On, Role, User};
+        let _ = parse::<super::sessions::StartSession>(body);
+        let _ = parse::<super::sessions::DescribeSessions>(body);
+        let _ = parse::<super::sessions::TerminateSession>(body);
+        let _ = parse::<super::instances::DescribeInstances>(body);
+        let _ = parse::<super::tags::Resource>(body);
+        let _ = parse::<super::activations::CreateActivation>(body);
+        let _ = parse::<super::activations::Register>(body);
+        let _ = parse::<super::documents::CreateDocument>(body);
+        let _ = parse::<super::documents::ListDocuments>(body);
+        let _ = parse::<super::recordings::GetRecording>(body);
+        let _ = parse::<super::iam::sts::Simulate>(body);
+        let _ = parse::<super::iam::sts::AssumeRole>(body);
+        let _ = parse::<On<User, super::iam::policies::PutPolicy>>(body);
+        let _ = parse::<On<Role, super::iam::principals::TagMembers>>(body);
+        let _ = parse::<On<User, super::iam::Page>>(body);
+        let _ = parse::<super::NoMembers>(body);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            decode_all(&body);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(v in json_value()) {
+            decode_all(v.to_string().as_bytes());
+        }
+    }
+}

@@ -9,9 +9,9 @@
 
 mod access_keys;
 mod audit;
-mod policies;
-mod principals;
-mod sts;
+pub(crate) mod policies;
+pub(crate) mod principals;
+pub(crate) mod sts;
 
 use std::fmt;
 use std::marker::PhantomData;
