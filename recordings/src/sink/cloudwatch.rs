@@ -54,7 +54,7 @@ use tokio::time::Instant;
 use super::cloudwatch_batch::{
     batches, complete_prefix_len, header_base_ms, line_events, split_message, Clock, LogEvent,
 };
-use super::{Backoff, CloudWatchTarget, Sink, SinkError, SpoolRecording};
+use super::{no_answer, refused, Backoff, CloudWatchTarget, Sink, SinkError, SpoolRecording};
 use crate::spool::Progress;
 
 /// How long new lines gather before they are sent while streaming.
@@ -67,7 +67,10 @@ const HEADER_READ: u64 = 64 * 1024;
 const STATE_KEY: &str = "cloudwatch";
 const SERVICE: &str = "cloudwatch";
 /// In-place retries of one throttled or failed call, before the shipper's backoff takes over.
+/// Calls without an answer are not retried here: the shipper waits for the service.
 const MAX_RETRIES: u32 = 6;
+/// How long after a first look the stream is read again to confirm an unknown outcome.
+const SETTLE: Duration = Duration::from_millis(500);
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(20);
 
@@ -84,6 +87,9 @@ struct State {
     /// A PutLogEvents call was made whose outcome is not known: check before sending again.
     #[serde(default)]
     unconfirmed: bool,
+    /// How often the stream was found gone and the recording sent again from the start.
+    #[serde(default)]
+    refills: u32,
 }
 
 /// A PutLogEvents failure; `stream_gone` when the stream or group no longer exists,
@@ -181,11 +187,9 @@ impl CloudWatchSink {
     ) -> Result<(), SinkError> {
         for range in batches(events) {
             let mut batch = &events[range];
-            let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
-            let mut tries = 0;
             while !batch.is_empty() {
                 if state.unconfirmed {
-                    let landed = self.landed(stream, batch).await?;
+                    let landed = self.confirm(stream, batch).await?;
                     if landed > 0 {
                         tracing::info!(
                             stream,
@@ -199,7 +203,7 @@ impl CloudWatchSink {
                 if batch.is_empty() {
                     break;
                 }
-                state.unconfirmed = true;
+                let was_unconfirmed = std::mem::replace(&mut state.unconfirmed, true);
                 rec.save_state(STATE_KEY, state).await?;
                 match self.put(rec.session_id(), stream, batch).await {
                     Ok(()) => {
@@ -208,20 +212,22 @@ impl CloudWatchSink {
                         }
                         batch = &[];
                     }
-                    Err(failure) if failure.maybe_applied && tries < MAX_RETRIES => {
-                        tries += 1;
-                        let delay = backoff.next_delay();
-                        tracing::warn!(stream, error = %failure.error, retry_in_ms = delay.as_millis() as u64,
-                            "PutLogEvents outcome unknown; checking the stream before sending again");
-                        tokio::time::sleep(delay).await;
-                    }
                     Err(failure) => {
                         if failure.stream_gone {
-                            // Deleted under us: the next attempt creates it again.
-                            state.stream_ready = false;
                             state.unconfirmed = false;
-                            rec.save_state(STATE_KEY, state).await?;
+                            if stream == rec.session_id() {
+                                self.stream_vanished(rec, state);
+                            }
+                        } else if failure.maybe_applied {
+                            // Never sent again from here, nor by the SDK: the next attempt
+                            // reads the stream first (`confirm`).
+                            tracing::warn!(stream, error = %failure.error,
+                                "PutLogEvents outcome unknown; the stream is read before sending again");
+                        } else {
+                            // Refused or answered with an error: it did not take effect.
+                            state.unconfirmed = was_unconfirmed;
                         }
+                        rec.save_state(STATE_KEY, state).await?;
                         return Err(failure.error);
                     }
                 }
@@ -239,6 +245,65 @@ impl CloudWatchSink {
             state.sent_end = last.resume_at;
             state.last_timestamp_ms = last.timestamp_ms;
         }
+    }
+
+    /// Notes that the recording's log stream is gone (deleted, or the service lost it): what
+    /// was sent is lost with it, so the whole recording is sent again from the start into a
+    /// new stream of the same name. Said in the log and in the shipper's status.
+    fn stream_vanished(&self, rec: &SpoolRecording, state: &mut State) {
+        let lost_end = state.sent_end;
+        state.refills += 1;
+        state.stream_ready = false;
+        state.sent_end = 0;
+        state.last_timestamp_ms = 0;
+        state.unconfirmed = false;
+        let text = format!(
+            "log stream {} in group {} vanished (deleted, or the service lost it) after {lost_end} bytes \
+             were sent; creating it again and sending the recording from the start (refill {})",
+            rec.session_id(),
+            self.target.group,
+            state.refills
+        );
+        tracing::warn!(session = %rec.session_id(), group = %self.target.group, lost_end, refills = state.refills, "{text}");
+        rec.notice(STATE_KEY, text);
+    }
+
+    /// Whether the recording's stream still exists, asked before the manifest is sent (the
+    /// manifest goes to its own stream, so a lost recording stream would go unnoticed).
+    async fn check_stream(&self, rec: &SpoolRecording, state: &mut State) -> Result<(), SinkError> {
+        let out = self
+            .retrying("GetLogEvents", transient, || {
+                self.client
+                    .get_log_events()
+                    .log_group_name(&self.target.group)
+                    .log_stream_name(rec.session_id())
+                    .start_from_head(false)
+                    .limit(1)
+                    .send()
+            })
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                self.stream_vanished(rec, state);
+                rec.save_state(STATE_KEY, state).await?;
+                Err(remote("GetLogEvents", &e))
+            }
+            Err(e) => Err(remote("GetLogEvents", &e)),
+        }
+    }
+
+    /// How many leading events of `batch`, the batch of a call whose outcome is unknown, are
+    /// in `stream`. When not all, the stream is read once more [`SETTLE`] later: the first
+    /// answer may come from a service that has just resumed and is applying the old call
+    /// concurrently.
+    async fn confirm(&self, stream: &str, batch: &[LogEvent]) -> Result<usize, SinkError> {
+        let first = self.landed(stream, batch).await?;
+        if first == batch.len() {
+            return Ok(first);
+        }
+        tokio::time::sleep(SETTLE).await;
+        Ok(self.landed(stream, batch).await?.max(first))
     }
 
     /// How many leading events of `batch` are already in `stream`: the stream's latest event
@@ -278,18 +343,14 @@ impl CloudWatchSink {
         let result = self
             // Only calls refused outright are repeated here; one without an answer may have
             // taken effect, and `put_all` checks the stream before sending it again.
-            .retrying(
-                "PutLogEvents",
-                |e| transient(e) && !unanswered(e),
-                || {
-                    self.client
-                        .put_log_events()
-                        .log_group_name(&self.target.group)
-                        .log_stream_name(stream)
-                        .set_log_events(Some(input.clone()))
-                        .send()
-                },
-            )
+            .retrying("PutLogEvents", transient, || {
+                self.client
+                    .put_log_events()
+                    .log_group_name(&self.target.group)
+                    .log_stream_name(stream)
+                    .set_log_events(Some(input.clone()))
+                    .send()
+            })
             .await;
         match result {
             Ok(out) => {
@@ -303,7 +364,7 @@ impl CloudWatchSink {
                 Err(PutFailure {
                     error: remote("PutLogEvents", &e),
                     stream_gone,
-                    maybe_applied: unanswered(&e),
+                    maybe_applied: unanswered(&e) && !refused(&e),
                 })
             }
         }
@@ -472,18 +533,31 @@ impl Sink for CloudWatchSink {
         if !self.target.streaming {
             rec.wait_finished().await;
         }
+        let refills = state.refills;
+        match self.deliver_from(rec, &mut state).await {
+            // The stream vanished during this attempt: fill it again now, not after the
+            // shipper's backoff. Once only: a stream that keeps vanishing waits for that.
+            Err(_) if state.refills == refills + 1 => self.deliver_from(rec, &mut state).await,
+            other => other,
+        }
+    }
+}
+
+impl CloudWatchSink {
+    /// One delivery attempt from the saved state.
+    async fn deliver_from(&self, rec: &SpoolRecording, state: &mut State) -> Result<(), SinkError> {
         if !state.stream_ready {
             if self.target.require_encryption {
                 self.check_encryption().await?;
             }
             self.ensure_stream(rec.session_id()).await?;
             state.stream_ready = true;
-            rec.save_state(STATE_KEY, &state).await?;
+            rec.save_state(STATE_KEY, state).await?;
         }
         let mut clock = None;
         loop {
             let progress = rec.progress();
-            self.send_lines(rec, &mut state, &mut clock, progress).await?;
+            self.send_lines(rec, state, &mut clock, progress).await?;
             if progress.finished {
                 if state.sent_end < progress.synced {
                     let (at, len) = (state.sent_end, progress.synced);
@@ -498,7 +572,8 @@ impl Sink for CloudWatchSink {
             rec.wait_beyond(state.sent_end + READ_CHUNK, Some(Instant::now() + FLUSH_INTERVAL)).await;
         }
         if !state.manifest_sent {
-            self.send_manifest(rec, &mut state).await?;
+            self.check_stream(rec, state).await?;
+            self.send_manifest(rec, state).await?;
         }
         Ok(())
     }
@@ -518,10 +593,10 @@ fn latest_in_batch(batch: &[LogEvent], latest: Option<(Option<i64>, Option<&str>
     batch.iter().rposition(|e| e.timestamp_ms == ts && e.message == message).map_or(0, |i| i + 1)
 }
 
-/// Throttling, unavailability, 5xx, timeouts and connection failures: worth another try.
+/// Throttling, unavailability and other 5xx answers: worth another try at once. Calls that
+/// got no answer are not: the service may be down, and the shipper waits until it answers.
 fn transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
     match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(s) => {
             let status = s.raw().status();
             status.is_server_error()
@@ -562,6 +637,9 @@ fn remote<E: ProvideErrorMetadata + std::error::Error + 'static>(
     operation: &'static str,
     err: &SdkError<E>,
 ) -> SinkError {
+    if no_answer(err) {
+        return SinkError::Unanswered { service: SERVICE, operation, message: describe(err) };
+    }
     SinkError::Remote { service: SERVICE, operation, message: describe(err) }
 }
 
