@@ -31,14 +31,28 @@
 //! Progress (`<id>.cloudwatch.state.json`) is saved after every successful PutLogEvents.
 //! PutLogEvents has no idempotency token, so a call whose outcome is unknown (it timed out,
 //! the connection broke, or the broker died before saving) could take effect and then be sent
-//! again. The state therefore notes a call as `unconfirmed` before it is made; before sending
-//! again, the sink reads the stream's latest event and skips the events of the batch up to it
-//! when they landed (events are unique: every line carries its own microsecond time). Only a
-//! call that takes effect *after* that check (still queued in a stalled service) can
-//! duplicate events; the long read deadline in [`crate::aws`] makes that rare.
-//! Throttling and transient failures are retried in place with jittered backoff a few times,
-//! then returned to the shipper, which calls [`Sink::deliver`] again later; the data stays
-//! in the spool meanwhile. Events CloudWatch rejects as too old or too new are logged,
+//! again. The state therefore notes a call as `unconfirmed` before it is made, and nothing
+//! but the sink ever sends it again: the SDK client has no retries of its own
+//! ([`crate::aws`]), and a call without an answer is not retried in place but returned to
+//! the shipper. Before sending again, the sink reads the stream's latest event and skips the
+//! events of the batch up to it when they landed (events are unique: every line carries its
+//! own microsecond time); when not all had landed, it reads once more [`SETTLE`] later, as
+//! the first answer of a service that was stalled may come while it still applies the old
+//! call. Only a call that takes effect later still (queued somewhere for longer) can
+//! duplicate events; the long read deadline in [`crate::aws`] makes stalls that reach the
+//! check rare in the first place.
+//!
+//! A stream that is gone (PutLogEvents says so, or a check just before the manifest finds
+//! it missing: deleted, or the service lost it) took everything sent to it along: the sink
+//! creates it again (and the group, unless encryption is required) and sends the whole
+//! recording again from the start, at once, so the recording is delivered only once the
+//! stream holds all of it. Each such refill is logged and shown as the delivery's `notice`
+//! in the shipper's status (`airlock recordings status`).
+//!
+//! Throttling and 5xx answers are retried in place with jittered backoff a few times, then
+//! returned to the shipper, which calls [`Sink::deliver`] again later (within about a second
+//! of the service answering again, after an outage); the data stays in the spool meanwhile.
+//! Events CloudWatch rejects as too old or too new are logged,
 //! counted ([`CloudWatchSink::rejected_events`]) and not sent again.
 
 use std::future::Future;
@@ -90,6 +104,10 @@ struct State {
     /// How often the stream was found gone and the recording sent again from the start.
     #[serde(default)]
     refills: u32,
+    /// The manifest event's timestamp, fixed at its first send so that a resend after an
+    /// unknown outcome is recognized by the check.
+    #[serde(default)]
+    manifest_timestamp_ms: Option<i64>,
 }
 
 /// A PutLogEvents failure; `stream_gone` when the stream or group no longer exists,
@@ -480,7 +498,7 @@ impl CloudWatchSink {
         self.ensure_stream(&stream).await?;
         // Stamped when sent, not with the recording's times: a recording delivered late may be
         // too old for CloudWatch, and its manifest is what proves what it held.
-        let timestamp_ms = now_ms();
+        let timestamp_ms = *state.manifest_timestamp_ms.get_or_insert_with(now_ms);
         let text = String::from_utf8_lossy(&bytes);
         let events: Vec<_> = split_message(&text)
             .into_iter()
