@@ -154,6 +154,9 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     message
 }
 
+/// Receives a sink's notices: its key and the text.
+type NoticeFn = Box<dyn Fn(&str, String) + Send + Sync>;
+
 /// A recording in the spool, as a sink reads it.
 pub struct SpoolRecording {
     session_id: String,
@@ -165,7 +168,7 @@ pub struct SpoolRecording {
     live_file: std::sync::Mutex<Option<Arc<std::fs::File>>>,
     progress: watch::Receiver<Progress>,
     /// Where [`SpoolRecording::notice`] goes besides the log (the shipper's status).
-    notices: Option<Box<dyn Fn(&str, String) + Send + Sync>>,
+    notices: Option<NoticeFn>,
 }
 
 impl SpoolRecording {
