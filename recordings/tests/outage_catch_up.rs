@@ -134,9 +134,9 @@ async fn after_a_refused_outage_new_output_is_durable_within_seconds_and_nothing
     }
     tokio::task::block_in_place(|| moto.start_again());
     let answering = Instant::now();
+    rec.output(b"after the recovery\r\n").await.unwrap();
     // The service came back empty; the bucket is the operator's and is there again at once.
     clients.s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-    rec.output(b"after the recovery\r\n").await.unwrap();
     let (s3, cw) = time_to_durable(&moto, id, "after the recovery", answering).await;
     eprintln!("CATCH-UP after the service answered again: S3 {s3:?}, CloudWatch {cw:?}");
     // The lost stream is being filled again, and `airlock recordings status` says so.
