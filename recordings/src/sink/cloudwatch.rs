@@ -60,7 +60,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::types::{InputLogEvent, RejectedLogEventsInfo};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -68,7 +68,8 @@ use tokio::time::Instant;
 use super::cloudwatch_batch::{
     batches, complete_prefix_len, header_base_ms, line_events, split_message, Clock, LogEvent,
 };
-use super::{no_answer, refused, Backoff, CloudWatchTarget, Sink, SinkError, SpoolRecording};
+use super::cloudwatch_errors::{describe, latest_in_batch, remote, transient, unanswered, SERVICE};
+use super::{refused, Backoff, CloudWatchTarget, Sink, SinkError, SpoolRecording};
 use crate::spool::Progress;
 
 /// How long new lines gather before they are sent while streaming.
@@ -79,7 +80,6 @@ const READ_CHUNK: u64 = 1 << 20;
 const HEADER_READ: u64 = 64 * 1024;
 /// The key of this sink's saved state.
 const STATE_KEY: &str = "cloudwatch";
-const SERVICE: &str = "cloudwatch";
 /// In-place retries of one throttled or failed call, before the shipper's backoff takes over.
 /// Calls without an answer are not retried here: the shipper waits for the service.
 const MAX_RETRIES: u32 = 6;
@@ -595,70 +595,6 @@ impl CloudWatchSink {
         }
         Ok(())
     }
-}
-
-/// Whether a failed call may still have reached the service and taken effect: no answer
-/// came (a timeout, a broken answer, or a dispatch failure, which the SDK says may have
-/// happened after the request was sent).
-fn unanswered<E>(err: &SdkError<E>) -> bool {
-    matches!(err, SdkError::TimeoutError(_) | SdkError::ResponseError(_) | SdkError::DispatchFailure(_))
-}
-
-/// How many leading events of `batch` a stream whose latest event is `latest` (timestamp,
-/// message) already holds: up to and including the batch's event equal to it, else none.
-fn latest_in_batch(batch: &[LogEvent], latest: Option<(Option<i64>, Option<&str>)>) -> usize {
-    let Some((Some(ts), Some(message))) = latest else { return 0 };
-    batch.iter().rposition(|e| e.timestamp_ms == ts && e.message == message).map_or(0, |i| i + 1)
-}
-
-/// Throttling, unavailability and other 5xx answers: worth another try at once. Calls that
-/// got no answer are not: the service may be down, and the shipper waits until it answers.
-fn transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    match err {
-        SdkError::ServiceError(s) => {
-            let status = s.raw().status();
-            status.is_server_error()
-                || status.as_u16() == 429
-                || matches!(
-                    s.err().code(),
-                    Some(
-                        "ThrottlingException"
-                            | "Throttling"
-                            | "ServiceUnavailableException"
-                            | "TooManyRequestsException"
-                            | "RequestLimitExceeded"
-                    )
-                )
-        }
-        _ => false,
-    }
-}
-
-/// What went wrong, in words: the service's code and message, or the full error chain.
-fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(err: &SdkError<E>) -> String {
-    match err {
-        SdkError::ServiceError(s) => {
-            let what = match (s.err().code(), s.err().message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_owned(),
-                // A modeled error names itself and its message when it is displayed.
-                (None, _) => s.err().to_string(),
-            };
-            format!("{what} (HTTP {})", s.raw().status().as_u16())
-        }
-        other => DisplayErrorContext(other).to_string(),
-    }
-}
-
-/// An SDK error as the shipper sees it.
-fn remote<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    operation: &'static str,
-    err: &SdkError<E>,
-) -> SinkError {
-    if no_answer(err) {
-        return SinkError::Unanswered { service: SERVICE, operation, message: describe(err) };
-    }
-    SinkError::Remote { service: SERVICE, operation, message: describe(err) }
 }
 
 /// The time now in milliseconds since the Unix epoch.

@@ -8,6 +8,7 @@
 
 pub mod cloudwatch;
 mod cloudwatch_batch;
+mod cloudwatch_errors;
 pub mod local;
 mod recovery;
 pub mod s3;
