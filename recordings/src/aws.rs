@@ -1,7 +1,11 @@
 //! The AWS SDK clients the S3 and CloudWatch Logs sinks use.
 //!
-//! One HTTPS stack (rustls with ring, as everywhere in Airlock), deadlines on every call, and
-//! the SDK's standard retries for a single call; longer outages are the shipper's backoff.
+//! One HTTPS stack (rustls with ring, as everywhere in Airlock) and deadlines on every call.
+//! S3 calls get the SDK's standard retries (every S3 call the sink makes may be repeated
+//! safely), with short waits so a recovered service is used at once; longer outages are the
+//! shipper's. CloudWatch Logs calls get none: PutLogEvents has no idempotency token, and a
+//! resend of a call whose outcome is unknown must go through the sink, which first reads the
+//! stream to see whether it landed (`sink::cloudwatch`).
 
 use std::time::Duration;
 
@@ -33,14 +37,16 @@ pub struct AwsClients {
 
 /// Deadline to open a connection: a service that is down fails fast and cleanly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Deadline for the response once a request is sent. Generous on purpose: a request that
-/// times out may still take effect later, and for PutLogEvents (which has no idempotency
-/// token) a resend then duplicates events; waiting out a stalled service avoids that.
+/// Deadline for the response once a request is sent. Generous: a request that times out may
+/// still take effect later, and waiting out a stalled service saves the checks and resends.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deadline for one attempt of a call (a 5 MiB part on a slow link must fit).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Deadline for one call with its retries.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(180);
+/// Attempts of one S3 call, and the longest wait between them.
+const S3_ATTEMPTS: u32 = 3;
+const S3_MAX_RETRY_WAIT: Duration = Duration::from_secs(1);
 
 impl AwsClients {
     /// Builds the clients; nothing is sent until a sink makes a call.
@@ -70,10 +76,17 @@ impl AwsClients {
         let shared = loader.load().await;
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.endpoint_url.is_some())
+            .retry_config(
+                RetryConfig::standard().with_max_attempts(S3_ATTEMPTS).with_max_backoff(S3_MAX_RETRY_WAIT),
+            )
+            .build();
+        // No retries by the SDK: see the module documentation.
+        let logs = aws_sdk_cloudwatchlogs::config::Builder::from(&shared)
+            .retry_config(RetryConfig::disabled())
             .build();
         AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&shared),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs),
         }
     }
 }

@@ -40,6 +40,29 @@ impl Moto {
     /// When moto is not installed or does not come up: this is test support, and a missing
     /// dependency must fail the test loudly, not skip it.
     pub fn start() -> Moto {
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        let child = Self::spawn(port);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let moto = Moto { child, addr, url: format!("http://{addr}") };
+        moto.wait_until_it_answers();
+        moto
+    }
+
+    /// Kills the server: connections are refused until [`Moto::start_again`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh, empty server on the same port after [`Moto::kill`] and returns once it
+    /// answers (polled every 20 ms, so the return is within ~20 ms of it answering).
+    pub fn start_again(&mut self) {
+        self.child = Self::spawn(self.addr.port());
+        self.wait_until_it_answers();
+    }
+
+    fn spawn(port: u16) -> Child {
         let path = moto_server_path();
         assert!(
             path.exists(),
@@ -47,23 +70,21 @@ impl Moto {
              or set AIRLOCK_MOTO_SERVER",
             path.display()
         );
-        let port =
-            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
-        let child = Command::new(&path)
+        Command::new(&path)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let moto = Moto { child, addr, url: format!("http://{addr}") };
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()))
+    }
+
+    fn wait_until_it_answers(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !moto.answers() {
-            assert!(Instant::now() < deadline, "moto did not answer on {addr} within 60 s");
-            std::thread::sleep(Duration::from_millis(100));
+        while !self.answers() {
+            assert!(Instant::now() < deadline, "moto did not answer on {} within 60 s", self.addr);
+            std::thread::sleep(Duration::from_millis(20));
         }
-        moto
     }
 
     /// Whether `GET /moto-api/` answers.

@@ -381,7 +381,9 @@ async fn an_outage_is_retried_and_the_recording_arrives_whole() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     moto.pause();
     let paused = Instant::now();
-    while paused.elapsed() < Duration::from_secs(10) {
+    // At least 10 s, and enough bytes for two parts however slow the writing is on a loaded
+    // machine.
+    while paused.elapsed() < Duration::from_secs(10) || (w.bytes.len() as u64) < 2 * PART_SIZE + (1 << 20) {
         w.append_lines(300_000);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -31,14 +31,28 @@
 //! Progress (`<id>.cloudwatch.state.json`) is saved after every successful PutLogEvents.
 //! PutLogEvents has no idempotency token, so a call whose outcome is unknown (it timed out,
 //! the connection broke, or the broker died before saving) could take effect and then be sent
-//! again. The state therefore notes a call as `unconfirmed` before it is made; before sending
-//! again, the sink reads the stream's latest event and skips the events of the batch up to it
-//! when they landed (events are unique: every line carries its own microsecond time). Only a
-//! call that takes effect *after* that check (still queued in a stalled service) can
-//! duplicate events; the long read deadline in [`crate::aws`] makes that rare.
-//! Throttling and transient failures are retried in place with jittered backoff a few times,
-//! then returned to the shipper, which calls [`Sink::deliver`] again later; the data stays
-//! in the spool meanwhile. Events CloudWatch rejects as too old or too new are logged,
+//! again. The state therefore notes a call as `unconfirmed` before it is made, and nothing
+//! but the sink ever sends it again: the SDK client has no retries of its own
+//! ([`crate::aws`]), and a call without an answer is not retried in place but returned to
+//! the shipper. Before sending again, the sink reads the stream's latest event and skips the
+//! events of the batch up to it when they landed (events are unique: every line carries its
+//! own microsecond time); when not all had landed, it reads once more [`SETTLE`] later, as
+//! the first answer of a service that was stalled may come while it still applies the old
+//! call. Only a call that takes effect later still (queued somewhere for longer) can
+//! duplicate events; the long read deadline in [`crate::aws`] makes stalls that reach the
+//! check rare in the first place.
+//!
+//! A stream that is gone (PutLogEvents says so, or a check just before the manifest finds
+//! it missing: deleted, or the service lost it) took everything sent to it along: the sink
+//! creates it again (and the group, unless encryption is required) and sends the whole
+//! recording again from the start, at once, so the recording is delivered only once the
+//! stream holds all of it. Each such refill is logged and shown as the delivery's `notice`
+//! in the shipper's status (`airlock recordings status`).
+//!
+//! Throttling and 5xx answers are retried in place with jittered backoff a few times, then
+//! returned to the shipper, which calls [`Sink::deliver`] again later (within about a second
+//! of the service answering again, after an outage); the data stays in the spool meanwhile.
+//! Events CloudWatch rejects as too old or too new are logged,
 //! counted ([`CloudWatchSink::rejected_events`]) and not sent again.
 
 use std::future::Future;
@@ -46,7 +60,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::types::{InputLogEvent, RejectedLogEventsInfo};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -54,7 +68,8 @@ use tokio::time::Instant;
 use super::cloudwatch_batch::{
     batches, complete_prefix_len, header_base_ms, line_events, split_message, Clock, LogEvent,
 };
-use super::{Backoff, CloudWatchTarget, Sink, SinkError, SpoolRecording};
+use super::cloudwatch_errors::{describe, latest_in_batch, remote, transient, unanswered, SERVICE};
+use super::{refused, Backoff, CloudWatchTarget, Sink, SinkError, SpoolRecording};
 use crate::spool::Progress;
 
 /// How long new lines gather before they are sent while streaming.
@@ -65,9 +80,11 @@ const READ_CHUNK: u64 = 1 << 20;
 const HEADER_READ: u64 = 64 * 1024;
 /// The key of this sink's saved state.
 const STATE_KEY: &str = "cloudwatch";
-const SERVICE: &str = "cloudwatch";
 /// In-place retries of one throttled or failed call, before the shipper's backoff takes over.
+/// Calls without an answer are not retried here: the shipper waits for the service.
 const MAX_RETRIES: u32 = 6;
+/// How long after a first look the stream is read again to confirm an unknown outcome.
+const SETTLE: Duration = Duration::from_millis(500);
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(20);
 
@@ -84,6 +101,13 @@ struct State {
     /// A PutLogEvents call was made whose outcome is not known: check before sending again.
     #[serde(default)]
     unconfirmed: bool,
+    /// How often the stream was found gone and the recording sent again from the start.
+    #[serde(default)]
+    refills: u32,
+    /// The manifest event's timestamp, fixed at its first send so that a resend after an
+    /// unknown outcome is recognized by the check.
+    #[serde(default)]
+    manifest_timestamp_ms: Option<i64>,
 }
 
 /// A PutLogEvents failure; `stream_gone` when the stream or group no longer exists,
@@ -181,11 +205,9 @@ impl CloudWatchSink {
     ) -> Result<(), SinkError> {
         for range in batches(events) {
             let mut batch = &events[range];
-            let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
-            let mut tries = 0;
             while !batch.is_empty() {
                 if state.unconfirmed {
-                    let landed = self.landed(stream, batch).await?;
+                    let landed = self.confirm(stream, batch).await?;
                     if landed > 0 {
                         tracing::info!(
                             stream,
@@ -199,7 +221,7 @@ impl CloudWatchSink {
                 if batch.is_empty() {
                     break;
                 }
-                state.unconfirmed = true;
+                let was_unconfirmed = std::mem::replace(&mut state.unconfirmed, true);
                 rec.save_state(STATE_KEY, state).await?;
                 match self.put(rec.session_id(), stream, batch).await {
                     Ok(()) => {
@@ -208,20 +230,22 @@ impl CloudWatchSink {
                         }
                         batch = &[];
                     }
-                    Err(failure) if failure.maybe_applied && tries < MAX_RETRIES => {
-                        tries += 1;
-                        let delay = backoff.next_delay();
-                        tracing::warn!(stream, error = %failure.error, retry_in_ms = delay.as_millis() as u64,
-                            "PutLogEvents outcome unknown; checking the stream before sending again");
-                        tokio::time::sleep(delay).await;
-                    }
                     Err(failure) => {
                         if failure.stream_gone {
-                            // Deleted under us: the next attempt creates it again.
-                            state.stream_ready = false;
                             state.unconfirmed = false;
-                            rec.save_state(STATE_KEY, state).await?;
+                            if stream == rec.session_id() {
+                                self.stream_vanished(rec, state);
+                            }
+                        } else if failure.maybe_applied {
+                            // Never sent again from here, nor by the SDK: the next attempt
+                            // reads the stream first (`confirm`).
+                            tracing::warn!(stream, error = %failure.error,
+                                "PutLogEvents outcome unknown; the stream is read before sending again");
+                        } else {
+                            // Refused or answered with an error: it did not take effect.
+                            state.unconfirmed = was_unconfirmed;
                         }
+                        rec.save_state(STATE_KEY, state).await?;
                         return Err(failure.error);
                     }
                 }
@@ -239,6 +263,65 @@ impl CloudWatchSink {
             state.sent_end = last.resume_at;
             state.last_timestamp_ms = last.timestamp_ms;
         }
+    }
+
+    /// Notes that the recording's log stream is gone (deleted, or the service lost it): what
+    /// was sent is lost with it, so the whole recording is sent again from the start into a
+    /// new stream of the same name. Said in the log and in the shipper's status.
+    fn stream_vanished(&self, rec: &SpoolRecording, state: &mut State) {
+        let lost_end = state.sent_end;
+        state.refills += 1;
+        state.stream_ready = false;
+        state.sent_end = 0;
+        state.last_timestamp_ms = 0;
+        state.unconfirmed = false;
+        let text = format!(
+            "log stream {} in group {} vanished (deleted, or the service lost it) after {lost_end} bytes \
+             were sent; creating it again and sending the recording from the start (refill {})",
+            rec.session_id(),
+            self.target.group,
+            state.refills
+        );
+        tracing::warn!(session = %rec.session_id(), group = %self.target.group, lost_end, refills = state.refills, "{text}");
+        rec.notice(STATE_KEY, text);
+    }
+
+    /// Whether the recording's stream still exists, asked before the manifest is sent (the
+    /// manifest goes to its own stream, so a lost recording stream would go unnoticed).
+    async fn check_stream(&self, rec: &SpoolRecording, state: &mut State) -> Result<(), SinkError> {
+        let out = self
+            .retrying("GetLogEvents", transient, || {
+                self.client
+                    .get_log_events()
+                    .log_group_name(&self.target.group)
+                    .log_stream_name(rec.session_id())
+                    .start_from_head(false)
+                    .limit(1)
+                    .send()
+            })
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                self.stream_vanished(rec, state);
+                rec.save_state(STATE_KEY, state).await?;
+                Err(remote("GetLogEvents", &e))
+            }
+            Err(e) => Err(remote("GetLogEvents", &e)),
+        }
+    }
+
+    /// How many leading events of `batch`, the batch of a call whose outcome is unknown, are
+    /// in `stream`. When not all, the stream is read once more [`SETTLE`] later: the first
+    /// answer may come from a service that has just resumed and is applying the old call
+    /// concurrently.
+    async fn confirm(&self, stream: &str, batch: &[LogEvent]) -> Result<usize, SinkError> {
+        let first = self.landed(stream, batch).await?;
+        if first == batch.len() {
+            return Ok(first);
+        }
+        tokio::time::sleep(SETTLE).await;
+        Ok(self.landed(stream, batch).await?.max(first))
     }
 
     /// How many leading events of `batch` are already in `stream`: the stream's latest event
@@ -278,18 +361,14 @@ impl CloudWatchSink {
         let result = self
             // Only calls refused outright are repeated here; one without an answer may have
             // taken effect, and `put_all` checks the stream before sending it again.
-            .retrying(
-                "PutLogEvents",
-                |e| transient(e) && !unanswered(e),
-                || {
-                    self.client
-                        .put_log_events()
-                        .log_group_name(&self.target.group)
-                        .log_stream_name(stream)
-                        .set_log_events(Some(input.clone()))
-                        .send()
-                },
-            )
+            .retrying("PutLogEvents", transient, || {
+                self.client
+                    .put_log_events()
+                    .log_group_name(&self.target.group)
+                    .log_stream_name(stream)
+                    .set_log_events(Some(input.clone()))
+                    .send()
+            })
             .await;
         match result {
             Ok(out) => {
@@ -303,7 +382,7 @@ impl CloudWatchSink {
                 Err(PutFailure {
                     error: remote("PutLogEvents", &e),
                     stream_gone,
-                    maybe_applied: unanswered(&e),
+                    maybe_applied: unanswered(&e) && !refused(&e),
                 })
             }
         }
@@ -419,7 +498,7 @@ impl CloudWatchSink {
         self.ensure_stream(&stream).await?;
         // Stamped when sent, not with the recording's times: a recording delivered late may be
         // too old for CloudWatch, and its manifest is what proves what it held.
-        let timestamp_ms = now_ms();
+        let timestamp_ms = *state.manifest_timestamp_ms.get_or_insert_with(now_ms);
         let text = String::from_utf8_lossy(&bytes);
         let events: Vec<_> = split_message(&text)
             .into_iter()
@@ -472,18 +551,31 @@ impl Sink for CloudWatchSink {
         if !self.target.streaming {
             rec.wait_finished().await;
         }
+        let refills = state.refills;
+        match self.deliver_from(rec, &mut state).await {
+            // The stream vanished during this attempt: fill it again now, not after the
+            // shipper's backoff. Once only: a stream that keeps vanishing waits for that.
+            Err(_) if state.refills == refills + 1 => self.deliver_from(rec, &mut state).await,
+            other => other,
+        }
+    }
+}
+
+impl CloudWatchSink {
+    /// One delivery attempt from the saved state.
+    async fn deliver_from(&self, rec: &SpoolRecording, state: &mut State) -> Result<(), SinkError> {
         if !state.stream_ready {
             if self.target.require_encryption {
                 self.check_encryption().await?;
             }
             self.ensure_stream(rec.session_id()).await?;
             state.stream_ready = true;
-            rec.save_state(STATE_KEY, &state).await?;
+            rec.save_state(STATE_KEY, state).await?;
         }
         let mut clock = None;
         loop {
             let progress = rec.progress();
-            self.send_lines(rec, &mut state, &mut clock, progress).await?;
+            self.send_lines(rec, state, &mut clock, progress).await?;
             if progress.finished {
                 if state.sent_end < progress.synced {
                     let (at, len) = (state.sent_end, progress.synced);
@@ -498,71 +590,11 @@ impl Sink for CloudWatchSink {
             rec.wait_beyond(state.sent_end + READ_CHUNK, Some(Instant::now() + FLUSH_INTERVAL)).await;
         }
         if !state.manifest_sent {
-            self.send_manifest(rec, &mut state).await?;
+            self.check_stream(rec, state).await?;
+            self.send_manifest(rec, state).await?;
         }
         Ok(())
     }
-}
-
-/// Whether a failed call may still have reached the service and taken effect: no answer
-/// came (a timeout, a broken answer, or a dispatch failure, which the SDK says may have
-/// happened after the request was sent).
-fn unanswered<E>(err: &SdkError<E>) -> bool {
-    matches!(err, SdkError::TimeoutError(_) | SdkError::ResponseError(_) | SdkError::DispatchFailure(_))
-}
-
-/// How many leading events of `batch` a stream whose latest event is `latest` (timestamp,
-/// message) already holds: up to and including the batch's event equal to it, else none.
-fn latest_in_batch(batch: &[LogEvent], latest: Option<(Option<i64>, Option<&str>)>) -> usize {
-    let Some((Some(ts), Some(message))) = latest else { return 0 };
-    batch.iter().rposition(|e| e.timestamp_ms == ts && e.message == message).map_or(0, |i| i + 1)
-}
-
-/// Throttling, unavailability, 5xx, timeouts and connection failures: worth another try.
-fn transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(s) => {
-            let status = s.raw().status();
-            status.is_server_error()
-                || status.as_u16() == 429
-                || matches!(
-                    s.err().code(),
-                    Some(
-                        "ThrottlingException"
-                            | "Throttling"
-                            | "ServiceUnavailableException"
-                            | "TooManyRequestsException"
-                            | "RequestLimitExceeded"
-                    )
-                )
-        }
-        _ => false,
-    }
-}
-
-/// What went wrong, in words: the service's code and message, or the full error chain.
-fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(err: &SdkError<E>) -> String {
-    match err {
-        SdkError::ServiceError(s) => {
-            let what = match (s.err().code(), s.err().message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_owned(),
-                // A modeled error names itself and its message when it is displayed.
-                (None, _) => s.err().to_string(),
-            };
-            format!("{what} (HTTP {})", s.raw().status().as_u16())
-        }
-        other => DisplayErrorContext(other).to_string(),
-    }
-}
-
-/// An SDK error as the shipper sees it.
-fn remote<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    operation: &'static str,
-    err: &SdkError<E>,
-) -> SinkError {
-    SinkError::Remote { service: SERVICE, operation, message: describe(err) }
 }
 
 /// The time now in milliseconds since the Unix epoch.

@@ -16,17 +16,21 @@ fn coded(code: &str) -> PutLogEventsError {
 }
 
 #[test]
-fn throttling_unavailability_and_timeouts_are_retried_other_errors_not() {
+fn throttling_and_unavailability_are_retried_in_place_other_errors_not() {
     assert!(transient(&service_error(400, coded("ThrottlingException"))));
     assert!(transient(&service_error(503, coded("ServiceUnavailableException"))));
     assert!(transient(&service_error(500, coded("InternalFailure"))));
-    assert!(transient(&SdkError::<PutLogEventsError>::timeout_error("slow")));
+    // No answer: back to the shipper, which waits until the service answers again.
+    let timeout = SdkError::<PutLogEventsError>::timeout_error("slow");
+    assert!(!transient(&timeout));
+    assert!(remote("PutLogEvents", &timeout).is_unanswered());
     assert!(!transient(&service_error(400, coded("InvalidParameterException"))));
     let gone = PutLogEventsError::ResourceNotFoundException(
         ResourceNotFoundException::builder().message("The specified log stream does not exist.").build(),
     );
     let gone = service_error(400, gone);
     assert!(!transient(&gone));
+    assert!(!remote("PutLogEvents", &gone).is_unanswered());
     assert_eq!(
         remote("PutLogEvents", &gone).to_string(),
         "cloudwatch PutLogEvents: ResourceNotFoundException: The specified log stream does not exist. (HTTP 400)"
@@ -37,6 +41,7 @@ fn throttling_unavailability_and_timeouts_are_retried_other_errors_not() {
 fn calls_without_an_answer_may_have_landed_and_are_found_by_their_last_event() {
     assert!(unanswered(&SdkError::<PutLogEventsError>::timeout_error("slow")));
     assert!(!unanswered(&service_error(503, coded("ServiceUnavailableException"))));
+    assert!(!refused(&SdkError::<PutLogEventsError>::timeout_error("slow")), "a timeout may have landed");
     let ev = |ts, m: &str| LogEvent { timestamp_ms: ts, message: m.into(), resume_at: 0 };
     let batch = [ev(1, "a"), ev(2, "b"), ev(2, "c")];
     assert_eq!(latest_in_batch(&batch, Some((Some(2), Some("b")))), 2);

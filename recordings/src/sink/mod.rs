@@ -8,7 +8,9 @@
 
 pub mod cloudwatch;
 mod cloudwatch_batch;
+mod cloudwatch_errors;
 pub mod local;
+mod recovery;
 pub mod s3;
 mod s3_plan;
 pub mod shipper;
@@ -90,6 +92,10 @@ pub enum SinkError {
     Spool { path: PathBuf, source: std::io::Error },
     #[error("{service} {operation}: {message}")]
     Remote { service: &'static str, operation: &'static str, message: String },
+    /// A call that got no answer (connection refused or broken, or a timeout): the service
+    /// may be down, and the shipper probes it to retry the moment it answers again.
+    #[error("{service} {operation}: no answer: {message}")]
+    Unanswered { service: &'static str, operation: &'static str, message: String },
     #[error("{0}")]
     Refused(String),
     #[error("no {0} client is configured on this broker")]
@@ -101,6 +107,40 @@ impl SinkError {
     pub fn remote(service: &'static str, operation: &'static str, err: &dyn std::error::Error) -> Self {
         SinkError::Remote { service, operation, message: chain(err) }
     }
+
+    /// Whether the service did not answer at all (see [`SinkError::Unanswered`]).
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, SinkError::Unanswered { .. })
+    }
+}
+
+/// Whether an SDK call got no answer: it timed out, or the request could not be sent or its
+/// connection broke. (A response that could not be parsed is an answer.)
+pub(crate) fn no_answer<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> bool {
+    use aws_sdk_s3::error::SdkError;
+    matches!(err, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_))
+}
+
+/// Whether an SDK call certainly never reached the service: its connection was refused.
+pub(crate) fn refused<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> bool
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_sdk_s3::error::SdkError;
+    if !matches!(err, SdkError::DispatchFailure(_)) {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// An error and its sources, joined with ": ".
@@ -115,6 +155,9 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     message
 }
 
+/// Receives a sink's notices: its key and the text.
+type NoticeFn = Box<dyn Fn(&str, String) + Send + Sync>;
+
 /// A recording in the spool, as a sink reads it.
 pub struct SpoolRecording {
     session_id: String,
@@ -125,6 +168,8 @@ pub struct SpoolRecording {
     /// ones are opened by name for each read instead.
     live_file: std::sync::Mutex<Option<Arc<std::fs::File>>>,
     progress: watch::Receiver<Progress>,
+    /// Where [`SpoolRecording::notice`] goes besides the log (the shipper's status).
+    notices: Option<NoticeFn>,
 }
 
 impl SpoolRecording {
@@ -140,6 +185,7 @@ impl SpoolRecording {
             dir: dir.to_owned(),
             live_file: std::sync::Mutex::new(Some(file)),
             progress,
+            notices: None,
         }
     }
 
@@ -153,6 +199,7 @@ impl SpoolRecording {
             dir: dir.to_owned(),
             live_file: std::sync::Mutex::new(None),
             progress,
+            notices: None,
         })
     }
 
@@ -177,6 +224,19 @@ impl SpoolRecording {
         .map_err(std::io::Error::other);
         let file = opened.and_then(|r| r).map_err(|source| SinkError::Spool { path, source })?;
         Ok(Arc::new(file))
+    }
+
+    /// Sends what a sink reports with [`SpoolRecording::notice`] to `f` (sink key, text).
+    pub fn on_notice(&mut self, f: impl Fn(&str, String) + Send + Sync + 'static) {
+        self.notices = Some(Box::new(f));
+    }
+
+    /// Something about this recording's delivery to `sink` that operators should know
+    /// (the sink logs it too); shown with the pending delivery in the shipper's status.
+    pub fn notice(&self, sink: &str, text: String) {
+        if let Some(f) = &self.notices {
+            f(sink, text);
+        }
     }
 
     /// The session recorded.

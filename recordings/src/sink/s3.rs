@@ -45,7 +45,7 @@ use tokio::time::Instant;
 
 use super::s3_plan::{plan, Step};
 pub use super::s3_plan::{ObjectKeys, S3State, LIVE_INTERVAL, MAX_PARTS, MAX_RECORDING_BYTES, PART_SIZE};
-use super::{chain, S3Encryption, S3Target, Sink, SinkError, SpoolRecording};
+use super::{chain, no_answer, S3Encryption, S3Target, Sink, SinkError, SpoolRecording};
 
 /// The name of this sink's state in the spool.
 const STATE: &str = "s3";
@@ -92,6 +92,11 @@ impl S3Sink {
             (Some(status), None, _) => format!("HTTP {status}: {}", chain(err)),
             (None, _, _) => chain(err),
         };
+        if no_answer(err) {
+            let bucket = &self.target.bucket;
+            let message = format!("s3://{bucket}/{key}: {what}");
+            return SinkError::Unanswered { service: "s3", operation, message };
+        }
         self.error(operation, key, &what)
     }
 

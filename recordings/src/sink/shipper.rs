@@ -1,6 +1,8 @@
 //! The shipper: delivers every spooled recording to each of its sinks, retrying with
 //! jittered backoff for as long as a sink is down, and removes a recording from the spool
-//! only once every sink has confirmed it.
+//! only once every sink has confirmed it. A delivery whose service did not answer also
+//! retries as soon as a recovery probe finds the service answering again (see `recovery`),
+//! so that after an outage delivery resumes within about a second, not after the backoff.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::cloudwatch::CloudWatchSink;
 use super::local::LocalSink;
+use super::recovery::Recovery;
 use super::s3::S3Sink;
 use super::{write_durably, Backoff, Sink, SinkError, SinkSpec, SpoolRecording};
 use crate::aws::AwsClients;
@@ -37,6 +40,9 @@ pub struct DeliveryStatus {
     pub destination: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// The latest thing the sink reported about this delivery that operators should know,
+    /// e.g. that a CloudWatch log stream vanished and is being filled again from the start.
+    pub notice: Option<String>,
     pub since_unix_us: u64,
 }
 
@@ -44,6 +50,8 @@ struct Inner {
     spool: Spool,
     local_dir: PathBuf,
     aws: Option<AwsClients>,
+    /// Recovery probes for S3 and CloudWatch Logs, when AWS is configured.
+    recovery: Option<(Arc<Recovery>, Arc<Recovery>)>,
     pending: Mutex<BTreeMap<(String, &'static str), DeliveryStatus>>,
     finished_slots: tokio::sync::Semaphore,
 }
@@ -79,11 +87,13 @@ impl Shipper {
         local_dir: PathBuf,
         aws: Option<AwsClients>,
     ) -> Result<Shipper, SinkError> {
+        let recovery = aws.as_ref().map(|a| (Recovery::s3(&a.s3), Recovery::logs(&a.logs)));
         let shipper = Shipper {
             inner: Arc::new(Inner {
                 spool,
                 local_dir,
                 aws,
+                recovery,
                 pending: Mutex::new(BTreeMap::new()),
                 finished_slots: tokio::sync::Semaphore::new(FINISHED_AT_ONCE),
             }),
@@ -146,8 +156,17 @@ impl Shipper {
         Ok(found)
     }
 
-    fn launch(&self, rec: SpoolRecording, sinks: Vec<SinkSpec>) {
+    fn launch(&self, mut rec: SpoolRecording, sinks: Vec<SinkSpec>) {
         let this = self.clone();
+        let reporter = Arc::downgrade(&self.inner);
+        let id = rec.session_id().to_owned();
+        rec.on_notice(move |sink, text| {
+            let Some(inner) = reporter.upgrade() else { return };
+            let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = pending.values_mut().find(|s| s.session_id == id && s.sink == sink) {
+                s.notice = Some(text);
+            }
+        });
         tokio::spawn(async move {
             let rec = Arc::new(rec);
             let mut tasks = tokio::task::JoinSet::new();
@@ -189,6 +208,7 @@ impl Shipper {
             destination: destination(&spec, &self.inner.local_dir),
             attempts: 0,
             last_error: None,
+            notice: None,
             since_unix_us: unix_us(),
         };
         self.pending().insert((id.clone(), key), status);
@@ -222,9 +242,29 @@ impl Shipper {
                         "recording delivery failed; it stays in the spool"
                     );
                     self.update(&id, key, |s| s.last_error = Some(e.to_string()));
-                    tokio::time::sleep(delay).await;
+                    let recovery = self.recovery_for(&spec).filter(|_| e.is_unanswered());
+                    match recovery {
+                        Some(r) => {
+                            if r.wait(delay).await {
+                                tracing::info!(session = %id, sink = key, "the service answers again; retrying now");
+                                // A fresh start: the outage is over.
+                                backoff.reset(RETRY_FIRST);
+                            }
+                        }
+                        None => tokio::time::sleep(delay).await,
+                    }
                 }
             }
+        }
+    }
+
+    /// The recovery probe of the service behind `spec`, if it is remote.
+    fn recovery_for(&self, spec: &SinkSpec) -> Option<Arc<Recovery>> {
+        let (s3, logs) = self.inner.recovery.as_ref()?;
+        match spec {
+            SinkSpec::Local => None,
+            SinkSpec::S3(_) => Some(s3.clone()),
+            SinkSpec::CloudWatch(_) => Some(logs.clone()),
         }
     }
 
