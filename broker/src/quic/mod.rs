@@ -87,10 +87,36 @@ pub fn endpoint(
     // Small windows and few streams until the peer authenticates; see `admit`.
     config.transport_config(Arc::new(airlock_proto::quic::unauthenticated_transport_config()));
     let mut endpoint_config = airlock_proto::quic::endpoint_config();
-    endpoint_config.reset_key(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key)));
+    // quinn's default connection IDs carry a check keyed per process, and a packet whose ID
+    // fails it is dropped, not reset: a restarted broker would stay silent towards the old
+    // process's peers. Plain random IDs let every such packet meet a stateless reset.
+    endpoint_config
+        .reset_key(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key)))
+        .cid_generator(|| Box::new(RandomCids));
     airlock_proto::quic::bind_endpoint_with(addr, endpoint_config, Some(config))
         .map_err(|source| QuicSetupError::Bind { addr, source })
 }
+
+/// Random 8-byte connection IDs that any process accepts as possibly its own.
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut id = [0u8; CID_LEN];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+const CID_LEN: usize = 8;
 
 /// Reads the stateless-reset key from the data folder, creating it (mode 0600) on first start.
 pub fn load_or_create_reset_key(dir: &Path) -> std::io::Result<Vec<u8>> {
