@@ -49,36 +49,44 @@ enum Command {
         /// else --region).
         #[arg(long)]
         aws_region: Option<String>,
-        /// Time an API client has to send a request's headers, e.g. 10s, 500ms.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        http_header_timeout: Duration,
-        /// Time an API client has to complete the TLS handshake.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        tls_handshake_timeout: Duration,
-        /// Time an API client has to send a request's body once its headers are in.
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
-        http_body_timeout: Duration,
-        /// An API connection with no request in progress for this long is closed.
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
-        http_idle_timeout: Duration,
-        /// API connections served at once; more wait briefly, then are closed.
-        #[arg(long, default_value_t = 512)]
-        max_connections: usize,
-        /// API connections served at once from one source address.
-        #[arg(long, default_value_t = 128)]
-        max_connections_per_ip: usize,
-        /// Time a QUIC peer has to authenticate (agent certificate or client hello).
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        quic_hello_timeout: Duration,
-        /// QUIC connections not yet authenticated at once; more are refused.
-        #[arg(long, default_value_t = 64)]
-        max_unauthenticated_quic: usize,
+        /// Connection deadlines and caps (boxed: they would make every command as large).
+        #[command(flatten)]
+        limits: Box<LimitFlags>,
     },
     /// Mints a new admin access key and prints it as environment variable lines.
     AdminKey {
         #[arg(long, default_value = "/var/lib/airlock")]
         data_dir: PathBuf,
     },
+}
+
+/// Bounds on connections from peers that have not authenticated yet.
+#[derive(clap::Args)]
+struct LimitFlags {
+    /// Time an API client has to send a request's headers, e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    http_header_timeout: Duration,
+    /// Time an API client has to complete the TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    tls_handshake_timeout: Duration,
+    /// Time an API client has to send a request's body once its headers are in.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    http_body_timeout: Duration,
+    /// An API connection with no request in progress for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    http_idle_timeout: Duration,
+    /// API connections served at once; more wait briefly, then are closed.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// API connections served at once from one source address.
+    #[arg(long, default_value_t = 128)]
+    max_connections_per_ip: usize,
+    /// Time a QUIC peer has to authenticate (agent certificate or client hello).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    quic_hello_timeout: Duration,
+    /// QUIC connections not yet authenticated at once; more are refused.
+    #[arg(long, default_value_t = 64)]
+    max_unauthenticated_quic: usize,
 }
 
 /// A byte count with an optional binary unit: 1048576, 512KiB, 500MiB, 20GiB, 1TiB.
@@ -137,14 +145,7 @@ fn main() -> anyhow::Result<()> {
                 spool_cap,
                 aws_endpoint_url,
                 aws_region,
-                http_header_timeout,
-                tls_handshake_timeout,
-                http_body_timeout,
-                http_idle_timeout,
-                max_connections,
-                max_connections_per_ip,
-                quic_hello_timeout,
-                max_unauthenticated_quic,
+                limits,
             } => {
                 let aws_region = aws_region
                     .or_else(|| std::env::var("AWS_REGION").ok())
@@ -163,16 +164,16 @@ fn main() -> anyhow::Result<()> {
                         static_credentials: None,
                     },
                     http: HttpLimits {
-                        tls_handshake_timeout,
-                        header_timeout: http_header_timeout,
-                        body_timeout: http_body_timeout,
-                        idle_timeout: http_idle_timeout,
-                        max_connections,
-                        max_connections_per_ip,
+                        tls_handshake_timeout: limits.tls_handshake_timeout,
+                        header_timeout: limits.http_header_timeout,
+                        body_timeout: limits.http_body_timeout,
+                        idle_timeout: limits.http_idle_timeout,
+                        max_connections: limits.max_connections,
+                        max_connections_per_ip: limits.max_connections_per_ip,
                     },
                     quic: QuicLimits {
-                        hello_timeout: quic_hello_timeout,
-                        max_unauthenticated: max_unauthenticated_quic,
+                        hello_timeout: limits.quic_hello_timeout,
+                        max_unauthenticated: limits.max_unauthenticated_quic,
                     },
                 })
                 .await
