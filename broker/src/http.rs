@@ -101,7 +101,8 @@ pub async fn serve(
             },
         };
         let Some(ip_slot) = per_ip.take(peer.ip(), limits.max_connections_per_ip) else {
-            tracing::warn!(%peer, "too many connections from this address; closing");
+            // Debug, not warn: nothing slows this path, so a flood would flood the log too.
+            tracing::debug!(%peer, "too many connections from this address; closing");
             continue;
         };
         let _ = tcp.set_nodelay(true);

@@ -84,7 +84,7 @@ pub fn endpoint(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| QuicSetupError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    // Small windows and few streams until the peer authenticates; see `admit`.
+    // Small windows and few streams until the peer authenticates; see `Admission::admit`.
     config.transport_config(Arc::new(airlock_proto::quic::unauthenticated_transport_config()));
     let mut endpoint_config = airlock_proto::quic::endpoint_config();
     // quinn's default connection IDs carry a check keyed per process, and a packet whose ID
@@ -154,7 +154,8 @@ pub async fn serve(app: Arc<App>, endpoint: quinn::Endpoint, limits: QuicLimits)
     let unauthenticated = Arc::new(Semaphore::new(limits.max_unauthenticated));
     while let Some(incoming) = endpoint.accept().await {
         let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
-            tracing::warn!(
+            // Debug, not warn: a flood would otherwise flood the log too.
+            tracing::debug!(
                 remote = %incoming.remote_address(),
                 max = limits.max_unauthenticated,
                 "too many unauthenticated QUIC connections; refusing"
