@@ -2,10 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use airlock_broker::http::HttpLimits;
+use airlock_broker::quic::QuicLimits;
 use airlock_broker::server::{self, Options};
 use airlock_recordings::aws::AwsSettings;
 
@@ -19,6 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the broker: the API over HTTPS on TCP PORT, agents and clients over QUIC on UDP PORT.
+    // A later flag overrides an earlier one (a restart can pin the port a harness left at 0).
+    #[command(args_override_self = true)]
     Serve {
         #[arg(long, default_value = "/var/lib/airlock")]
         data_dir: PathBuf,
@@ -44,12 +49,44 @@ enum Command {
         /// else --region).
         #[arg(long)]
         aws_region: Option<String>,
+        /// Connection deadlines and caps (boxed: they would make every command as large).
+        #[command(flatten)]
+        limits: Box<LimitFlags>,
     },
     /// Mints a new admin access key and prints it as environment variable lines.
     AdminKey {
         #[arg(long, default_value = "/var/lib/airlock")]
         data_dir: PathBuf,
     },
+}
+
+/// Bounds on connections from peers that have not authenticated yet.
+#[derive(clap::Args)]
+struct LimitFlags {
+    /// Time an API client has to send a request's headers, e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    http_header_timeout: Duration,
+    /// Time an API client has to complete the TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    tls_handshake_timeout: Duration,
+    /// Time an API client has to send a request's body once its headers are in.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    http_body_timeout: Duration,
+    /// An API connection with no request in progress for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    http_idle_timeout: Duration,
+    /// API connections served at once; more wait briefly, then are closed.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// API connections served at once from one source address.
+    #[arg(long, default_value_t = 128)]
+    max_connections_per_ip: usize,
+    /// Time a QUIC peer has to authenticate (agent certificate or client hello).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    quic_hello_timeout: Duration,
+    /// QUIC connections not yet authenticated at once; more are refused.
+    #[arg(long, default_value_t = 64)]
+    max_unauthenticated_quic: usize,
 }
 
 /// A byte count with an optional binary unit: 1048576, 512KiB, 500MiB, 20GiB, 1TiB.
@@ -67,6 +104,24 @@ fn parse_size(text: &str) -> Result<u64, String> {
         other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB or TiB)")),
     };
     n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// A duration with a unit: 500ms, 10s, 2m.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration like 500ms or 10s"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(|| format!("{text:?} is too long"))?),
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
+    };
+    if d.is_zero() {
+        return Err("a duration must be more than zero".into());
+    }
+    Ok(d)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +145,7 @@ fn main() -> anyhow::Result<()> {
                 spool_cap,
                 aws_endpoint_url,
                 aws_region,
+                limits,
             } => {
                 let aws_region = aws_region
                     .or_else(|| std::env::var("AWS_REGION").ok())
@@ -106,6 +162,18 @@ fn main() -> anyhow::Result<()> {
                         region: Some(aws_region),
                         endpoint_url: aws_endpoint_url,
                         static_credentials: None,
+                    },
+                    http: HttpLimits {
+                        tls_handshake_timeout: limits.tls_handshake_timeout,
+                        header_timeout: limits.http_header_timeout,
+                        body_timeout: limits.http_body_timeout,
+                        idle_timeout: limits.http_idle_timeout,
+                        max_connections: limits.max_connections,
+                        max_connections_per_ip: limits.max_connections_per_ip,
+                    },
+                    quic: QuicLimits {
+                        hello_timeout: limits.quic_hello_timeout,
+                        max_unauthenticated: limits.max_unauthenticated_quic,
                     },
                 })
                 .await
@@ -160,7 +228,18 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_duration, parse_size};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_units_and_refuse_zero() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10").unwrap_err().contains("unknown duration unit"));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("s").is_err());
+    }
 
     #[test]
     fn sizes_take_binary_units_and_refuse_the_rest() {

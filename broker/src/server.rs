@@ -31,6 +31,10 @@ pub struct Options {
     pub spool_cap: u64,
     /// How the S3 and CloudWatch Logs sinks reach their services.
     pub aws: AwsSettings,
+    /// Bounds on API connections (deadlines, connection caps).
+    pub http: crate::http::HttpLimits,
+    /// Bounds on QUIC connections that have not authenticated yet.
+    pub quic: crate::quic::QuicLimits,
 }
 
 /// The default spool cap.
@@ -174,9 +178,13 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     names.dedup();
     let (chain, key) = ca.server_identity(&names)?;
     let ca_pem = ca.cert_pem().to_owned();
-    let (tcp, quic) =
-        bind_pair(opts.listen, |addr| crate::quic::endpoint(addr, &ca_pem, chain.clone(), key.clone_key()))
-            .await?;
+    let reset_path = dir.join("quic-reset-key");
+    let reset_key = crate::quic::load_or_create_reset_key(dir)
+        .map_err(|source| StartError::DataDir { path: reset_path, source })?;
+    let (tcp, quic) = bind_pair(opts.listen, |addr| {
+        crate::quic::endpoint(addr, &ca_pem, chain.clone(), key.clone_key(), &reset_key)
+    })
+    .await?;
     let local_addr = tcp.local_addr().map_err(|source| StartError::Listen { addr: opts.listen, source })?;
     let scheme = if opts.insecure_http { "http" } else { "https" };
     let url = format!("{scheme}://{host}:{}", local_addr.port());
@@ -193,8 +201,8 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
         shipper,
     });
     let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };
-    tokio::spawn(crate::http::serve(tcp, crate::api::router(app.clone()), tls));
-    tokio::spawn(crate::quic::serve(app.clone(), quic.clone()));
+    tokio::spawn(crate::http::serve(tcp, crate::api::router(app.clone()), tls, opts.http.clone()));
+    tokio::spawn(crate::quic::serve(app.clone(), quic.clone(), opts.quic.clone()));
     tokio::spawn(crate::api::close_abandoned_sessions(app.clone()));
     Ok(Broker { app, url, local_addr, first_admin_key, quic })
 }

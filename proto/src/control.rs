@@ -176,3 +176,58 @@ mod tests {
         }
     }
 }
+
+/// Property tests: control messages come from unauthenticated peers (a client's hello), so
+/// decoding any bytes must fail cleanly, never panic or allocate beyond the input.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Vec<u8>> {
+        let msgs = [
+            Control::ClientHello(ClientRequest {
+                token: "token".into(),
+                client_version: "1".into(),
+                cols: 80,
+                rows: 24,
+                term: "xterm".into(),
+            }),
+            Control::AgentHello(AgentHello { hostname: "h".into(), ..Default::default() }),
+            Control::Open {
+                session_id: "s".into(),
+                spec: SessionSpec::Shell { cols: 1, rows: 2, term: "t".into(), run_as: None, profile: None },
+            },
+            Control::Close { reason: CloseReason::Internal, message: "m".into() },
+            Control::Dial { session_id: "s".into(), host: "h".into(), port: 22 },
+        ];
+        msgs.iter().filter_map(|m| postcard::to_allocvec(m).ok()).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_decode_or_fail_cleanly(input in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = postcard::from_bytes::<Control>(&input);
+        }
+
+        #[test]
+        fn mutated_messages_decode_or_fail_cleanly(
+            which in any::<usize>(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            cut in any::<usize>(),
+        ) {
+            let samples = samples();
+            let mut bytes = samples[which % samples.len()].clone();
+            for (at, value) in edits {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            bytes.truncate(cut % (bytes.len() + 1));
+            if let Ok(msg) = postcard::from_bytes::<Control>(&bytes) {
+                // Whatever decodes re-encodes, and no string is longer than the input.
+                let again = postcard::to_allocvec(&msg).unwrap();
+                prop_assert!(again.len() <= bytes.len() + 16);
+            }
+        }
+    }
+}

@@ -273,3 +273,130 @@ mod tests {
         assert!(codec.decode(&mut buf).unwrap().is_none());
     }
 }
+
+/// Property tests: whatever a peer sends, the decoder neither panics nor allocates beyond
+/// the frame limit. Case count: proptest's default (256), or `PROPTEST_CASES`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A small limit, so near-limit and over-limit lengths are common.
+    const LIMIT: usize = 4096;
+
+    /// Feeds `input` to a decoder in pieces cut at `cuts`, checking the bounds on the way;
+    /// returns the frames and whether decoding stopped at an error.
+    fn feed(input: &[u8], cuts: &[usize]) -> (Vec<Frame>, bool) {
+        let mut codec = FrameCodec::new(LIMIT);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        let mut fed = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.push(input.len());
+        points.sort_unstable();
+        for end in points {
+            if end < fed {
+                continue;
+            }
+            buf.extend_from_slice(&input[fed..end]);
+            fed = end;
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(frame)) => {
+                        assert!(frame.payload.len() <= LIMIT);
+                        frames.push(frame);
+                    }
+                    Ok(None) => break,
+                    Err(_) => return (frames, true),
+                }
+                // Never more than the input so far plus one frame, give or take BytesMut's
+                // doubling.
+                assert!(buf.capacity() <= 2 * (fed + HEADER_LEN + LIMIT), "capacity {}", buf.capacity());
+            }
+            assert!(buf.capacity() <= 2 * (fed + HEADER_LEN + LIMIT), "capacity {}", buf.capacity());
+        }
+        match codec.decode_eof(&mut buf) {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => {}
+            Err(_) => return (frames, true),
+        }
+        (frames, false)
+    }
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        (1u8..=3, any::<u8>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
+            |(kind, flags, seq, payload)| Frame {
+                kind: FrameKind::try_from(kind).unwrap_or(FrameKind::Data),
+                flags,
+                seq,
+                payload: Bytes::from(payload),
+            },
+        )
+    }
+
+    fn encode_all(frames: &[Frame]) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        for f in frames {
+            FrameCodec::new(LIMIT).encode(f.clone(), &mut buf).unwrap();
+        }
+        buf.to_vec()
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            input in proptest::collection::vec(any::<u8>(), 0..2048),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let (frames, _) = feed(&input, &cuts);
+            for f in frames {
+                let _ = f.to_control();
+            }
+        }
+
+        #[test]
+        fn valid_frames_round_trip_however_split(
+            frames in proptest::collection::vec(frame(), 0..6),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let (got, failed) = feed(&encode_all(&frames), &cuts);
+            prop_assert!(!failed);
+            prop_assert_eq!(got, frames);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic(
+            frames in proptest::collection::vec(frame(), 1..4),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            cuts in proptest::collection::vec(any::<usize>(), 0..4),
+        ) {
+            let mut bytes = encode_all(&frames);
+            for (at, value) in edits {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            feed(&bytes, &cuts);
+        }
+
+        #[test]
+        fn any_claimed_length_is_checked_before_allocation(kind in 1u8..=3, len in any::<u32>()) {
+            let mut header = [0u8; HEADER_LEN];
+            header[0] = kind;
+            header[4..8].copy_from_slice(&len.to_be_bytes());
+            let mut buf = BytesMut::from(&header[..]);
+            let before = buf.capacity();
+            match FrameCodec::new(LIMIT).decode(&mut buf) {
+                Err(ProtoError::TooLong { len: l, max }) => {
+                    prop_assert!(l > LIMIT && max == LIMIT);
+                    prop_assert_eq!(buf.capacity(), before);
+                }
+                Ok(None) => {
+                    prop_assert!(len as usize <= LIMIT);
+                    prop_assert!(buf.capacity() <= 2 * (HEADER_LEN + LIMIT));
+                }
+                Ok(Some(f)) => prop_assert_eq!(f.payload.len(), 0),
+                Err(e) => prop_assert!(false, "unexpected {}", e),
+            }
+        }
+    }
+}

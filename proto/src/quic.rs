@@ -69,10 +69,10 @@ pub fn transport_config() -> quinn::TransportConfig {
         t.max_idle_timeout(Some(idle));
     }
     // Windows sized for loopback and LAN bandwidth-delay products; bounded all the same.
-    t.stream_receive_window(quinn::VarInt::from_u32(8 << 20));
-    t.receive_window(quinn::VarInt::from_u32(32 << 20));
-    t.send_window(32 << 20);
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
+    t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
+    t.send_window(u64::from(RECEIVE_WINDOW));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     // Probe for datagrams as large as the path carries (up to 64 KiB on loopback); on a
     // 1500-byte network the probes fail harmlessly and the packets stay at ~1450 bytes.
     // Fewer, larger packets mean fewer encryptions and syscalls per byte.
@@ -97,9 +97,52 @@ pub fn endpoint_config() -> quinn::EndpointConfig {
     config
 }
 
+/// Flow-control windows and stream counts a server grants a connection whose peer has not
+/// authenticated yet: enough for a hello, too little to pin memory. Raise them with
+/// [`grant_full_limits`] once the peer is known.
+pub fn unauthenticated_transport_config() -> quinn::TransportConfig {
+    let mut t = transport_config();
+    // The per-stream window stays large (it is fixed at the handshake and cannot be raised
+    // later); the connection window bounds what all streams together may buffer.
+    t.receive_window(quinn::VarInt::from_u32(PREAUTH_WINDOW));
+    t.send_window(u64::from(PREAUTH_WINDOW));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(PREAUTH_STREAMS));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t
+}
+
+/// Raises a live connection from [`unauthenticated_transport_config`] to the limits of
+/// [`transport_config`].
+pub fn grant_full_limits(connection: &quinn::Connection) {
+    connection.set_receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
+    connection.set_send_window(u64::from(RECEIVE_WINDOW));
+    connection.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+}
+
+/// Connection receive window before authentication (bytes).
+const PREAUTH_WINDOW: u32 = 64 << 10;
+/// Concurrent bidirectional streams before authentication.
+const PREAUTH_STREAMS: u32 = 2;
+/// Per-stream receive window once authenticated.
+const STREAM_WINDOW: u32 = 8 << 20;
+/// Connection receive (and send) window once authenticated.
+const RECEIVE_WINDOW: u32 = 32 << 20;
+/// Concurrent bidirectional streams once authenticated.
+const MAX_STREAMS: u32 = 1024;
+
 /// A QUIC endpoint on `addr` with [`endpoint_config`]; `server` makes it accept connections.
 pub fn bind_endpoint(
     addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    bind_endpoint_with(addr, endpoint_config(), server)
+}
+
+/// A QUIC endpoint on `addr` with the given endpoint settings (e.g. a persisted
+/// stateless-reset key on top of [`endpoint_config`]).
+pub fn bind_endpoint_with(
+    addr: SocketAddr,
+    config: quinn::EndpointConfig,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<quinn::Endpoint> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -112,7 +155,7 @@ pub fn bind_endpoint(
     let socket: std::net::UdpSocket = socket.into();
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
-    quinn::Endpoint::new(endpoint_config(), server, socket, runtime)
+    quinn::Endpoint::new(config, server, socket, runtime)
 }
 
 /// A QUIC client config that trusts only `ca_pem` and presents `identity` when given (agents).

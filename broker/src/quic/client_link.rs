@@ -45,6 +45,7 @@ pub async fn run(app: Arc<App>, connection: quinn::Connection) {
             return;
         }
     };
+    super::admitted(&connection);
     let id = pending.session_id.clone();
     if let SessionPlan::Port(targets) = pending.plan.clone() {
         match start_recording(&app, &pending, 0, 0, String::new()).await {
