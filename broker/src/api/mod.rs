@@ -171,6 +171,7 @@ async fn run(
         }
         "ResumeSession" => sessions::resume(gate, parse(body)?).await,
         "GetConnectionStatus" => instances::connection_status(gate, parse(body)?).await,
+        "DeregisterManagedInstance" => instances::deregister(gate, parse(body)?).await,
         "StartSession" => sessions::start(gate, parse(body)?).await,
         "TerminateSession" => sessions::terminate(gate, parse(body)?).await,
         "DescribeSessions" => {
