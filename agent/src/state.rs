@@ -89,9 +89,9 @@ impl StateDir {
         let json = serde_json::to_vec_pretty(&reg.state)
             .map_err(|e| Error::State { path: self.root.join(STATE_FILE), detail: e.to_string() })?;
         write_atomic(&self.root.join(KEY_FILE), reg.key_pem.as_bytes(), 0o600)?;
-        write_atomic(&self.root.join(CERT_FILE), reg.cert_pem.as_bytes(), 0o644)?;
-        write_atomic(&self.root.join(CA_FILE), reg.ca_pem.as_bytes(), 0o644)?;
-        write_atomic(&self.root.join(STATE_FILE), &json, 0o644)?;
+        write_atomic(&self.root.join(CERT_FILE), reg.cert_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.root.join(CA_FILE), reg.ca_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.root.join(STATE_FILE), &json, 0o600)?;
         Ok(())
     }
 

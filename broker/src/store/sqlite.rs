@@ -23,6 +23,16 @@ const INSTANCE_COLUMNS: &str = "i.instance_id, i.activation_id, i.iam_role, i.na
      i.registered_us, i.last_ping_us, i.agent_version, i.platform_type, i.platform_name, \
      i.platform_version, i.computer_name, i.ip_address";
 
+/// Creates the database file readable by the broker's user only, and tightens an existing
+/// one. SQLite gives its `-wal` and `-shm` files the database file's mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| StoreError::Db(sqlx::Error::Io(e));
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(())
+}
+
 /// SQLite in the data folder.
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
@@ -31,6 +41,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
