@@ -17,6 +17,8 @@ use crate::error::Error;
 const STATE_FILE: &str = "agent.json";
 const KEY_FILE: &str = "agent.key";
 const CERT_FILE: &str = "agent.crt";
+/// A renewed certificate whose key may not be in place yet (see [`StateDir::save_renewal`]).
+const NEXT_CERT_FILE: &str = "agent.crt.next";
 const CA_FILE: &str = "ca.pem";
 /// No state file is anywhere near this; the cap keeps a wrong path from eating memory.
 const MAX_FILE_LEN: u64 = 1 << 20;
@@ -95,6 +97,48 @@ impl StateDir {
         Ok(())
     }
 
+    /// Replaces the key and certificate with renewed ones. Two files cannot be replaced in
+    /// one step, so the certificate is parked as `agent.crt.next` first, then the key is
+    /// replaced, then the certificate: [`StateDir::load`] finishes or undoes an interrupted
+    /// renewal by checking which certificate the key on disk belongs to.
+    pub fn save_renewal(&self, key_pem: &str, cert_pem: &str) -> Result<(), Error> {
+        let next = self.root.join(NEXT_CERT_FILE);
+        write_atomic(&next, cert_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.key_path(), key_pem.as_bytes(), 0o600)?;
+        fs::rename(&next, self.root.join(CERT_FILE))?;
+        File::open(&self.root)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Finishes or undoes a renewal a crash interrupted.
+    fn recover_renewal(&self) -> Result<(), Error> {
+        let next = self.root.join(NEXT_CERT_FILE);
+        if !next.exists() {
+            return Ok(());
+        }
+        let key_pem = read_text(&self.key_path())?;
+        let ca_pem = read_text(&self.root.join(CA_FILE))?;
+        let matches = (|| {
+            let chain =
+                airlock_proto::quic::certs_from_pem(read_text(&next).ok()?.as_bytes(), "agent.crt.next")
+                    .ok()?;
+            let key = airlock_proto::quic::key_from_pem(key_pem.as_bytes(), "agent.key").ok()?;
+            airlock_proto::quic::client_config(ca_pem.as_bytes(), Some((chain, key))).ok()
+        })()
+        .is_some();
+        if matches {
+            // The key was replaced already: the parked certificate is the one to use.
+            fs::rename(&next, self.root.join(CERT_FILE))?;
+            tracing::info!("finished a certificate renewal interrupted by a restart");
+        } else {
+            // The key is still the old one, and so is agent.crt.
+            fs::remove_file(&next)?;
+            tracing::warn!("dropped a certificate renewal interrupted before its key was saved");
+        }
+        File::open(&self.root)?.sync_all()?;
+        Ok(())
+    }
+
     /// Reads a complete registration.
     pub fn load(&self) -> Result<Registration, Error> {
         let state_path = self.root.join(STATE_FILE);
@@ -105,10 +149,14 @@ impl StateDir {
             });
         }
         let state = parse_state(&state_path, &read_capped(&state_path)?)?;
+        self.recover_renewal()?;
         let key_path = self.key_path();
         let mode = fs::metadata(&key_path).map_err(|e| state_error(&key_path, e))?.permissions().mode();
         if mode & 0o077 != 0 {
-            tracing::warn!(path = %key_path.display(), mode = format!("{:o}", mode & 0o777), "private key is readable by others");
+            // Registrations from before every state file was private.
+            tracing::warn!(path = %key_path.display(), mode = format!("{:o}", mode & 0o777), "private key was readable by others; now 0600");
+            fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600))
+                .map_err(|e| state_error(&key_path, e))?;
         }
         Ok(Registration {
             state,

@@ -35,7 +35,7 @@ pub const AGENT_CERT_LIFETIME_ENV: &str = "AIRLOCK_AGENT_CERT_LIFETIME_SECS";
 /// The shortest lifetime accepted: agents renew at 2/3 of it over a link with 10 s heartbeats.
 const MIN_AGENT_CERT_LIFETIME: Duration = Duration::from_secs(3);
 
-/// Agent certificates start this far in the past, so a host whose clock is a little behind
+/// Agent certificates start up to this far in the past, so a host whose clock is a little behind
 /// the broker's does not see a certificate that is not valid yet.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
@@ -179,7 +179,10 @@ impl CertificateAuthority {
         let now_s = u64::try_from(now_us.max(0) / 1_000_000).unwrap_or(0);
         let not_after_s = now_s.saturating_add(self.agent_lifetime.as_secs());
         let epoch = rcgen::date_time_ymd(1970, 1, 1);
-        csr.params.not_before = epoch + Duration::from_secs(now_s.saturating_sub(CLOCK_SKEW.as_secs()));
+        // Backdated for clock skew, by at most a tenth of the lifetime: agents renew two thirds
+        // into the certificate's span, and a short lifetime must not make that "already due".
+        let backdate = CLOCK_SKEW.min(self.agent_lifetime / 10).as_secs();
+        csr.params.not_before = epoch + Duration::from_secs(now_s.saturating_sub(backdate));
         csr.params.not_after = epoch + Duration::from_secs(not_after_s);
         let cert = csr.signed_by(&self.issuer)?;
         Ok(IssuedCert {
