@@ -262,6 +262,58 @@ mod tests {
         assert!(err.to_string().contains("agent.json"), "{err}");
     }
 
+    /// A real key and certificate (self-signed) and a CA PEM, as `(key, cert, ca)`.
+    fn identity() -> (String, String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert =
+            rcgen::CertificateParams::new(vec!["agent".to_string()]).unwrap().self_signed(&key).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        (key.serialize_pem(), cert.pem(), ca.self_signed(&ca_key).unwrap().pem())
+    }
+
+    #[test]
+    fn interrupted_renewals_are_finished_or_undone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        let (old_key, old_cert, ca) = identity();
+        let (new_key, new_cert, _) = identity();
+        let reg =
+            Registration { key_pem: old_key.clone(), cert_pem: old_cert.clone(), ca_pem: ca, ..sample() };
+        dir.save(&reg).unwrap();
+        let next = tmp.path().join(NEXT_CERT_FILE);
+
+        // Crash after parking the certificate, before the key: the old pair stays.
+        fs::write(&next, &new_cert).unwrap();
+        let loaded = dir.load().unwrap();
+        assert_eq!(
+            (loaded.key_pem.as_str(), loaded.cert_pem.as_str()),
+            (old_key.as_str(), old_cert.as_str())
+        );
+        assert!(!next.exists());
+
+        // Crash after the key, before the certificate: the parked certificate is taken.
+        fs::write(&next, &new_cert).unwrap();
+        fs::write(dir.key_path(), &new_key).unwrap();
+        let loaded = dir.load().unwrap();
+        assert_eq!(
+            (loaded.key_pem.as_str(), loaded.cert_pem.as_str()),
+            (new_key.as_str(), new_cert.as_str())
+        );
+        assert!(!next.exists());
+
+        // A whole renewal: both replaced, private, nothing left over.
+        let (key3, cert3, _) = identity();
+        dir.save_renewal(&key3, &cert3).unwrap();
+        let loaded = dir.load().unwrap();
+        assert_eq!((loaded.key_pem, loaded.cert_pem), (key3, cert3));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir.key_path()), mode(&tmp.path().join(CERT_FILE))), (0o600, 0o600));
+        let names: Vec<_> = fs::read_dir(dir.root()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+    }
+
     #[test]
     fn debug_hides_the_key() {
         assert!(!format!("{:?}", sample()).contains("PRIVATE KEY"));
