@@ -10,6 +10,7 @@ pub mod error;
 pub mod host;
 pub mod link;
 pub mod register;
+pub mod renew;
 pub mod session;
 pub mod state;
 

@@ -16,8 +16,9 @@ use crate::backoff::Backoff;
 use crate::endpoint;
 use crate::error::Error;
 use crate::host;
+use crate::renew::{self, Validity};
 use crate::session::{self, ForwardConfig, SessionLimits, StreamReport};
-use crate::state::StateDir;
+use crate::state::{Registration, StateDir};
 
 /// Timings of the link.
 #[derive(Debug, Clone)]
@@ -124,16 +125,18 @@ pub async fn run(
     config: &LinkConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let registration = StateDir::new(data_dir).load()?;
+    let dir = StateDir::new(data_dir);
+    let registration = dir.load()?;
     let target = endpoint::parse(&registration.state.endpoint)?;
-    let chain = quic::certs_from_pem(registration.cert_pem.as_bytes(), "agent.crt")?;
-    let key = quic::key_from_pem(registration.key_pem.as_bytes(), "agent.key")?;
-    let quic_config = quic::client_config(registration.ca_pem.as_bytes(), Some((chain, key)))?;
+    let mut quic_config = tls_config(&registration)?;
+    let validity = Validity::of_pem(&registration.cert_pem)?;
     tracing::info!(
         instance = %registration.state.instance_id,
         broker = %format!("{}:{}", target.host(), target.port()),
+        cert_expires_in_s = validity.not_after_s.saturating_sub(renew::now_s()),
         "agent starting"
     );
+    let mut renewal = Renewal { dir, registration, validity, next_try: None, renewed: false };
 
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_cap);
     // Sessions outlive the link they came on just long enough to stop their processes.
@@ -147,7 +150,16 @@ pub async fn run(
             Ok(link) => {
                 let up_since = Instant::now();
                 tracing::info!(remote = %link.conn.remote_address(), "connected to the broker");
-                match serve(link, config, &mut shutdown, &mut sessions).await {
+                let end = serve(link, config, &mut shutdown, &mut sessions, &mut renewal).await;
+                if std::mem::take(&mut renewal.renewed) {
+                    // The renewed certificate is for the next connect; this link keeps the one
+                    // it authenticated with, which the broker accepts until its expiry.
+                    match tls_config(&renewal.registration) {
+                        Ok(c) => quic_config = c,
+                        Err(e) => tracing::error!("cannot use the renewed certificate: {e}"),
+                    }
+                }
+                match end {
                     LinkEnd::Shutdown => return stop_sessions(sessions, config).await,
                     LinkEnd::Lost(failure) => failure.log(),
                 }
@@ -168,6 +180,50 @@ pub async fn run(
                 Some(done) = sessions.join_next(), if !sessions.is_empty() => log_session_task(done),
             }
         }
+    }
+}
+
+/// The link's TLS configuration with the registration's key and certificate.
+fn tls_config(registration: &Registration) -> Result<quinn::ClientConfig, Error> {
+    let chain = quic::certs_from_pem(registration.cert_pem.as_bytes(), "agent.crt")?;
+    let key = quic::key_from_pem(registration.key_pem.as_bytes(), "agent.key")?;
+    Ok(quic::client_config(registration.ca_pem.as_bytes(), Some((chain, key)))?)
+}
+
+/// The agent's certificate and when to renew it.
+struct Renewal {
+    dir: StateDir,
+    registration: Registration,
+    validity: Validity,
+    /// Set after a failed renewal: the next try, instead of two thirds into the lifetime.
+    next_try: Option<Instant>,
+    /// A renewed certificate was saved since the last connect.
+    renewed: bool,
+}
+
+impl Renewal {
+    /// When the next renewal is due (now, if it is overdue).
+    fn due(&self) -> Instant {
+        self.next_try.unwrap_or_else(|| Instant::now() + self.validity.renew_in(renew::now_s()))
+    }
+
+    fn retry_later(&mut self) {
+        self.next_try = Some(Instant::now() + self.validity.retry_in(renew::now_s()));
+    }
+
+    /// Saves the renewed certificate for the pending key.
+    fn finish(&mut self, pending: renew::Pending, cert_pem: String) -> Result<(), Error> {
+        let registration = renew::finish(&self.dir, &self.registration, pending, cert_pem)?;
+        self.validity = Validity::of_pem(&registration.cert_pem)?;
+        self.registration = registration;
+        self.next_try = None;
+        self.renewed = true;
+        if self.validity.renew_in(renew::now_s()).is_zero() {
+            // A certificate due for renewal the moment it arrives (a lifetime shorter than
+            // its clock-skew allowance) must not turn into a renewal loop.
+            self.retry_later();
+        }
+        Ok(())
     }
 }
 
@@ -243,8 +299,11 @@ async fn serve(
     config: &LinkConfig,
     shutdown: &mut watch::Receiver<bool>,
     sessions: &mut JoinSet<()>,
+    renewal: &mut Renewal,
 ) -> LinkEnd {
     let Link { endpoint, conn, control } = link;
+    let mut renew_due = renewal.due();
+    let mut pending: Option<renew::Pending> = None;
     let (mut control_rx, mut control_tx) = control.split();
     let mut ticks =
         tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
@@ -273,9 +332,51 @@ async fn serve(
                     Err(_) => break LinkEnd::Lost(failure(&conn, "sending heartbeat timed out".into())),
                 }
             }
+            _ = tokio::time::sleep_until(renew_due), if pending.is_none() => match renew::start() {
+                Ok((next, csr)) => {
+                    let ask = Frame::control(&Control::RenewCertificate { csr });
+                    match timeout(config.heartbeat_interval, control_tx.send(ask)).await {
+                        Ok(Ok(())) => {
+                            tracing::info!("renewing the agent certificate");
+                            pending = Some(next);
+                        }
+                        Ok(Err(e)) => break LinkEnd::Lost(failure(&conn, format!("sending a renewal: {e}"))),
+                        Err(_) => break LinkEnd::Lost(failure(&conn, "sending a renewal timed out".into())),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot make a key for the certificate renewal: {e}");
+                    renewal.retry_later();
+                    renew_due = renewal.due();
+                }
+            },
             frame = control_rx.next() => match frame {
                 Some(Ok(frame)) if frame.kind == FrameKind::Control => match frame.to_control() {
                     Ok(Control::Heartbeat { .. }) => last_heard = Instant::now(),
+                    Ok(Control::CertificateRenewed { certificate }) => {
+                        last_heard = Instant::now();
+                        match pending.take() {
+                            Some(next) => match renewal.finish(next, certificate) {
+                                Ok(()) => tracing::info!(
+                                    expires_in_s = renewal.validity.not_after_s.saturating_sub(renew::now_s()),
+                                    "agent certificate renewed; used from the next connect"
+                                ),
+                                Err(e) => {
+                                    tracing::warn!("the renewed certificate is unusable: {e}");
+                                    renewal.retry_later();
+                                }
+                            },
+                            None => tracing::debug!("ignoring a certificate nobody asked for"),
+                        }
+                        renew_due = renewal.due();
+                    }
+                    Ok(Control::RenewalRefused { message }) => {
+                        last_heard = Instant::now();
+                        tracing::warn!("the broker refused to renew the agent certificate: {message}");
+                        pending = None;
+                        renewal.retry_later();
+                        renew_due = renewal.due();
+                    }
                     Ok(Control::Close { reason, message }) => break LinkEnd::Lost(Failure {
                         detail: format!("broker closed the control stream: {reason:?}: {message}"),
                         cause: Cause::Refused,

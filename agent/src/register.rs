@@ -127,7 +127,7 @@ pub async fn register(opts: &RegisterOptions) -> Result<InstanceId, Error> {
 }
 
 /// A fresh ECDSA P-256 key and a PEM CSR for it with `common_name` as subject.
-fn make_csr(common_name: &str) -> Result<(KeyPair, String), Error> {
+pub(crate) fn make_csr(common_name: &str) -> Result<(KeyPair, String), Error> {
     let crypto = |e: rcgen::Error| Error::Crypto(e.to_string());
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
     let mut params = CertificateParams::default();

@@ -17,6 +17,8 @@ use crate::error::Error;
 const STATE_FILE: &str = "agent.json";
 const KEY_FILE: &str = "agent.key";
 const CERT_FILE: &str = "agent.crt";
+/// A renewed certificate whose key may not be in place yet (see [`StateDir::save_renewal`]).
+const NEXT_CERT_FILE: &str = "agent.crt.next";
 const CA_FILE: &str = "ca.pem";
 /// No state file is anywhere near this; the cap keeps a wrong path from eating memory.
 const MAX_FILE_LEN: u64 = 1 << 20;
@@ -89,9 +91,51 @@ impl StateDir {
         let json = serde_json::to_vec_pretty(&reg.state)
             .map_err(|e| Error::State { path: self.root.join(STATE_FILE), detail: e.to_string() })?;
         write_atomic(&self.root.join(KEY_FILE), reg.key_pem.as_bytes(), 0o600)?;
-        write_atomic(&self.root.join(CERT_FILE), reg.cert_pem.as_bytes(), 0o644)?;
-        write_atomic(&self.root.join(CA_FILE), reg.ca_pem.as_bytes(), 0o644)?;
-        write_atomic(&self.root.join(STATE_FILE), &json, 0o644)?;
+        write_atomic(&self.root.join(CERT_FILE), reg.cert_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.root.join(CA_FILE), reg.ca_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.root.join(STATE_FILE), &json, 0o600)?;
+        Ok(())
+    }
+
+    /// Replaces the key and certificate with renewed ones. Two files cannot be replaced in
+    /// one step, so the certificate is parked as `agent.crt.next` first, then the key is
+    /// replaced, then the certificate: [`StateDir::load`] finishes or undoes an interrupted
+    /// renewal by checking which certificate the key on disk belongs to.
+    pub fn save_renewal(&self, key_pem: &str, cert_pem: &str) -> Result<(), Error> {
+        let next = self.root.join(NEXT_CERT_FILE);
+        write_atomic(&next, cert_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.key_path(), key_pem.as_bytes(), 0o600)?;
+        fs::rename(&next, self.root.join(CERT_FILE))?;
+        File::open(&self.root)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Finishes or undoes a renewal a crash interrupted.
+    fn recover_renewal(&self) -> Result<(), Error> {
+        let next = self.root.join(NEXT_CERT_FILE);
+        if !next.exists() {
+            return Ok(());
+        }
+        let key_pem = read_text(&self.key_path())?;
+        let ca_pem = read_text(&self.root.join(CA_FILE))?;
+        let matches = (|| {
+            let chain =
+                airlock_proto::quic::certs_from_pem(read_text(&next).ok()?.as_bytes(), "agent.crt.next")
+                    .ok()?;
+            let key = airlock_proto::quic::key_from_pem(key_pem.as_bytes(), "agent.key").ok()?;
+            airlock_proto::quic::client_config(ca_pem.as_bytes(), Some((chain, key))).ok()
+        })()
+        .is_some();
+        if matches {
+            // The key was replaced already: the parked certificate is the one to use.
+            fs::rename(&next, self.root.join(CERT_FILE))?;
+            tracing::info!("finished a certificate renewal interrupted by a restart");
+        } else {
+            // The key is still the old one, and so is agent.crt.
+            fs::remove_file(&next)?;
+            tracing::warn!("dropped a certificate renewal interrupted before its key was saved");
+        }
+        File::open(&self.root)?.sync_all()?;
         Ok(())
     }
 
@@ -105,10 +149,14 @@ impl StateDir {
             });
         }
         let state = parse_state(&state_path, &read_capped(&state_path)?)?;
+        self.recover_renewal()?;
         let key_path = self.key_path();
         let mode = fs::metadata(&key_path).map_err(|e| state_error(&key_path, e))?.permissions().mode();
         if mode & 0o077 != 0 {
-            tracing::warn!(path = %key_path.display(), mode = format!("{:o}", mode & 0o777), "private key is readable by others");
+            // Registrations from before every state file was private.
+            tracing::warn!(path = %key_path.display(), mode = format!("{:o}", mode & 0o777), "private key was readable by others; now 0600");
+            fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600))
+                .map_err(|e| state_error(&key_path, e))?;
         }
         Ok(Registration {
             state,
@@ -212,6 +260,58 @@ mod tests {
         fs::write(tmp.path().join(STATE_FILE), b"{\"instance_id\": \"i-bad\", \"endpoint\": \"x\"}").unwrap();
         let err = StateDir::new(tmp.path()).existing().unwrap_err();
         assert!(err.to_string().contains("agent.json"), "{err}");
+    }
+
+    /// A real key and certificate (self-signed) and a CA PEM, as `(key, cert, ca)`.
+    fn identity() -> (String, String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert =
+            rcgen::CertificateParams::new(vec!["agent".to_string()]).unwrap().self_signed(&key).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        (key.serialize_pem(), cert.pem(), ca.self_signed(&ca_key).unwrap().pem())
+    }
+
+    #[test]
+    fn interrupted_renewals_are_finished_or_undone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        let (old_key, old_cert, ca) = identity();
+        let (new_key, new_cert, _) = identity();
+        let reg =
+            Registration { key_pem: old_key.clone(), cert_pem: old_cert.clone(), ca_pem: ca, ..sample() };
+        dir.save(&reg).unwrap();
+        let next = tmp.path().join(NEXT_CERT_FILE);
+
+        // Crash after parking the certificate, before the key: the old pair stays.
+        fs::write(&next, &new_cert).unwrap();
+        let loaded = dir.load().unwrap();
+        assert_eq!(
+            (loaded.key_pem.as_str(), loaded.cert_pem.as_str()),
+            (old_key.as_str(), old_cert.as_str())
+        );
+        assert!(!next.exists());
+
+        // Crash after the key, before the certificate: the parked certificate is taken.
+        fs::write(&next, &new_cert).unwrap();
+        fs::write(dir.key_path(), &new_key).unwrap();
+        let loaded = dir.load().unwrap();
+        assert_eq!(
+            (loaded.key_pem.as_str(), loaded.cert_pem.as_str()),
+            (new_key.as_str(), new_cert.as_str())
+        );
+        assert!(!next.exists());
+
+        // A whole renewal: both replaced, private, nothing left over.
+        let (key3, cert3, _) = identity();
+        dir.save_renewal(&key3, &cert3).unwrap();
+        let loaded = dir.load().unwrap();
+        assert_eq!((loaded.key_pem, loaded.cert_pem), (key3, cert3));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir.key_path()), mode(&tmp.path().join(CERT_FILE))), (0o600, 0o600));
+        let names: Vec<_> = fs::read_dir(dir.root()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! never leave their hosts).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
@@ -20,12 +21,29 @@ pub enum CaError {
     Rcgen(#[from] rcgen::Error),
     #[error("invalid certificate signing request: {0}")]
     BadCsr(String),
+    #[error("{AGENT_CERT_LIFETIME_ENV}={0:?}: expected whole seconds, at least 3")]
+    Lifetime(String),
 }
+
+/// How long an agent certificate is valid unless configured otherwise. Agents renew at two
+/// thirds of it, so an agent offline for up to ten days still comes back on its own.
+pub const DEFAULT_AGENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// Environment variable overriding [`DEFAULT_AGENT_CERT_LIFETIME`], in seconds.
+pub const AGENT_CERT_LIFETIME_ENV: &str = "AIRLOCK_AGENT_CERT_LIFETIME_SECS";
+
+/// The shortest lifetime accepted: agents renew at 2/3 of it over a link with 10 s heartbeats.
+const MIN_AGENT_CERT_LIFETIME: Duration = Duration::from_secs(3);
+
+/// Agent certificates start up to this far in the past, so a host whose clock is a little behind
+/// the broker's does not see a certificate that is not valid yet.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// The CA's certificate and key, loaded from (or created in) the data folder.
 pub struct CertificateAuthority {
     cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    agent_lifetime: Duration,
 }
 
 /// A certificate issued to an agent.
@@ -33,6 +51,22 @@ pub struct IssuedCert {
     pub pem: String,
     /// SHA-256 of the DER certificate, hex: how the broker recognizes the agent later.
     pub fingerprint: String,
+    /// The certificate's notAfter, in microseconds since the epoch.
+    pub not_after_us: i64,
+}
+
+/// The agent certificate lifetime from [`AGENT_CERT_LIFETIME_ENV`], else the default.
+fn agent_lifetime_from_env() -> Result<Duration, CaError> {
+    match std::env::var(AGENT_CERT_LIFETIME_ENV) {
+        Err(_) => Ok(DEFAULT_AGENT_CERT_LIFETIME),
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+            .filter(|d| *d >= MIN_AGENT_CERT_LIFETIME && *d <= Duration::from_secs(20 * 365 * 86_400))
+            .ok_or(CaError::Lifetime(text)),
+    }
 }
 
 /// SHA-256 of a DER certificate, hex.
@@ -69,7 +103,7 @@ impl CertificateAuthority {
             let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
             let key = KeyPair::from_pem(&key_pem)?;
             let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
-            return Ok(CertificateAuthority { cert_pem, issuer });
+            return Ok(CertificateAuthority { cert_pem, issuer, agent_lifetime: agent_lifetime_from_env()? });
         }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
@@ -84,7 +118,22 @@ impl CertificateAuthority {
         let cert = params.self_signed(&key)?;
         write_private(&key_path, &key.serialize_pem())?;
         std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
-        Ok(CertificateAuthority { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
+        Ok(CertificateAuthority {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+            agent_lifetime: agent_lifetime_from_env()?,
+        })
+    }
+
+    /// Sets how long agent certificates issued from now on are valid.
+    pub fn with_agent_lifetime(mut self, lifetime: Duration) -> Self {
+        self.agent_lifetime = lifetime;
+        self
+    }
+
+    /// How long agent certificates are valid.
+    pub fn agent_lifetime(&self) -> Duration {
+        self.agent_lifetime
     }
 
     /// The CA certificate, PEM.
@@ -109,8 +158,14 @@ impl CertificateAuthority {
         Ok((vec![cert.der().clone()], key_der))
     }
 
-    /// Signs an agent's CSR as a client certificate naming `instance_id`.
-    pub fn sign_agent_csr(&self, csr_pem: &str, instance_id: &str) -> Result<IssuedCert, CaError> {
+    /// Signs an agent's CSR as a client certificate naming `instance_id`, valid from a little
+    /// before `now_us` for the agent certificate lifetime.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        instance_id: &str,
+        now_us: i64,
+    ) -> Result<IssuedCert, CaError> {
         let mut csr =
             CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| CaError::BadCsr(e.to_string()))?;
         let mut dn = DistinguishedName::new();
@@ -120,10 +175,21 @@ impl CertificateAuthority {
         csr.params.is_ca = IsCa::ExplicitNoCa;
         csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        csr.params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        csr.params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+        // X.509 times have whole seconds: round notAfter down so the recorded expiry is exact.
+        let now_s = u64::try_from(now_us.max(0) / 1_000_000).unwrap_or(0);
+        let not_after_s = now_s.saturating_add(self.agent_lifetime.as_secs());
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        // Backdated for clock skew, by at most a tenth of the lifetime: agents renew two thirds
+        // into the certificate's span, and a short lifetime must not make that "already due".
+        let backdate = CLOCK_SKEW.min(self.agent_lifetime / 10).as_secs();
+        csr.params.not_before = epoch + Duration::from_secs(now_s.saturating_sub(backdate));
+        csr.params.not_after = epoch + Duration::from_secs(not_after_s);
         let cert = csr.signed_by(&self.issuer)?;
-        Ok(IssuedCert { pem: cert.pem(), fingerprint: fingerprint(cert.der()) })
+        Ok(IssuedCert {
+            pem: cert.pem(),
+            fingerprint: fingerprint(cert.der()),
+            not_after_us: i64::try_from(not_after_s).unwrap_or(i64::MAX / 1_000_000) * 1_000_000,
+        })
     }
 }
 
@@ -146,8 +212,10 @@ mod tests {
             .unwrap()
             .serialize_request(&agent_key)
             .unwrap();
-        let issued = again.sign_agent_csr(&csr.pem().unwrap(), "mi-0123456789abcdef0").unwrap();
+        let now_us = 1_700_000_000_123_456;
+        let issued = again.sign_agent_csr(&csr.pem().unwrap(), "mi-0123456789abcdef0", now_us).unwrap();
         assert_eq!(issued.fingerprint.len(), 64);
+        assert_eq!(issued.not_after_us, 1_700_000_000_000_000 + 30 * 86_400 * 1_000_000);
         assert!(issued.pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(again.server_identity(&["localhost".into(), "127.0.0.1".into()]).is_ok());
     }
@@ -156,6 +224,6 @@ mod tests {
     fn garbage_csr_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let ca = CertificateAuthority::load_or_create(dir.path()).unwrap();
-        assert!(matches!(ca.sign_agent_csr("not a csr", "mi-0123456789abcdef0"), Err(CaError::BadCsr(_))));
+        assert!(matches!(ca.sign_agent_csr("not a csr", "mi-0123456789abcdef0", 0), Err(CaError::BadCsr(_))));
     }
 }

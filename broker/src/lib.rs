@@ -13,6 +13,7 @@ pub mod keys;
 pub mod launch;
 pub mod policy;
 pub mod preferences;
+pub mod private_files;
 pub mod quic;
 pub mod registry;
 pub mod secrets;

@@ -78,6 +78,9 @@ struct TokenEntry {
     expires: Instant,
 }
 
+/// QUIC application close code of an agent link whose instance was deregistered.
+pub const CLOSE_DEREGISTERED: u32 = 4;
+
 /// A connected agent.
 #[derive(Clone)]
 pub struct AgentLink {
@@ -122,6 +125,19 @@ impl Registry {
         let mut agents = lock(&self.agents);
         if agents.get(instance_id).is_some_and(|a| a.generation == generation) {
             agents.remove(instance_id);
+        }
+    }
+
+    /// Closes and forgets an agent's live link whatever its generation (the instance was
+    /// deregistered); false if it was not connected.
+    pub fn disconnect_agent(&self, instance_id: &str, code: u32, reason: &[u8]) -> bool {
+        let link = lock(&self.agents).remove(instance_id);
+        match link {
+            Some(link) => {
+                link.connection.close(quinn::VarInt::from_u32(code), reason);
+                true
+            }
+            None => false,
         }
     }
 

@@ -128,6 +128,8 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
         return Err(StartError::InsecureNotLoopback(ip));
     }
     let dir = &opts.data_dir;
+    crate::private_files::secure_data_dir(dir)
+        .map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
     let store = open_store(dir).await?;
     let account = account_id(dir)?;
     let orphans = store.fail_orphaned_sessions(now_us()).await?;

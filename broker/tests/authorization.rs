@@ -35,6 +35,7 @@ fn sample(op: Op, account: &str) -> Value {
         Op::DeleteActivation => json!({"ActivationId": "00000000-0000-0000-0000-000000000000"}),
         Op::RegisterManagedInstance => json!({}),
         Op::GetConnectionStatus | Op::StartSession => json!({"Target": VICTIM_INSTANCE}),
+        Op::DeregisterManagedInstance => json!({"InstanceId": VICTIM_INSTANCE}),
         Op::ResumeSession | Op::TerminateSession => json!({"SessionId": "victim-0123456789abcdef0"}),
         Op::DescribeSessions => json!({"State": "Active"}),
         Op::AddTagsToResource => json!({"ResourceType": "ManagedInstance", "ResourceId": VICTIM_INSTANCE,

@@ -63,6 +63,12 @@ enum Command {
         #[arg(long, value_name = "ID")]
         activation_id: String,
     },
+    /// Deregister a managed instance: its agent is disconnected and can no longer connect.
+    DeregisterManagedInstance {
+        /// The managed instance (mi-…).
+        #[arg(long, value_name = "ID")]
+        instance_id: String,
+    },
     /// Whether an instance's agent is connected.
     GetConnectionStatus {
         /// The managed instance (mi-…).
@@ -283,6 +289,9 @@ impl Task {
                 ("DeleteActivation", json!({ "ActivationId": activation_id }))
             }
             Command::GetConnectionStatus { target } => ("GetConnectionStatus", json!({ "Target": target })),
+            Command::DeregisterManagedInstance { instance_id } => {
+                ("DeregisterManagedInstance", json!({ "InstanceId": instance_id }))
+            }
             Command::Iam(c) => return Ok(Task::Call(c.into_call())),
             Command::Sts(c) => return Ok(Task::Call(c.into_call())),
             Command::Recordings(c) => return Ok(Task::Job(Job::Recordings(c))),
@@ -472,6 +481,11 @@ mod tests {
         assert_eq!(
             (c.target(), c.body),
             ("AmazonSSM.DeleteActivation".to_owned(), json!({"ActivationId": "a-1"}))
+        );
+        let c = call_task(&["deregister-managed-instance", "--instance-id", "mi-1"]);
+        assert_eq!(
+            (c.target(), c.body),
+            ("AmazonSSM.DeregisterManagedInstance".to_owned(), json!({"InstanceId": "mi-1"}))
         );
         assert_eq!(call_task(&["describe-activations"]).target(), "AmazonSSM.DescribeActivations");
         let c = call_task(&["iam", "create-user", "--user-name", "bob", "--tags", "Key=team,Value=ops"]);

@@ -107,6 +107,16 @@ pub enum Control {
     /// broker → agent: first frame of a broker-opened stream: connect to `host:port` for
     /// the port session `session_id` and relay that TCP connection on this stream.
     Dial { session_id: String, host: String, port: u16 },
+    /// agent → broker on the control stream: renew my certificate. `csr` is a PEM CSR for a
+    /// fresh key pair made on the host; the broker answers `CertificateRenewed` or
+    /// `RenewalRefused` on the same stream.
+    RenewCertificate { csr: String },
+    /// broker → agent on the control stream: the renewed certificate (PEM, same instance id,
+    /// signed by the broker CA) for the key of the last `RenewCertificate`.
+    CertificateRenewed { certificate: String },
+    /// broker → agent on the control stream: the renewal failed; the current certificate
+    /// stays valid until its own expiry. `message` is for humans.
+    RenewalRefused { message: String },
 }
 
 #[cfg(test)]
@@ -161,6 +171,9 @@ mod tests {
             Control::Close { reason: CloseReason::Refused, message: "no".into() },
             Control::Connect { target: 3 },
             Control::Dial { session_id: "s".into(), host: "db.internal".into(), port: 5432 },
+            Control::RenewCertificate { csr: "-----BEGIN CERTIFICATE REQUEST-----".into() },
+            Control::CertificateRenewed { certificate: "-----BEGIN CERTIFICATE-----".into() },
+            Control::RenewalRefused { message: "deregistered".into() },
         ];
         for msg in msgs {
             let bytes = postcard::to_allocvec(&msg).unwrap();

@@ -4,6 +4,7 @@
 //! marker, syncs, renames it to `<session>.cast` and writes `<session>.manifest.json`.
 //! If the broker dies first, [`crate::recover`] closes the `.part` file on its next start.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -162,7 +163,15 @@ pub(crate) async fn publish(dir: &Path, part: &Path, manifest: &Manifest) -> Res
     let json = serde_json::to_vec_pretty(manifest).unwrap_or_default();
     let tmp = manifest_path.with_extension("json.tmp");
     let io = |source| RecordingError::Io { path: manifest_path.clone(), source };
-    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+    // Private to the broker's user: manifests name who did what, recordings hold typed input.
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .await
+        .map_err(io)?;
     file.write_all(&json).await.map_err(io)?;
     // Synced before the rename, so a crash cannot leave an empty manifest under the final name.
     file.sync_all().await.map_err(io)?;
@@ -216,7 +225,9 @@ impl Recorder {
         let part_path = part_path(dir, &meta.session_id);
         // Readable too: the shipper reads through a clone of this handle, which survives the
         // rename at finish.
-        let opened = std::fs::OpenOptions::new().create_new(true).read(true).append(true).open(&part_path);
+        // Private to the broker's user: it holds typed input, passwords included.
+        let opened =
+            std::fs::OpenOptions::new().create_new(true).read(true).append(true).mode(0o600).open(&part_path);
         let file = opened.map_err(io(&part_path))?;
         let active = spool.register(&meta.session_id, sinks, &file).await?;
         let mut rec = Recorder::unrecorded(meta);

@@ -357,5 +357,8 @@ fn control_name(msg: &Control) -> &'static str {
         Control::Close { .. } => "Close",
         Control::Connect { .. } => "Connect",
         Control::Dial { .. } => "Dial",
+        Control::RenewCertificate { .. } => "RenewCertificate",
+        Control::CertificateRenewed { .. } => "CertificateRenewed",
+        Control::RenewalRefused { .. } => "RenewalRefused",
     }
 }

@@ -192,7 +192,7 @@ pub async fn register(app: &App, req: Register) -> Result<serde_json::Value, Api
     let now = now_us();
     // The CSR is checked before the activation is consumed, so a bad request costs no slot.
     let instance_id = InstanceId::generate();
-    let issued = app.ca.sign_agent_csr(&req.csr, instance_id.as_str()).map_err(|e| match e {
+    let issued = app.ca.sign_agent_csr(&req.csr, instance_id.as_str(), now).map_err(|e| match e {
         CaError::BadCsr(m) => ApiError::bad("ValidationException", format!("Csr: {m}")),
         other => ApiError::internal(other),
     })?;
@@ -237,7 +237,7 @@ pub async fn register(app: &App, req: Register) -> Result<serde_json::Value, Api
         last_ping_us: None,
         host: Default::default(),
     };
-    app.store.insert_instance(&instance).await?;
+    app.store.insert_instance(&instance, issued.not_after_us).await?;
     if !activation.tags.is_empty() {
         app.store.add_instance_tags(&instance.instance_id, &activation.tags).await?;
     }

@@ -1,4 +1,4 @@
-//! DescribeInstanceInformation and GetConnectionStatus.
+//! DescribeInstanceInformation, GetConnectionStatus and DeregisterManagedInstance.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::Op;
 use super::{instance_arn, paginate, ApiError};
-use crate::app::App;
+use crate::app::{now_us, App};
 use crate::authz::Gate;
+use crate::registry::CLOSE_DEREGISTERED;
 use crate::store::Instance;
 
 /// One `InstanceInformationFilterList` entry (lower-case member names, as in SSM).
@@ -36,6 +37,13 @@ pub struct DescribeInstances {
     filters: Vec<KeyValues>,
     max_results: Option<usize>,
     next_token: Option<String>,
+}
+
+/// DeregisterManagedInstance's input.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DeregisterRequest {
+    instance_id: String,
 }
 
 /// GetConnectionStatus's input.
@@ -175,4 +183,22 @@ pub async fn connection_status(
     let app = gate.app;
     let status = if app.registry.agent(&req.target).is_some() { "connected" } else { "notconnected" };
     Ok(json!({ "Target": req.target, "Status": status }))
+}
+
+/// Deregisters a managed instance: it leaves DescribeInstanceInformation, its live link is
+/// closed at once and none of its certificates is accepted again.
+pub async fn deregister(gate: &Gate<'_>, req: DeregisterRequest) -> Result<serde_json::Value, ApiError> {
+    gate.require(Op::DeregisterManagedInstance, &instance_arn(gate.app, &req.instance_id)).await?;
+    let app = gate.app;
+    // The store first: a link accepted meanwhile looks again after it is registered live.
+    if !app.store.deregister_instance(&req.instance_id, now_us()).await? {
+        return Err(ApiError::bad(
+            "InvalidInstanceId",
+            format!("Instance {} is not a registered managed instance.", req.instance_id),
+        ));
+    }
+    let was_online =
+        app.registry.disconnect_agent(&req.instance_id, CLOSE_DEREGISTERED, b"instance deregistered");
+    tracing::info!(instance = %req.instance_id, was_online, "instance deregistered");
+    Ok(json!({}))
 }

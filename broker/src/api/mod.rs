@@ -161,6 +161,7 @@ async fn serve(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<serde_json::Value
         Op::CreateActivation => activations::create(gate, parse(body)?).await,
         Op::DescribeActivations => activations::describe(gate, parse(body)?).await,
         Op::DeleteActivation => activations::delete(gate, parse(body)?).await,
+        Op::DeregisterManagedInstance => instances::deregister(gate, parse(body)?).await,
         Op::DescribeInstanceInformation => instances::describe(gate, parse(body)?).await,
         Op::GetConnectionStatus => instances::connection_status(gate, parse(body)?).await,
         Op::StartSession => sessions::start(gate, parse(body)?).await,

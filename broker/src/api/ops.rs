@@ -63,7 +63,7 @@ macro_rules! operations {
 operations! {
     Ssm "ssm:" {
         CreateActivation, DescribeActivations, DeleteActivation, RegisterManagedInstance,
-        DescribeInstanceInformation, GetConnectionStatus,
+        DeregisterManagedInstance, DescribeInstanceInformation, GetConnectionStatus,
         StartSession, ResumeSession, TerminateSession, DescribeSessions,
         AddTagsToResource, RemoveTagsFromResource, ListTagsForResource,
         CreateDocument, UpdateDocument, GetDocument, DescribeDocument, DeleteDocument, ListDocuments,
@@ -97,7 +97,7 @@ impl Op {
         use Op::*;
         match self {
             StartSession | ResumeSession | TerminateSession | CreateDocument | UpdateDocument
-            | DeleteDocument | AssumeRole => true,
+            | DeleteDocument | AssumeRole | DeregisterManagedInstance => true,
             op => matches!(op.service(), Service::Iam) && !op.reads_only(),
         }
     }

@@ -17,17 +17,23 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Application close codes on agent connections.
-mod close {
+pub mod close {
+    /// The certificate is unknown, expired, superseded or its instance deregistered.
     pub const UNKNOWN_CERT: u32 = 1;
+    /// The agent broke the protocol.
     pub const PROTOCOL: u32 = 3;
 }
 
+/// Serves one agent connection until it ends.
 pub async fn run(app: Arc<App>, connection: quinn::Connection, cert: CertificateDer<'static>) {
     let remote = connection.remote_address();
-    let instance = match app.store.instance_by_fingerprint(&fingerprint(&cert)).await {
+    let presented = fingerprint(&cert);
+    // The store knows each accepted certificate's notAfter; TLS checked the chain and validity
+    // already, the store adds revocation (deregistration, superseded renewals).
+    let instance = match app.store.instance_by_certificate(&presented, now_us()).await {
         Ok(Some(i)) => i,
         Ok(None) => {
-            tracing::warn!(%remote, "agent certificate is not registered here; closing");
+            tracing::warn!(%remote, "agent certificate is unknown, expired or revoked; closing");
             connection.close(close::UNKNOWN_CERT.into(), b"unknown agent certificate");
             return;
         }
@@ -66,6 +72,13 @@ pub async fn run(app: Arc<App>, connection: quinn::Connection, cert: Certificate
         tracing::error!(error = %e, "cannot record agent host info");
     }
     let generation = app.registry.agent_connected(&id, connection.clone());
+    // A deregistration between the lookup above and this point found no live link to
+    // close; it has marked the store by now, so looking again closes the gap.
+    if !matches!(app.store.instance_by_certificate(&presented, now_us()).await, Ok(Some(_))) {
+        connection.close(close::UNKNOWN_CERT.into(), b"unknown agent certificate");
+        app.registry.agent_disconnected(&id, generation);
+        return;
+    }
     tracing::info!(instance = %id, %remote, "agent online");
 
     let why = loop {
@@ -75,6 +88,12 @@ pub async fn run(app: Arc<App>, connection: quinn::Connection, cert: Certificate
                     tracing::error!(error = %e, "cannot record heartbeat");
                 }
                 if control.send_control(&Control::Heartbeat { seq }).await.is_err() {
+                    break "control stream failed".to_owned();
+                }
+            }
+            Ok(Control::RenewCertificate { csr }) => {
+                let answer = renew(&app, &id, &presented, &csr).await;
+                if control.send_control(&answer).await.is_err() {
                     break "control stream failed".to_owned();
                 }
             }
@@ -95,4 +114,32 @@ pub async fn run(app: Arc<App>, connection: quinn::Connection, cert: Certificate
     };
     app.registry.agent_disconnected(&id, generation);
     tracing::info!(instance = %id, reason = %why, "agent offline");
+}
+
+/// Signs a renewal CSR for the same instance and accepts the new certificate next to the one
+/// the agent is connected with.
+async fn renew(app: &App, instance_id: &str, presented: &str, csr: &str) -> Control {
+    let now = now_us();
+    let issued = match app.ca.sign_agent_csr(csr, instance_id, now) {
+        Ok(issued) => issued,
+        Err(e) => {
+            tracing::warn!(instance = %instance_id, error = %e, "certificate renewal refused");
+            return Control::RenewalRefused { message: e.to_string() };
+        }
+    };
+    match app
+        .store
+        .renew_agent_certificate(instance_id, presented, &issued.fingerprint, issued.not_after_us, now)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(instance = %instance_id, not_after_us = issued.not_after_us, "agent certificate renewed");
+            Control::CertificateRenewed { certificate: issued.pem }
+        }
+        Ok(false) => Control::RenewalRefused { message: "the instance is deregistered".into() },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a renewed agent certificate");
+            Control::RenewalRefused { message: "internal error".into() }
+        }
+    }
 }

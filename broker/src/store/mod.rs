@@ -23,6 +23,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    #[error("schema migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 /// An IAM-style principal.
@@ -60,7 +62,7 @@ pub enum ActivationRefusal {
 }
 
 /// What an agent last said about its host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct HostInfo {
     pub agent_version: String,
     pub platform_type: String,
@@ -71,7 +73,7 @@ pub struct HostInfo {
 }
 
 /// A registered managed instance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Instance {
     pub instance_id: String,
     pub activation_id: String,
@@ -80,6 +82,7 @@ pub struct Instance {
     pub fingerprint: String,
     pub registered_us: i64,
     pub last_ping_us: Option<i64>,
+    #[sqlx(flatten)]
     pub host: HostInfo,
 }
 
@@ -118,14 +121,28 @@ impl SessionStatus {
     }
 }
 
+/// A stored session status that is not one of SSM's names.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown session status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl TryFrom<String> for SessionStatus {
+    type Error = UnknownStatus;
+
+    fn try_from(s: String) -> Result<Self, UnknownStatus> {
+        Self::parse(&s).ok_or(UnknownStatus(s))
+    }
+}
+
 /// A session as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {
     pub session_id: String,
     pub target: String,
     pub document: String,
     pub owner_arn: String,
     pub reason: String,
+    #[sqlx(try_from = "String")]
     pub status: SessionStatus,
     pub start_us: i64,
     pub end_us: Option<i64>,
@@ -168,13 +185,33 @@ pub trait Store: IamStore + DocumentStore + Send + Sync {
         now_us: i64,
     ) -> Result<Result<Activation, ActivationRefusal>, StoreError>;
 
-    /// Stores a newly registered instance.
-    async fn insert_instance(&self, instance: &Instance) -> Result<(), StoreError>;
-    /// The instance whose agent certificate has this fingerprint.
-    async fn instance_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Instance>, StoreError>;
-    /// One instance.
+    /// Stores a newly registered instance and accepts its first certificate (the instance's
+    /// `fingerprint`) until `cert_not_after_us`.
+    async fn insert_instance(&self, instance: &Instance, cert_not_after_us: i64) -> Result<(), StoreError>;
+    /// The registered (not deregistered) instance whose accepted, unexpired agent certificate
+    /// has this fingerprint.
+    async fn instance_by_certificate(
+        &self,
+        fingerprint: &str,
+        now_us: i64,
+    ) -> Result<Option<Instance>, StoreError>;
+    /// Accepts a renewed certificate of an instance. The certificate the agent presented
+    /// for the renewal stays accepted (until its own expiry); every older one is dropped.
+    /// False if the instance is unknown or deregistered.
+    async fn renew_agent_certificate(
+        &self,
+        instance_id: &str,
+        presented: &str,
+        issued: &str,
+        not_after_us: i64,
+        now_us: i64,
+    ) -> Result<bool, StoreError>;
+    /// Deregisters an instance: it is no longer listed and none of its certificates is
+    /// accepted any more. False if it is unknown or already deregistered.
+    async fn deregister_instance(&self, instance_id: &str, now_us: i64) -> Result<bool, StoreError>;
+    /// One registered instance.
     async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, StoreError>;
-    /// Every instance, ordered by id.
+    /// Every registered instance, ordered by id.
     async fn instances(&self) -> Result<Vec<Instance>, StoreError>;
     /// Records what the agent reported and when.
     async fn update_instance_host(

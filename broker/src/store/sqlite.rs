@@ -11,69 +11,27 @@ use sqlx::Row;
 
 use super::*;
 
-/// Schema migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE principals (
-    name TEXT PRIMARY KEY,
-    arn TEXT NOT NULL UNIQUE
-);
-CREATE TABLE access_keys (
-    access_key_id TEXT PRIMARY KEY,
-    principal TEXT NOT NULL REFERENCES principals(name),
-    secret TEXT NOT NULL,
-    active INTEGER NOT NULL DEFAULT 1
-);
-CREATE TABLE activations (
-    activation_id TEXT PRIMARY KEY,
-    code_hash TEXT NOT NULL,
-    iam_role TEXT NOT NULL,
-    description TEXT NOT NULL,
-    default_instance_name TEXT NOT NULL,
-    registration_limit INTEGER NOT NULL,
-    registrations INTEGER NOT NULL DEFAULT 0,
-    expires_us INTEGER NOT NULL,
-    created_us INTEGER NOT NULL
-);
-CREATE TABLE instances (
-    instance_id TEXT PRIMARY KEY,
-    activation_id TEXT NOT NULL,
-    iam_role TEXT NOT NULL,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL UNIQUE,
-    registered_us INTEGER NOT NULL,
-    last_ping_us INTEGER,
-    agent_version TEXT NOT NULL DEFAULT '',
-    platform_type TEXT NOT NULL DEFAULT '',
-    platform_name TEXT NOT NULL DEFAULT '',
-    platform_version TEXT NOT NULL DEFAULT '',
-    computer_name TEXT NOT NULL DEFAULT '',
-    ip_address TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE sessions (
-    session_id TEXT PRIMARY KEY,
-    target TEXT NOT NULL,
-    document TEXT NOT NULL,
-    owner_arn TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    status TEXT NOT NULL,
-    start_us INTEGER NOT NULL,
-    end_us INTEGER,
-    details TEXT NOT NULL DEFAULT '',
-    exit_code INTEGER
-);
-CREATE INDEX sessions_by_start ON sessions(start_us);
-"#,
-    super::sqlite_iam::MIGRATION_2,
-    super::sqlite_iam::MIGRATION_3,
-    super::sqlite_documents::MIGRATION_4,
-    // What DescribeSessions shows of the preferences a session started with.
-    r#"
-ALTER TABLE sessions ADD COLUMN max_duration_minutes INTEGER;
-ALTER TABLE sessions ADD COLUMN s3_output_url TEXT;
-ALTER TABLE sessions ADD COLUMN cloudwatch_output_url TEXT;
-"#,
-];
+/// The schema, one numbered file per version under `broker/migrations/`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The newest version the hand-written migrator knew: it kept the version in
+/// `PRAGMA user_version`, and its versions 1 to 5 are the files 0001 to 0005 verbatim.
+const LEGACY_LAST_VERSION: i64 = 5;
+
+/// An instance's columns: the instance row without the deregistration stamp.
+const INSTANCE_COLUMNS: &str = "i.instance_id, i.activation_id, i.iam_role, i.name, i.fingerprint, \
+     i.registered_us, i.last_ping_us, i.agent_version, i.platform_type, i.platform_name, \
+     i.platform_version, i.computer_name, i.ip_address";
+
+/// Creates the database file readable by the broker's user only, and tightens an existing
+/// one. SQLite gives its `-wal` and `-shm` files the database file's mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| StoreError::Db(sqlx::Error::Io(e));
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(())
+}
 
 /// SQLite in the data folder.
 pub struct SqliteStore {
@@ -83,6 +41,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -97,38 +56,27 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-            // The version is our own integer, never input.
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1)))
-                .execute(&mut *tx)
-                .await?;
+        let mut conn = self.pool.acquire().await?;
+        let tracked: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let legacy: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *conn).await?;
+        if !tracked && legacy > 0 {
+            // A database of the hand-written migrator: what it applied is marked as applied,
+            // not run again.
+            if legacy > LEGACY_LAST_VERSION {
+                return Err(StoreError::Corrupt(format!(
+                    "schema version {legacy} is newer than this broker knows"
+                )));
+            }
+            MIGRATOR.skip(&mut *conn, Some(legacy)).await?;
+            tracing::info!(version = legacy, "database schema now tracked by numbered migrations");
         }
-        tx.commit().await?;
+        MIGRATOR.run(&mut *conn).await?;
         Ok(())
     }
-}
-
-fn instance_from(row: &SqliteRow) -> Result<Instance, sqlx::Error> {
-    Ok(Instance {
-        instance_id: row.try_get("instance_id")?,
-        activation_id: row.try_get("activation_id")?,
-        iam_role: row.try_get("iam_role")?,
-        name: row.try_get("name")?,
-        fingerprint: row.try_get("fingerprint")?,
-        registered_us: row.try_get("registered_us")?,
-        last_ping_us: row.try_get("last_ping_us")?,
-        host: HostInfo {
-            agent_version: row.try_get("agent_version")?,
-            platform_type: row.try_get("platform_type")?,
-            platform_name: row.try_get("platform_name")?,
-            platform_version: row.try_get("platform_version")?,
-            computer_name: row.try_get("computer_name")?,
-            ip_address: row.try_get("ip_address")?,
-        },
-    })
 }
 
 fn activation_from(row: &SqliteRow) -> Result<Activation, StoreError> {
@@ -144,26 +92,6 @@ fn activation_from(row: &SqliteRow) -> Result<Activation, StoreError> {
         created_us: row.try_get("created_us")?,
         tags: serde_json::from_str(&row.try_get::<String, _>("tags")?)
             .map_err(|e| StoreError::Corrupt(format!("activation tags: {e}")))?,
-    })
-}
-
-fn session_from(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
-    let status: String = row.try_get("status")?;
-    Ok(SessionRecord {
-        session_id: row.try_get("session_id")?,
-        target: row.try_get("target")?,
-        document: row.try_get("document")?,
-        owner_arn: row.try_get("owner_arn")?,
-        reason: row.try_get("reason")?,
-        status: SessionStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("session status {status:?}")))?,
-        start_us: row.try_get("start_us")?,
-        end_us: row.try_get("end_us")?,
-        details: row.try_get("details")?,
-        exit_code: row.try_get("exit_code")?,
-        max_duration_minutes: row.try_get("max_duration_minutes")?,
-        s3_output_url: row.try_get("s3_output_url")?,
-        cloudwatch_output_url: row.try_get("cloudwatch_output_url")?,
     })
 }
 
@@ -215,7 +143,10 @@ impl Store for SqliteStore {
         code_hash: &str,
         now_us: i64,
     ) -> Result<Result<Activation, ActivationRefusal>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // Immediate: the read below decides the write. A deferred transaction takes only a
+        // read lock here and fails with `database is locked` (SQLITE_BUSY_SNAPSHOT, which no
+        // busy timeout waits out) when it upgrades after a concurrent registration committed.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT * FROM activations WHERE activation_id = ?")
             .bind(activation_id)
             .fetch_optional(&mut *tx)
@@ -245,7 +176,8 @@ impl Store for SqliteStore {
         Ok(Ok(a))
     }
 
-    async fn insert_instance(&self, i: &Instance) -> Result<(), StoreError> {
+    async fn insert_instance(&self, i: &Instance, cert_not_after_us: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO instances (instance_id, activation_id, iam_role, name, fingerprint, registered_us) \
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -256,30 +188,104 @@ impl Store for SqliteStore {
         .bind(&i.name)
         .bind(&i.fingerprint)
         .bind(i.registered_us)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO agent_certificates (fingerprint, instance_id, not_after_us, issued_us) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&i.fingerprint)
+        .bind(&i.instance_id)
+        .bind(cert_not_after_us)
+        .bind(i.registered_us)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn instance_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Instance>, StoreError> {
-        let row = sqlx::query("SELECT * FROM instances WHERE fingerprint = ?")
+    async fn instance_by_certificate(
+        &self,
+        fingerprint: &str,
+        now_us: i64,
+    ) -> Result<Option<Instance>, StoreError> {
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM agent_certificates c JOIN instances i USING (instance_id) \
+             WHERE c.fingerprint = ? AND c.not_after_us > ? AND i.deregistered_us IS NULL"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(fingerprint)
+            .bind(now_us)
             .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn renew_agent_certificate(
+        &self,
+        instance_id: &str,
+        presented: &str,
+        issued: &str,
+        not_after_us: i64,
+        now_us: i64,
+    ) -> Result<bool, StoreError> {
+        // Immediate: whether the instance is still registered decides the insert.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let live: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM instances WHERE instance_id = ? AND deregistered_us IS NULL)",
+        )
+        .bind(instance_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !live {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO agent_certificates (fingerprint, instance_id, not_after_us, issued_us) VALUES (?, ?, ?, ?)",
+        )
+        .bind(issued)
+        .bind(instance_id)
+        .bind(not_after_us)
+        .bind(now_us)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM agent_certificates WHERE instance_id = ? AND fingerprint NOT IN (?, ?)")
+            .bind(instance_id)
+            .bind(presented)
+            .bind(issued)
+            .execute(&mut *tx)
             .await?;
-        Ok(row.as_ref().map(instance_from).transpose()?)
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn deregister_instance(&self, instance_id: &str, now_us: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE instances SET deregistered_us = ? WHERE instance_id = ? AND deregistered_us IS NULL",
+        )
+        .bind(now_us)
+        .bind(instance_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM agent_certificates WHERE instance_id = ?")
+            .bind(instance_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn instance(&self, instance_id: &str) -> Result<Option<Instance>, StoreError> {
-        let row = sqlx::query("SELECT * FROM instances WHERE instance_id = ?")
-            .bind(instance_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(instance_from).transpose()?)
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances i WHERE i.instance_id = ? AND i.deregistered_us IS NULL"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(instance_id).fetch_optional(&self.pool).await?)
     }
 
     async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM instances ORDER BY instance_id").fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(instance_from).collect::<Result<_, _>>()?)
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances i WHERE i.deregistered_us IS NULL ORDER BY i.instance_id"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?)
     }
 
     async fn update_instance_host(
@@ -363,11 +369,11 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM sessions WHERE session_id = ?")
+        let row = sqlx::query_as("SELECT * FROM sessions WHERE session_id = ?")
             .bind(session_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(session_from).transpose()
+        Ok(row)
     }
 
     async fn sessions(&self, active: bool) -> Result<Vec<SessionRecord>, StoreError> {
@@ -376,8 +382,7 @@ impl Store for SqliteStore {
         } else {
             "SELECT * FROM sessions WHERE end_us IS NOT NULL ORDER BY start_us DESC, session_id"
         };
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
-        rows.iter().map(session_from).collect()
+        Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
     }
 
     async fn fail_orphaned_sessions(&self, now_us: i64) -> Result<u64, StoreError> {
@@ -482,6 +487,140 @@ mod tests {
         drop(s);
         let s = SqliteStore::open(&dir.path().join("airlock.db")).await.unwrap();
         assert_eq!(s.sessions(false).await.unwrap().len(), 1);
+    }
+
+    const LEGACY: &str = include_str!("../../tests/fixtures/legacy_schema_v5.sql");
+
+    /// Makes a database as the hand-written migrator left it at `version`, with the sample
+    /// rows when `data` is set.
+    async fn legacy_database(path: &Path, version: usize, data: bool) {
+        let options =
+            SqliteConnectOptions::from_str("sqlite://").unwrap().filename(path).create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let mut sections = LEGACY.split("-- @").skip(1);
+        for _ in 0..version {
+            // Each section starts with the rest of its marker line.
+            let sql = sections.next().unwrap().split_once('\n').unwrap().1;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await.unwrap();
+        }
+        if data {
+            let sql = LEGACY.split("-- @data").nth(1).unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await.unwrap();
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {version}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn database_of_the_hand_written_migrator_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("airlock.db");
+        legacy_database(&path, 5, true).await;
+        for _ in 0..2 {
+            // Twice: the second open finds the migrations tracked and changes nothing.
+            let s = SqliteStore::open(&path).await.unwrap();
+            assert!(s.has_principals().await.unwrap());
+            let instances = s.instances().await.unwrap();
+            assert_eq!(instances.len(), 1);
+            assert_eq!(
+                (instances[0].name.as_str(), instances[0].host.agent_version.as_str()),
+                ("host-1", "")
+            );
+            // The registration certificate stays accepted, until 2046 as it was issued.
+            assert!(s.instance_by_certificate("ab12", 2_398_377_599_000_000).await.unwrap().is_some());
+            assert!(s.instance_by_certificate("ab12", 2_398_377_600_000_000).await.unwrap().is_none());
+            assert_eq!(s.instance_tags("mi-0123456789abcdef0").await.unwrap().len(), 1);
+            let session = s.session("admin-0a1b2c3d4e5f6a7b8").await.unwrap().unwrap();
+            assert_eq!((session.status, session.exit_code), (SessionStatus::Terminated, Some(0)));
+            assert_eq!(s.activations().await.unwrap()[0].registrations, 1);
+            let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&s.pool)
+                .await
+                .unwrap();
+            assert_eq!(applied, MIGRATOR.iter().count() as i64);
+            s.pool.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn older_legacy_database_gets_the_missing_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("airlock.db");
+        legacy_database(&path, 3, false).await;
+        let s = SqliteStore::open(&path).await.unwrap();
+        // Version 4 (documents) and 5 (session preferences) ran.
+        assert!(s.sessions(true).await.unwrap().is_empty());
+        let docs: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM documents").fetch_one(&s.pool).await.unwrap();
+        assert_eq!(docs, 0);
+    }
+
+    #[tokio::test]
+    async fn deregistration_and_renewal_decide_which_certificates_connect() {
+        let (_d, s) = store().await;
+        let instance = Instance {
+            instance_id: "mi-0123456789abcdef0".into(),
+            activation_id: "act-1".into(),
+            iam_role: "role".into(),
+            name: "h".into(),
+            fingerprint: "first".into(),
+            registered_us: 10,
+            last_ping_us: None,
+            host: HostInfo::default(),
+        };
+        s.insert_instance(&instance, 1_000).await.unwrap();
+        assert!(s.instance_by_certificate("first", 999).await.unwrap().is_some());
+        assert!(s.instance_by_certificate("first", 1_000).await.unwrap().is_none(), "expired");
+        assert!(s
+            .renew_agent_certificate(&instance.instance_id, "first", "second", 2_000, 500)
+            .await
+            .unwrap());
+        // The certificate that asked stays valid until the next renewal completes.
+        assert!(s.instance_by_certificate("first", 600).await.unwrap().is_some());
+        assert!(s.instance_by_certificate("second", 1_500).await.unwrap().is_some());
+        assert!(s
+            .renew_agent_certificate(&instance.instance_id, "second", "third", 3_000, 700)
+            .await
+            .unwrap());
+        assert!(s.instance_by_certificate("first", 800).await.unwrap().is_none());
+        assert!(s.instance_by_certificate("second", 800).await.unwrap().is_some());
+        assert!(s.deregister_instance(&instance.instance_id, 900).await.unwrap());
+        assert!(!s.deregister_instance(&instance.instance_id, 901).await.unwrap());
+        for fp in ["second", "third"] {
+            assert!(s.instance_by_certificate(fp, 901).await.unwrap().is_none());
+        }
+        assert!(s.instances().await.unwrap().is_empty());
+        assert!(s.instance(&instance.instance_id).await.unwrap().is_none());
+        assert!(!s
+            .renew_agent_certificate(&instance.instance_id, "third", "fourth", 4_000, 902)
+            .await
+            .unwrap());
+        assert!(s.instance_by_certificate("fourth", 903).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn parallel_consumers_of_a_one_use_activation_never_see_a_locked_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(SqliteStore::open(&dir.path().join("airlock.db")).await.unwrap());
+        s.insert_activation(&activation(1, i64::MAX)).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.consume_activation("act-1", "h", 0).await })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(Ok(_)) => won += 1,
+                Ok(Err(refusal)) => assert_eq!(refusal, ActivationRefusal::Exhausted { limit: 1 }),
+                Err(e) => panic!("contention surfaced as an error: {e}"),
+            }
+        }
+        assert_eq!(won, 1);
     }
 
     #[tokio::test]

@@ -7,21 +7,6 @@ use sqlx::Row;
 use super::documents::*;
 use super::{SqliteStore, StoreError};
 
-/// Schema version 4: SSM documents, one row per version.
-pub const MIGRATION_4: &str = r#"
-CREATE TABLE documents (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL CHECK (version >= 1),
-    content TEXT NOT NULL,
-    document_format TEXT NOT NULL DEFAULT 'JSON',
-    document_type TEXT NOT NULL,
-    created_us INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    tags TEXT NOT NULL DEFAULT '[]',
-    PRIMARY KEY (name, version)
-);
-"#;
-
 fn tags_from(text: &str) -> Result<Vec<(String, String)>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("document tags: {e}")))
 }

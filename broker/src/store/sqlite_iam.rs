@@ -11,61 +11,6 @@ use super::iam::*;
 use super::{SqliteStore, StoreError};
 use crate::audit::{chain_hash, ChainRow, ChainVerifier, GENESIS};
 
-/// Schema version 2: identity, policies, instance tags and the audit log.
-pub const MIGRATION_2: &str = r#"
-ALTER TABLE principals ADD COLUMN kind TEXT NOT NULL DEFAULT 'user';
-ALTER TABLE principals ADD COLUMN principal_id TEXT NOT NULL DEFAULT '';
-ALTER TABLE principals ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
-ALTER TABLE principals ADD COLUMN created_us INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE access_keys ADD COLUMN created_us INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE access_keys ADD COLUMN expires_us INTEGER;
-ALTER TABLE access_keys ADD COLUMN token_hash TEXT;
-ALTER TABLE access_keys ADD COLUMN session_name TEXT;
-ALTER TABLE activations ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
-CREATE TABLE inline_policies (
-    principal TEXT NOT NULL REFERENCES principals(name),
-    name TEXT NOT NULL,
-    document TEXT NOT NULL,
-    PRIMARY KEY (principal, name)
-);
-CREATE TABLE managed_policies (
-    name TEXT PRIMARY KEY,
-    arn TEXT NOT NULL UNIQUE,
-    document TEXT NOT NULL,
-    created_us INTEGER NOT NULL
-);
-CREATE TABLE attachments (
-    principal TEXT NOT NULL REFERENCES principals(name),
-    policy TEXT NOT NULL REFERENCES managed_policies(name),
-    PRIMARY KEY (principal, policy)
-);
-CREATE TABLE instance_tags (
-    instance_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (instance_id, key)
-);
-CREATE TABLE audit_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at_us INTEGER NOT NULL,
-    principal TEXT NOT NULL,
-    action TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    policy TEXT,
-    sid TEXT,
-    statement_index INTEGER,
-    source_ip TEXT NOT NULL
-);
-"#;
-
-/// Schema version 3: the audit log's hash chain. Rows written before it keep NULL hashes
-/// and are reported as unchained legacy rows.
-pub const MIGRATION_3: &str = r#"
-ALTER TABLE audit_events ADD COLUMN prev_hash TEXT;
-ALTER TABLE audit_events ADD COLUMN hash TEXT;
-"#;
-
 /// The highest audit seq ever assigned, deleted rows included (AUTOINCREMENT keeps it).
 const LAST_AUDIT_SEQ: &str =
     "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0)";
@@ -157,7 +102,9 @@ impl IamStore for SqliteStore {
     }
 
     async fn delete_principal(&self, name: &str) -> Result<Deleted, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // Immediate: the counts below decide the delete, and a deferred transaction would
+        // fail with `database is locked` when it upgrades under contention.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(name.to_owned());
         if count("SELECT COUNT(*) FROM principals WHERE name = ?").fetch_one(&mut *tx).await? == 0 {
             return Ok(Deleted::NotFound);
@@ -304,7 +251,8 @@ impl IamStore for SqliteStore {
     }
 
     async fn delete_managed_policy(&self, name: &str) -> Result<Deleted, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // Immediate: the attachment count decides the delete.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let uses: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attachments WHERE policy = ?")
             .bind(name)
             .fetch_one(&mut *tx)

@@ -308,7 +308,7 @@ impl SpoolRecording {
             use std::os::unix::fs::FileExt;
             let mut tmp = dest.clone().into_os_string();
             tmp.push(".tmp");
-            let mut out = std::fs::File::create(&tmp)?;
+            let mut out = create_private(&tmp)?;
             let mut buf = vec![0; 1 << 20];
             let mut at = 0;
             while at < len {
@@ -377,6 +377,12 @@ impl SpoolRecording {
     }
 }
 
+/// Creates (or truncates) a file only the broker's user can read: recordings hold typed input.
+fn create_private(path: impl AsRef<Path>) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+}
+
 /// Writes `bytes` to `path` so that after a crash the file holds either the old or the new
 /// content, never a mix: a synced temporary file renamed over it.
 pub(crate) async fn write_durably(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
@@ -385,7 +391,7 @@ pub(crate) async fn write_durably(path: &Path, bytes: Vec<u8>) -> std::io::Resul
         use std::io::Write;
         let mut tmp = path.clone().into_os_string();
         tmp.push(".tmp");
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = create_private(&tmp)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, &path)
