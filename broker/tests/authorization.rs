@@ -64,6 +64,8 @@ fn sample(op: Op, account: &str) -> Value {
             json!({"RoleName": "victim-role"})
         }
         Op::TagUser => json!({"UserName": "victim", "Tags": [{"Key": "SSMSessionRunAs", "Value": "root"}]}),
+        Op::UpdateAssumeRolePolicy => json!({"RoleName": "victim-role", "PolicyDocument":
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"sts:AssumeRole"}]}"#}),
         Op::TagRole => {
             json!({"RoleName": "victim-role", "Tags": [{"Key": "SSMSessionRunAs", "Value": "root"}]})
         }
@@ -290,4 +292,79 @@ fn simulation_is_authorized_on_the_simulated_principal() {
     // Another principal's policies are not the auditor's to read.
     let (status, v) = simulate(format!("arn:airlock:iam::{account}:user/auditor"));
     assert_eq!((status, v["__type"].as_str()), (400, Some("AccessDenied")), "{v}");
+}
+
+#[test]
+fn assuming_a_role_needs_the_callers_policy_and_the_roles_trust() {
+    let broker = Broker::start();
+    let account = account(&broker);
+    let may_assume = json!({"Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]});
+    let alice = user(&broker, "alice", Some(may_assume.clone()));
+    let bob = user(&broker, "bob", Some(may_assume));
+    let carol = user(&broker, "carol", None);
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": [format!("arn:airlock:iam::{account}:user/alice"),
+                              format!("arn:airlock:iam::{account}:user/carol")]},
+        "Action": "sts:AssumeRole"}]});
+    broker.api(&[
+        "iam",
+        "create-role",
+        "--role-name",
+        "ops",
+        "--assume-role-policy-document",
+        &trust.to_string(),
+    ]);
+    let assume = |who: &Principal| {
+        call(
+            &broker,
+            who,
+            "AirlockSTS.AssumeRole",
+            &json!({"RoleArn": format!("arn:airlock:iam::{account}:role/ops"), "RoleSessionName": "s1"}),
+        )
+    };
+    assert_eq!(assume(&alice).0, 200, "trusted and allowed");
+    let (status, v) = assume(&bob);
+    assert_eq!((status, v["__type"].as_str()), (400, Some("AccessDenied")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("trust policy"), "{v}");
+    let (status, v) = assume(&carol);
+    assert_eq!((status, v["__type"].as_str()), (400, Some("AccessDenied")), "trusted but not allowed: {v}");
+    // GetRole shows the trust policy; UpdateAssumeRolePolicy replaces it.
+    let role = broker.api(&["iam", "get-role", "--role-name", "ops"]);
+    assert!(role["Role"]["AssumeRolePolicyDocument"].as_str().unwrap().contains("user/carol"), "{role}");
+    let everyone = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": account.clone()}, "Action": "sts:AssumeRole"}]});
+    broker.api(&[
+        "iam",
+        "update-assume-role-policy",
+        "--role-name",
+        "ops",
+        "--policy-document",
+        &everyone.to_string(),
+    ]);
+    assert_eq!(assume(&bob).0, 200, "the account is trusted now");
+    // A role without a trust policy trusts the account: callers' own policies decide.
+    broker.api(&["iam", "create-role", "--role-name", "open"]);
+    let (status, v) = call(
+        &broker,
+        &bob,
+        "AirlockSTS.AssumeRole",
+        &json!({"RoleArn": format!("arn:airlock:iam::{account}:role/open"), "RoleSessionName": "s2"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    // A bad trust policy is refused by name.
+    let out = broker
+        .cli()
+        .args([
+            "iam",
+            "create-role",
+            "--role-name",
+            "bad",
+            "--assume-role-policy-document",
+            r#"{"Statement":[{"Effect":"Allow","Action":"sts:AssumeRole"}]}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MalformedPolicyDocument"), "{out:?}");
 }

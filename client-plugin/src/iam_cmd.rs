@@ -49,6 +49,20 @@ pub struct PolicyDocument {
     pub policy_document: String,
 }
 
+/// `--assume-role-policy-document`.
+#[derive(Debug, Args)]
+pub struct TrustDocument {
+    /// The role's trust policy: who may assume it (Principal), as JSON inline or file://PATH.
+    #[arg(long, value_name = "JSON|file://PATH", value_parser = load_document)]
+    pub assume_role_policy_document: Option<String>,
+}
+
+impl TrustDocument {
+    fn member(self) -> Member {
+        self.assume_role_policy_document.map(|d| ("AssumeRolePolicyDocument", json!(d)))
+    }
+}
+
 /// `--policy-arn`.
 #[derive(Debug, Args)]
 pub struct PolicyArn {
@@ -186,12 +200,33 @@ pub enum IamCommand {
         #[command(flatten)]
         keys: TagKeys,
     },
-    /// Create a role.
+    /// Create a role; without a trust policy it trusts the account (callers' own policies
+    /// decide who may assume it).
     CreateRole {
         #[command(flatten)]
         role: Role,
         #[command(flatten)]
+        trust: TrustDocument,
+        #[command(flatten)]
         tags: NewTags,
+    },
+    /// Replace a role's trust policy.
+    UpdateAssumeRolePolicy {
+        #[command(flatten)]
+        role: Role,
+        /// The trust policy, as JSON inline or file://PATH.
+        #[arg(long, value_name = "JSON|file://PATH", value_parser = load_document)]
+        policy_document: String,
+    },
+    /// Show a role, with its trust policy.
+    GetRole {
+        #[command(flatten)]
+        role: Role,
+    },
+    /// Show a user.
+    GetUser {
+        #[command(flatten)]
+        user: User,
     },
     /// Delete a role (refused while it has policies).
     DeleteRole {
@@ -366,7 +401,15 @@ impl IamCommand {
             C::ListUsers => ("ListUsers", body([])),
             C::TagUser { user, tags } => ("TagUser", body([user.member(), tags.member()])),
             C::UntagUser { user, keys } => ("UntagUser", body([user.member(), keys.member()])),
-            C::CreateRole { role, tags } => ("CreateRole", body([role.member(), tags.member()])),
+            C::CreateRole { role, trust, tags } => {
+                ("CreateRole", body([role.member(), trust.member(), tags.member()]))
+            }
+            C::UpdateAssumeRolePolicy { role, policy_document } => (
+                "UpdateAssumeRolePolicy",
+                body([role.member(), Some(("PolicyDocument", json!(policy_document)))]),
+            ),
+            C::GetRole { role } => ("GetRole", body([role.member()])),
+            C::GetUser { user } => ("GetUser", body([user.member()])),
             C::DeleteRole { role } => ("DeleteRole", body([role.member()])),
             C::ListRoles => ("ListRoles", body([])),
             C::TagRole { role, tags } => ("TagRole", body([role.member(), tags.member()])),

@@ -185,6 +185,7 @@ async fn serve(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<serde_json::Value
         Op::SimulatePrincipalPolicy => iam::simulate(gate, parse(body)?).await,
         Op::CreateUser => iam::create_user(gate, parse(body)?).await,
         Op::CreateRole => iam::create_role(gate, parse(body)?).await,
+        Op::UpdateAssumeRolePolicy => iam::update_assume_role_policy(gate, parse(body)?).await,
         Op::GetUser => iam::get_principal::<User>(gate, op, parse(body)?).await,
         Op::GetRole => iam::get_principal::<Role>(gate, op, parse(body)?).await,
         Op::DeleteUser => iam::delete_principal::<User>(gate, op, parse(body)?).await,

@@ -70,7 +70,7 @@ operations! {
     }
     Iam "iam:" {
         CreateUser, GetUser, DeleteUser, ListUsers, TagUser, UntagUser,
-        CreateRole, GetRole, DeleteRole, ListRoles, TagRole, UntagRole,
+        CreateRole, GetRole, DeleteRole, ListRoles, TagRole, UntagRole, UpdateAssumeRolePolicy,
         CreateAccessKey, ListAccessKeys, UpdateAccessKey, DeleteAccessKey,
         PutUserPolicy, GetUserPolicy, DeleteUserPolicy, ListUserPolicies,
         PutRolePolicy, GetRolePolicy, DeleteRolePolicy, ListRolePolicies,
@@ -96,8 +96,14 @@ impl Op {
     pub const fn audited(self) -> bool {
         use Op::*;
         match self {
-            StartSession | ResumeSession | TerminateSession | CreateDocument | UpdateDocument
-            | DeleteDocument | AssumeRole | DeregisterManagedInstance => true,
+            StartSession
+            | ResumeSession
+            | TerminateSession
+            | CreateDocument
+            | UpdateDocument
+            | DeleteDocument
+            | AssumeRole
+            | DeregisterManagedInstance => true,
             op => matches!(op.service(), Service::Iam) && !op.reads_only(),
         }
     }

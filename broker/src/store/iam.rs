@@ -99,6 +99,10 @@ pub trait IamStore: Send + Sync {
     /// Replaces a principal's tags.
     async fn set_principal_tags(&self, name: &str, tags: &BTreeMap<String, String>)
         -> Result<(), StoreError>;
+    /// Sets a role's trust policy; false if no role has that name.
+    async fn set_trust_policy(&self, role: &str, document: &str) -> Result<bool, StoreError>;
+    /// A role's trust policy; `None` for a role that has none (the account is trusted).
+    async fn trust_policy(&self, role: &str) -> Result<Option<String>, StoreError>;
 
     /// Stores a key.
     async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError>;

@@ -141,6 +141,24 @@ impl IamStore for SqliteStore {
         Ok(())
     }
 
+    async fn set_trust_policy(&self, role: &str, document: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE principals SET trust_policy = ? WHERE name = ? AND kind = 'role'")
+            .bind(document)
+            .bind(role)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn trust_policy(&self, role: &str) -> Result<Option<String>, StoreError> {
+        let doc: Option<Option<String>> =
+            sqlx::query_scalar("SELECT trust_policy FROM principals WHERE name = ? AND kind = 'role'")
+                .bind(role)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(doc.flatten())
+    }
+
     async fn insert_key(&self, k: &KeyRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO access_keys (access_key_id, principal, secret, active, created_us, expires_us, token_hash, \

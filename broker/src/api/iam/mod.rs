@@ -12,6 +12,7 @@ mod audit;
 pub(crate) mod policies;
 pub(crate) mod principals;
 pub(crate) mod sts;
+pub(crate) mod trust;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -32,7 +33,7 @@ pub use policies::{
 };
 pub use principals::{
     create_role, create_user, delete_principal, get_principal, list_principals, tag_principal,
-    untag_principal,
+    untag_principal, update_assume_role_policy,
 };
 pub use sts::{assume_role, simulate};
 

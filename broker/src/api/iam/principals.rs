@@ -25,6 +25,15 @@ pub struct CreateUser {
 pub struct CreateRole {
     tags: Option<Vec<Tag>>,
     description: Option<String>,
+    /// Who may assume the role; absent: the account (callers' own policies decide).
+    assume_role_policy_document: Option<String>,
+}
+
+/// UpdateAssumeRolePolicy's members besides `RoleName`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct TrustMembers {
+    policy_document: String,
 }
 
 /// TagUser's and TagRole's members besides the name.
@@ -83,15 +92,43 @@ pub async fn create_role(gate: &Gate<'_>, req: On<Role, CreateRole>) -> Result<V
     if req.rest.description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
         return Err(ApiError::bad("ValidationError", "Description is at most 1000 characters"));
     }
-    create(gate, &req, tags).await
+    if let Some(doc) = &req.rest.assume_role_policy_document {
+        super::trust::check(gate.app, doc)?;
+    }
+    let mut created = create(gate, &req, tags).await?;
+    if let Some(doc) = &req.rest.assume_role_policy_document {
+        gate.app.store.set_trust_policy(&req.name, doc).await?;
+    }
+    created["Role"]["AssumeRolePolicyDocument"] =
+        json!(super::trust::role_trust_text(gate.app, &req.name).await?);
+    Ok(created)
+}
+
+/// UpdateAssumeRolePolicy: replaces who may assume a role.
+pub async fn update_assume_role_policy(
+    gate: &Gate<'_>,
+    req: On<Role, TrustMembers>,
+) -> Result<Value, ApiError> {
+    let app = gate.app;
+    gate.require(Op::UpdateAssumeRolePolicy, &req.arn(app)).await?;
+    req.existing(app).await?;
+    super::trust::check(app, &req.rest.policy_document)?;
+    if !app.store.set_trust_policy(&req.name, &req.rest.policy_document).await? {
+        return Err(no_such("role", &req.name));
+    }
+    Ok(json!({}))
 }
 
 /// GetUser / GetRole.
 pub async fn get_principal<K: Kind>(gate: &Gate<'_>, op: Op, req: On<K, Nothing>) -> Result<Value, ApiError> {
     gate.require(op, &req.arn(gate.app)).await?;
     let p = req.existing(gate.app).await?;
-    let key = if K::KIND == PrincipalKind::User { "User" } else { "Role" };
-    Ok(json!({ key: principal_json(&p) }))
+    if K::KIND == PrincipalKind::User {
+        return Ok(json!({ "User": principal_json(&p) }));
+    }
+    let mut role = principal_json(&p);
+    role["AssumeRolePolicyDocument"] = json!(super::trust::role_trust_text(gate.app, &p.name).await?);
+    Ok(json!({ "Role": role }))
 }
 
 /// DeleteUser / DeleteRole: refused while the principal still has keys or policies.

@@ -58,6 +58,21 @@ pub async fn assume_role(gate: &Gate<'_>, req: AssumeRole) -> Result<Value, ApiE
         .await?
         .filter(|p| p.kind == PrincipalKind::Role)
         .ok_or_else(|| no_such("role", role_name))?;
+    // The caller's policies allowed it; the role must trust the caller too.
+    let trust = super::trust::role_trust(app, &role.name).await?;
+    let caller_arn = gate.caller.arn(&app.settings.account);
+    let caller_arns = [caller_arn.as_str(), gate.caller.principal.arn.as_str()];
+    if !trust.allows(&caller_arns, &role.arn, &gate.context()) {
+        tracing::info!(principal = %caller_arn, role = %role.arn, "role trust policy refused AssumeRole");
+        return Err(ApiError::bad(
+            "AccessDenied",
+            format!(
+                "User: {caller_arn} is not authorized to perform: sts:AssumeRole on resource: {} because the \
+                 role's trust policy does not allow it",
+                role.arn
+            ),
+        ));
+    }
     let session = &req.role_session_name;
     if !(2..=64).contains(&session.len())
         || !session.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
