@@ -162,3 +162,7 @@ async fn record(
         })
         .await
 }
+
+#[cfg(test)]
+#[path = "authz_tests.rs"]
+mod tests;
