@@ -11,6 +11,7 @@ mod matrix_ssm;
 mod matrix_strings;
 mod matrix_typed;
 mod parse_errors;
+mod proptests;
 
 use super::{evaluate, Context, Effect, Policy, Request};
 
