@@ -318,3 +318,45 @@ fn signatures_are_exactly_64_hex_digits() {
         assert_eq!(err, SigError::Incomplete("Signature must be 64 hex digits".into()), "{bad}");
     }
 }
+
+#[test]
+fn the_request_date_must_be_well_formed_and_in_the_scope() {
+    let at: DateTime<Utc> = fixed_time().into();
+    let mut h = hand_signed(&[HOST], &["host", "x-amz-date"], b"{}", at);
+    let raw =
+        h.get(http::header::AUTHORIZATION).unwrap().to_str().unwrap().replace("/20260101/", "/20251231/");
+    h.insert(http::header::AUTHORIZATION, raw.parse().unwrap());
+    assert_eq!(
+        check(&h, b"{}", SECRET, at),
+        Err(SigError::BadScope(
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: \
+             '20251231' != '20260101'"
+                .into()
+        ))
+    );
+    let mut h = hand_signed(&[HOST], &["host", "x-amz-date"], b"{}", at);
+    h.insert("x-amz-date", "2026-01-01T00:00:00Z".parse().unwrap());
+    assert_eq!(
+        check(&h, b"{}", SECRET, at),
+        Err(SigError::Incomplete(
+            "X-Amz-Date \"2026-01-01T00:00:00Z\" is not in the form YYYYMMDDTHHMMSSZ".into()
+        ))
+    );
+    h.remove("x-amz-date");
+    assert_eq!(
+        check(&h, b"{}", SECRET, at),
+        Err(SigError::Incomplete("X-Amz-Date header is missing".into()))
+    );
+    let mut h = hand_signed(&[HOST], &["host", "x-amz-date"], b"{}", at);
+    let raw = h
+        .get(http::header::AUTHORIZATION)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .replace("SignedHeaders=host;x-amz-date", "SignedHeaders=host;x-amz-date;x-amz-meta");
+    h.insert(http::header::AUTHORIZATION, raw.parse().unwrap());
+    assert_eq!(
+        check(&h, b"{}", SECRET, at),
+        Err(SigError::Incomplete("signed header \"x-amz-meta\" is missing from the request".into()))
+    );
+}
