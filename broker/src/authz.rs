@@ -164,3 +164,7 @@ async fn record(
         })
         .await
 }
+
+#[cfg(test)]
+#[path = "authz_tests.rs"]
+mod tests;

@@ -57,14 +57,28 @@ fn unrecognized() -> ApiError {
     ApiError::bad("UnrecognizedClientException", "The security token included in the request is invalid.")
 }
 
-/// Resolves an access key id (and the session token header, if any) to its caller, and
-/// returns the secret to verify the signature with.
+/// Resolves an access key id (and the session token header, if any) to its caller once
+/// `verify` has accepted the request's signature with the key's secret.
+///
+/// The signature is checked before anything about the key is refused, so a caller who does
+/// not hold the secret learns nothing about which key ids exist: an unknown key is verified
+/// against a random decoy secret and fails exactly as a bad signature does, and an inactive
+/// or expired key, or a wrong session token, is reported only to a caller who signed with
+/// the key's secret.
 pub async fn resolve(
     app: &App,
     access_key_id: &str,
     session_token: Option<&str>,
-) -> Result<(Caller, String), ApiError> {
-    let key = app.store.key(access_key_id).await?.ok_or_else(unrecognized)?;
+    verify: impl FnOnce(&str) -> Result<(), ApiError>,
+) -> Result<Caller, ApiError> {
+    let key = app.store.key(access_key_id).await?;
+    let secret = match &key {
+        Some(key) => app.master.open(&key.secret_sealed).map_err(ApiError::internal)?,
+        None => crate::keys::secret(),
+    };
+    verify(&secret)?;
+    // Only reachable for an unknown key if a signer guessed a fresh 240-bit secret.
+    let key = key.ok_or_else(unrecognized)?;
     match (&key.token_hash, session_token) {
         (None, None) => {}
         (Some(hash), Some(token)) if *hash == hex::encode(Sha256::digest(token.as_bytes())) => {
@@ -81,6 +95,9 @@ pub async fn resolve(
         return Err(ApiError::bad("UnrecognizedClientException", "The access key is inactive."));
     }
     let principal = app.store.principal(&key.principal).await?.ok_or_else(unrecognized)?;
-    let secret = app.master.open(&key.secret_sealed).map_err(ApiError::internal)?;
-    Ok((Caller { principal, role_session: key.session_name }, secret))
+    Ok(Caller { principal, role_session: key.session_name })
 }
+
+#[cfg(test)]
+#[path = "identity_tests.rs"]
+pub(crate) mod tests;

@@ -98,3 +98,74 @@ pub async fn bootstrap_admin(
     store.put_inline_policy(&admin.name, "AdministratorAccess", ADMIN_POLICY).await?;
     Ok(Some(mint(store, master, &admin.name).await?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::{app, user, ACCOUNT};
+
+    fn drawn_from(s: &str, alphabet: &[u8]) -> bool {
+        s.bytes().all(|b| alphabet.contains(&b))
+    }
+
+    #[test]
+    fn ids_and_secrets_have_aws_shapes() {
+        let (long, temp) = (key_id(false), key_id(true));
+        assert!(long.starts_with("AKIA") && temp.starts_with("ASIA"), "{long} {temp}");
+        assert_eq!((long.len(), temp.len()), (20, 20));
+        assert!(drawn_from(&long[4..], UPPER) && drawn_from(&temp[4..], UPPER));
+        assert_ne!(key_id(false), key_id(false));
+        let s = secret();
+        assert_eq!(s.len(), 40);
+        assert!(drawn_from(&s, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"));
+        assert_ne!(secret(), secret());
+        let (u, r) = (principal_id(PrincipalKind::User), principal_id(PrincipalKind::Role));
+        assert!(u.starts_with("AIDA") && r.starts_with("AROA"), "{u} {r}");
+        assert_eq!((u.len(), r.len()), (21, 21));
+    }
+
+    #[test]
+    fn draws_use_the_whole_alphabet() {
+        let s = random_from(b"ab", 200);
+        assert_eq!(s.len(), 200);
+        assert!(s.contains('a') && s.contains('b') && drawn_from(&s, b"ab"));
+        assert_eq!(random_from(b"x", 3), "xxx");
+    }
+
+    #[tokio::test]
+    async fn minted_keys_are_stored_sealed_and_active() {
+        let t = app().await;
+        let app = &t.app;
+        let store = app.store.as_ref();
+        assert!(
+            matches!(mint(store, &app.master, "nobody").await, Err(KeyError::NoPrincipal(n)) if n == "nobody")
+        );
+        user(app, "carol", None).await;
+        let key = mint(store, &app.master, "carol").await.unwrap();
+        let stored = store.key(&key.access_key_id).await.unwrap().unwrap();
+        assert_eq!(stored.principal, "carol");
+        assert!(stored.active && stored.expires_us.is_none() && stored.token_hash.is_none());
+        assert_ne!(stored.secret_sealed, key.secret);
+        assert_eq!(app.master.open(&stored.secret_sealed).unwrap(), key.secret);
+        assert_eq!(stored.created_us, key.created_us);
+        assert!(key.created_us > 0);
+    }
+
+    #[tokio::test]
+    async fn the_first_administrator_is_created_once() {
+        let t = app().await;
+        let app = &t.app;
+        let store = app.store.as_ref();
+        let key = bootstrap_admin(store, &app.master, ACCOUNT).await.unwrap().unwrap();
+        let admin = store.principal("admin").await.unwrap().unwrap();
+        assert_eq!(admin.arn, format!("arn:airlock:iam::{ACCOUNT}:user/admin"));
+        assert_eq!(admin.kind, PrincipalKind::User);
+        assert!(admin.principal_id.starts_with("AIDA"));
+        assert_eq!(
+            store.inline_policies("admin").await.unwrap(),
+            vec![("AdministratorAccess".to_owned(), ADMIN_POLICY.to_owned())]
+        );
+        assert_eq!(store.key(&key.access_key_id).await.unwrap().unwrap().principal, "admin");
+        assert!(bootstrap_admin(store, &app.master, ACCOUNT).await.unwrap().is_none());
+    }
+}

@@ -126,6 +126,13 @@ pub fn verify(
             return Err(SigError::Incomplete(format!("'{required}' must be a signed header")));
         }
     }
+    // The operation and the body's format must be covered when sent, so a signature made for
+    // one operation cannot be replayed as another (botocore and the AWS SDKs sign both).
+    for covered in ["x-amz-target", "content-type"] {
+        if req.headers.contains_key(covered) && !auth.signed_headers.iter().any(|h| h == covered) {
+            return Err(SigError::Incomplete(format!("'{covered}' must be a signed header when it is sent")));
+        }
+    }
     let amz_date = header_value(req.headers, "x-amz-date")
         .ok_or_else(|| SigError::Incomplete("X-Amz-Date header is missing".into()))?;
     let when = NaiveDateTime::parse_from_str(&amz_date, "%Y%m%dT%H%M%SZ")
@@ -254,5 +261,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

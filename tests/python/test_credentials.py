@@ -29,12 +29,16 @@ def test_wrong_secret_is_an_invalid_signature(broker):
     assert "when calling the DescribeSessions operation" in r.stderr
 
 
-def test_unknown_key_id_is_unrecognized(broker):
+def test_unknown_key_id_looks_like_a_bad_signature(broker):
+    # Deliberately unlike AWS (UnrecognizedClientException): an unsigned caller must not be
+    # able to tell which key ids exist, so an unknown key answers as a wrong secret does.
     creds = Creds("AKIAZZZZZZZZZZZZZZZZ", broker.admin.secret)
     e = error_of(broker.client(creds).describe_instance_information)
-    assert code_of(e) == "UnrecognizedClientException", e.response
+    assert code_of(e) == "InvalidSignatureException", e.response
+    wrong_secret = error_of(broker.client(Creds(broker.admin.key_id, "x" * 40)).describe_instance_information)
+    assert e.response["Error"] == wrong_secret.response["Error"]
     r = broker.aws(["ssm", "describe-instance-information"], creds=creds)
-    assert r.error_code() == "UnrecognizedClientException", r.stderr
+    assert r.error_code() == "InvalidSignatureException", r.stderr
 
 
 def test_deactivated_key_is_unrecognized_until_reactivated(broker):
@@ -56,7 +60,8 @@ def test_deactivated_key_is_unrecognized_until_reactivated(broker):
     assert isinstance(client.describe_sessions(State="Active")["Sessions"], list)
 
     broker.iam("DeleteAccessKey", key)
-    assert code_of(error_of(client.describe_sessions, State="Active")) == "UnrecognizedClientException"
+    # A deleted key is unknown: it answers as a bad signature does.
+    assert code_of(error_of(client.describe_sessions, State="Active")) == "InvalidSignatureException"
 
 
 # --- assumed roles ---------------------------------------------------------------------------------------

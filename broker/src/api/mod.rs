@@ -237,7 +237,6 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 async fn authenticate(app: &App, call: &Call<'_>) -> Result<(Caller, String), ApiError> {
     let auth = sigv4::parse(call.headers).map_err(ApiError::from)?;
     let token = call.headers.get("x-amz-security-token").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let (caller, secret) = crate::identity::resolve(app, &auth.access_key_id, token).await?;
     let parts = sigv4::SignedParts {
         method: call.method.as_str(),
         path: call.uri.path(),
@@ -245,7 +244,9 @@ async fn authenticate(app: &App, call: &Call<'_>) -> Result<(Caller, String), Ap
         headers: call.headers,
         body: call.body,
     };
-    sigv4::verify(&parts, &auth, &secret, "ssm", chrono::Utc::now())?;
+    // The signature is checked before the key's state, so unknown and inactive keys look alike.
+    let verify = |secret: &str| Ok(sigv4::verify(&parts, &auth, secret, "ssm", chrono::Utc::now())?);
+    let caller = crate::identity::resolve(app, &auth.access_key_id, token, verify).await?;
     tracing::debug!(caller = %caller.arn(&app.settings.account), peer = %call.peer, "authenticated");
     Ok((caller, auth.region))
 }

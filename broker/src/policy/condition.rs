@@ -251,7 +251,9 @@ fn compile_values(
                 let parsed = ArnPattern::parse(t, Syntax { wildcards: true, variables }).map_err(|e| {
                     PolicyError::Variable { path: path.into(), text: t.clone(), reason: e.0.into() }
                 })?;
-                out.push(parsed.ok_or_else(|| bad(t, "not `*` or an ARN of six colon-separated parts"))?);
+                out.push(parsed.ok_or_else(|| {
+                    bad(t, "not `*`, an ARN of six colon-separated parts, or fewer parts ending in `*`")
+                })?);
             }
             Values::Arn(out.into())
         }

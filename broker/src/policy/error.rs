@@ -62,7 +62,8 @@ pub enum PolicyError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A resource that is neither `*` nor an ARN of six colon-separated parts.
+    /// A resource that is neither `*`, nor an ARN of six colon-separated parts, nor fewer parts
+    /// ending in `*`.
     #[error("{path}: invalid resource `{resource}`: {reason}")]
     Resource {
         /// Where the resource is.

@@ -20,7 +20,9 @@
 //! - a key present with an empty set of values is treated as absent;
 //! - substituted variable values are literal text, never wildcards; multivalued keys are
 //!   not substituted (the default, if any, is used);
-//! - Resource entries and Arn* values must be `*` or six-part ARNs, compared part by part.
+//! - Resource entries and Arn* values must be `*` or six-part ARNs, compared part by part;
+//!   as in IAM, two to five parts whose last ends in `*` (`arn:aws:ssm:*`) are accepted too,
+//!   and that last `*` spans the rest of the ARN, colons included.
 
 #![warn(missing_docs)]
 

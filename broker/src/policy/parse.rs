@@ -324,8 +324,8 @@ fn compile_resource(resource: &str, path: &str, variables: bool) -> Result<ArnPa
         path: path.into(),
         resource: resource.into(),
         reason: concat!(
-            "must be `*` or an ARN with six colon-separated parts ",
-            "(arn:partition:service:region:account:resource)"
+            "must be `*`, an ARN with six colon-separated parts ",
+            "(arn:partition:service:region:account:resource), or fewer parts ending in `*`"
         )
         .into(),
     })

@@ -335,10 +335,14 @@ pub(crate) enum ArnPattern {
     Any,
     /// `arn`, partition, service, region, account, and the resource part (which may hold colons).
     Parts(Box<[Pattern; 6]>),
+    /// Two to five parts, the last ending in `*` (`arn:aws:ssm:*`): the leading parts are
+    /// compared part by part and the last one spans the rest of the ARN, colons included.
+    Short(Box<[Pattern]>),
 }
 
 impl ArnPattern {
-    /// Compiles `text`; `Ok(None)` when it is neither `*` nor six colon-separated parts.
+    /// Compiles `text`; `Ok(None)` when it is neither `*`, nor six colon-separated parts, nor
+    /// two to five parts whose last ends in `*`.
     pub(crate) fn parse(text: &str, syntax: Syntax) -> Result<Option<Self>, VarError> {
         let toks = tokenize(text, syntax)?;
         if toks == [Tok::Star] {
@@ -370,6 +374,13 @@ impl ArnPattern {
                 }
             }
         }
+        if parts.len() < 6 {
+            let spans_the_rest = parts.last().and_then(|p| p.last()) == Some(&Tok::Star);
+            if parts.len() < 2 || !spans_the_rest {
+                return Ok(None);
+            }
+            return Ok(Some(ArnPattern::Short(parts.into_iter().map(Pattern::from_toks).collect())));
+        }
         let Ok(parts) = <[Vec<Tok>; 6]>::try_from(parts) else { return Ok(None) };
         Ok(Some(ArnPattern::Parts(Box::new(parts.map(Pattern::from_toks)))))
     }
@@ -381,7 +392,19 @@ impl ArnPattern {
             (ArnPattern::Parts(pats), Some(parts)) => {
                 pats.iter().zip(parts.iter()).all(|(pat, part)| pat.matches(part, ctx, false))
             }
-            (ArnPattern::Parts(_), None) => false,
+            (ArnPattern::Short(pats), Some(parts)) => {
+                let Some((last, leading)) = pats.split_last() else { return false };
+                let n = leading.len();
+                if !leading.iter().zip(parts.iter()).all(|(pat, part)| pat.matches(part, ctx, false)) {
+                    return false;
+                }
+                match last {
+                    Pattern::Any => true,
+                    // The parts came from one string split on its first five colons.
+                    _ => last.matches(&parts[n..].join(":"), ctx, false),
+                }
+            }
+            (ArnPattern::Parts(_) | ArnPattern::Short(_), None) => false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Matrix: ARN wildcards and policy variables.
 
-use super::Want::{Allow, Implicit};
+use super::Want::{Allow, Deny, Implicit};
 use super::{case, group, run, Group};
 
 const ARN_P0: &str = r#"{"Version":"2012-10-17","Statement":[
@@ -404,10 +404,145 @@ fn variables() -> Vec<Group> {
     ]
 }
 
+const SHORT_P0: &str = r#"{"Version":"2012-10-17","Statement":[
+  {"Sid":"AllSsm","Effect":"Allow","Action":"ssm:StartSession","Resource":"arn:airlock:ssm:*"},
+  {"Sid":"EuDocs","Effect":"Allow","Action":"ssm:GetDocument","Resource":"arn:airlock:ssm:eu-*"},
+  {"Sid":"AccountLogs","Effect":"Allow","Action":"logs:PutLogEvents","Resource":"arn:airlock:logs:eu-west-1:1111*"},
+  {"Sid":"OwnSessions","Effect":"Allow","Action":"ssm:ResumeSession","Resource":"arn:airlock:ssm:eu-west-1:111122223333:session/${aws:username}-*"},
+  {"Sid":"NoProd","Effect":"Deny","Action":"ssm:StartSession","Resource":"arn:airlock:ssm:eu-west-1:111122223333:managed-instance/mi-prod*"},
+  {"Sid":"NamedUser","Effect":"Allow","Action":"ssm:TerminateSession","Resource":"arn:airlock:ssm:${aws:username}*"}
+]}"#;
+
+/// Fewer than six parts with a trailing `*`: IAM lets that `*` span the remaining parts.
+fn short_arns() -> Vec<Group> {
+    let n: super::Ctx = &[];
+    let alice: super::Ctx = &[("aws:username", &["alice"])];
+    vec![group(
+        "short-arn-patterns",
+        &[SHORT_P0],
+        vec![
+            case(
+                "arn:…:ssm:* covers every SSM resource",
+                "ssm:StartSession",
+                "arn:airlock:ssm:us-east-1:444455556666:managed-instance/mi-abc",
+                n,
+                Allow(0, 0),
+            ),
+            case(
+                "arn:…:ssm:* covers resource parts holding colons",
+                "ssm:StartSession",
+                "arn:airlock:ssm:us-east-1:444455556666:session:a:b",
+                n,
+                Allow(0, 0),
+            ),
+            case(
+                "arn:…:ssm:* leading parts stay literal: service",
+                "ssm:StartSession",
+                "arn:airlock:ssmx:us-east-1:444455556666:managed-instance/mi-abc",
+                n,
+                Implicit,
+            ),
+            case(
+                "arn:…:ssm:* leading parts stay literal: partition",
+                "ssm:StartSession",
+                "arn:aws:ssm:us-east-1:444455556666:managed-instance/mi-abc",
+                n,
+                Implicit,
+            ),
+            case("arn:…:ssm:* needs an ARN", "ssm:StartSession", "managed-instance/mi-abc", n, Implicit),
+            case(
+                "arn:…:ssm:* needs a six-part ARN",
+                "ssm:StartSession",
+                "arn:airlock:ssm:us-east-1:444455556666",
+                n,
+                Implicit,
+            ),
+            case(
+                "Deny with a six-part pattern still wins over the short Allow",
+                "ssm:StartSession",
+                "arn:airlock:ssm:eu-west-1:111122223333:managed-instance/mi-prod-1",
+                n,
+                Deny(0, 4),
+            ),
+            case(
+                "prefix in the spanning part: region",
+                "ssm:GetDocument",
+                "arn:airlock:ssm:eu-west-3:111122223333:document/x",
+                n,
+                Allow(0, 1),
+            ),
+            case(
+                "prefix in the spanning part: other region",
+                "ssm:GetDocument",
+                "arn:airlock:ssm:us-east-1:111122223333:document/x",
+                n,
+                Implicit,
+            ),
+            case(
+                "spanning part starts at its own part, not inside the previous one",
+                "ssm:GetDocument",
+                "arn:airlock:ssmeu-:x:111122223333:document/x",
+                n,
+                Implicit,
+            ),
+            case(
+                "five parts: account prefix",
+                "logs:PutLogEvents",
+                "arn:airlock:logs:eu-west-1:111122223333:log-group:/a:log-stream:s",
+                n,
+                Allow(0, 2),
+            ),
+            case(
+                "five parts: other account",
+                "logs:PutLogEvents",
+                "arn:airlock:logs:eu-west-1:222211113333:log-group:/a",
+                n,
+                Implicit,
+            ),
+            case(
+                "five parts: region stays part by part",
+                "logs:PutLogEvents",
+                "arn:airlock:logs:eu-west-1a:111122223333:log-group:/a",
+                n,
+                Implicit,
+            ),
+            case(
+                "variable in the spanning part",
+                "ssm:TerminateSession",
+                "arn:airlock:ssm:alice-region:1:session/x",
+                alice,
+                Allow(0, 5),
+            ),
+            case(
+                "variable in the spanning part: other user",
+                "ssm:TerminateSession",
+                "arn:airlock:ssm:bob:1:session/x",
+                alice,
+                Implicit,
+            ),
+            case(
+                "variable in the spanning part: unresolved",
+                "ssm:TerminateSession",
+                "arn:airlock:ssm:alice:1:session/x",
+                n,
+                Implicit,
+            ),
+            case(
+                "six-part patterns are unchanged",
+                "ssm:ResumeSession",
+                "arn:airlock:ssm:eu-west-1:111122223333:session/alice-1",
+                alice,
+                Allow(0, 3),
+            ),
+        ],
+    )]
+}
+
 /// Every group of this file.
 pub(super) fn groups() -> Vec<Group> {
     let mut all = arns();
     all.extend(variables());
+    all.extend(short_arns());
     all
 }
 

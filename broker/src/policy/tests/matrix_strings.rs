@@ -59,13 +59,18 @@ fn strings() -> Vec<Group> {
         cond_group(
             "StringEqualsIgnoreCase",
             false,
-            r#"{"StringEqualsIgnoreCase":{"ssm:resourceTag/Environment":["Dev","ÄRGER"]}}"#,
+            r#"{"StringEqualsIgnoreCase":{"ssm:resourceTag/Environment":["Dev","ÄRGER","kelvin"]}}"#,
             &[
                 ("StringEqualsIgnoreCase: lower", &[("ssm:resourceTag/Environment", &["dev"])], true),
                 ("StringEqualsIgnoreCase: upper", &[("ssm:resourceTag/Environment", &["DEV"])], true),
                 (
                     "StringEqualsIgnoreCase: Unicode case folding",
                     &[("ssm:resourceTag/Environment", &["ärger"])],
+                    true,
+                ),
+                (
+                    "StringEqualsIgnoreCase: Unicode folding against an ASCII value (Kelvin sign)",
+                    &[("ssm:resourceTag/Environment", &["\u{212A}elvin"])],
                     true,
                 ),
                 ("StringEqualsIgnoreCase: other value", &[("ssm:resourceTag/Environment", &["prod"])], false),

@@ -11,6 +11,7 @@ mod matrix_ssm;
 mod matrix_strings;
 mod matrix_typed;
 mod parse_errors;
+mod proptests;
 
 use super::{evaluate, Context, Effect, Policy, Request};
 
@@ -192,4 +193,25 @@ fn harness_detects_a_wrong_expectation() {
         assert_eq!(check(&[g]).len(), 1, "{want:?} was not caught");
     }
     run(&[group("self-check", &[doc], vec![case("right", "ssm:StartSession", "*", &[], Want::Allow(0, 0))])]);
+}
+
+#[test]
+fn decisions_describe_themselves_exactly() {
+    let doc = r#"{"Version":"2012-10-17","Statement":[
+      {"Sid":"Read","Effect":"Allow","Action":"ssm:Describe*","Resource":"*"},
+      {"Effect":"Allow","Action":"ssm:StartSession","Resource":"*"},
+      {"Sid":"NoTerminate","Effect":"Deny","Action":"ssm:TerminateSession","Resource":"*"}]}"#;
+    let policies = [Policy::parse("ops", doc).unwrap()];
+    let ctx = Context::new();
+    let say = |action: &str| {
+        let d = evaluate(&policies, &Request { action, resource: "*", context: &ctx });
+        (d.is_allowed(), d.to_string())
+    };
+    assert_eq!(say("ssm:DescribeSessions"), (true, "allowed by policy `ops` statement 0 (Read)".into()));
+    assert_eq!(say("ssm:StartSession"), (true, "allowed by policy `ops` statement 1".into()));
+    assert_eq!(
+        say("ssm:TerminateSession"),
+        (false, "explicitly denied by policy `ops` statement 2 (NoTerminate)".into())
+    );
+    assert_eq!(say("iam:CreateUser"), (false, "implicitly denied: no statement matched".into()));
 }

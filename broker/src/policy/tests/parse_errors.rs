@@ -236,13 +236,30 @@ fn structural_faults() {
 
 #[test]
 fn resources_must_be_star_or_six_part_arns() {
-    for bad in ["mi-123", "arn:aws:ssm:*", "arn:airlock:ssm:eu-west-1:111122223333", ""] {
+    for bad in [
+        "mi-123",
+        "arn:airlock:ssm:eu-west-1:111122223333",
+        "",
+        "arn*",
+        "arn:aws:ssm:*x",
+        "arn:aws:ssm:",
+        "arn:aws:ssm:${aws:username}",
+        "arn:aws:ssm:${*}",
+    ] {
         let e = err(&stmt(&format!(r#""Effect":"Allow","Action":"*","Resource":"{bad}""#)));
         assert!(matches!(&e, PolicyError::Resource { resource, .. } if resource == bad), "{bad}: {e:?}");
     }
-    for ok in
-        ["*", "arn:airlock:ssm:*:*:*", "arn:airlock:s3:::bucket/*", "arn:airlock:logs:r:a:log-group:x:*"]
-    {
+    for ok in [
+        "*",
+        "arn:airlock:ssm:*:*:*",
+        "arn:airlock:s3:::bucket/*",
+        "arn:airlock:logs:r:a:log-group:x:*",
+        "arn:aws:ssm:*",
+        "arn:*",
+        "arn:aws:ssm:eu-*",
+        "arn:aws:ssm:eu-west-1:1111*",
+        "arn:aws:ssm:${aws:username}*",
+    ] {
         assert!(
             Policy::parse("t", &stmt(&format!(r#""Effect":"Allow","Action":"*","NotResource":"{ok}""#)))
                 .is_ok(),

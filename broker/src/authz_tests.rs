@@ -1,0 +1,115 @@
+//! Tests of the Gate's refusals: the exact messages and codes for an explicit deny and for
+//! no allow, per dialect, and the audit record of each decision.
+
+use super::*;
+use crate::identity::tests::{app, user, ACCOUNT};
+
+const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+  {"Sid":"All","Effect":"Allow","Action":["ssm:*","iam:*"],"Resource":"*"},
+  {"Sid":"NoTerminate","Effect":"Deny","Action":["ssm:TerminateSession","iam:DeleteUser"],"Resource":"*"}]}"#;
+
+async fn refusal(gate: &Gate<'_>, action: &str, dialect: Dialect) -> (u16, &'static str, String) {
+    let e = gate.check_plain(action, "arn:x", dialect).await.unwrap_err();
+    (e.status.as_u16(), e.code, e.message)
+}
+
+fn facts() -> RequestFacts {
+    RequestFacts { source_ip: "127.0.0.1".parse().unwrap(), secure: true, region: "us-east-1".into() }
+}
+
+#[tokio::test]
+async fn refusals_say_which_rule_refused() {
+    let t = app().await;
+    let app = &t.app;
+    let caller = Caller { principal: user(app, "carol", Some(POLICY)).await, role_session: None };
+    let facts = facts();
+    let gate = Gate { app, caller: &caller, facts: &facts };
+    let arn = format!("arn:airlock:iam::{ACCOUNT}:user/carol");
+
+    assert!(gate.check_plain("ssm:StartSession", "arn:x", Dialect::Ssm).await.is_ok());
+    assert_eq!(
+        refusal(&gate, "ssm:TerminateSession", Dialect::Ssm).await,
+        (
+            400,
+            "AccessDeniedException",
+            format!(
+                "User: {arn} is not authorized to perform: ssm:TerminateSession on resource: arn:x \
+                 with an explicit deny in an identity-based policy"
+            )
+        )
+    );
+    assert_eq!(
+        refusal(&gate, "ec2:RunInstances", Dialect::Ssm).await,
+        (
+            400,
+            "AccessDeniedException",
+            format!(
+                "User: {arn} is not authorized to perform: ec2:RunInstances on resource: arn:x \
+                 because no identity-based policy allows the ec2:RunInstances action"
+            )
+        )
+    );
+    let (_, code, message) = refusal(&gate, "iam:DeleteUser", Dialect::Iam).await;
+    assert_eq!(code, "AccessDenied");
+    assert!(message.ends_with("with an explicit deny in an identity-based policy"), "{message}");
+    let (_, code, message) = refusal(&gate, "sts:GetCallerIdentity", Dialect::Iam).await;
+    assert_eq!(code, "AccessDenied");
+    assert!(message.ends_with("because no identity-based policy allows the sts:GetCallerIdentity action"));
+}
+
+#[tokio::test]
+async fn audited_decisions_are_recorded_with_their_statement() {
+    let t = app().await;
+    let app = &t.app;
+    let caller = Caller { principal: user(app, "carol", Some(POLICY)).await, role_session: None };
+    let facts = facts();
+    let gate = Gate { app, caller: &caller, facts: &facts };
+    let ctx = gate.context();
+    gate.check(&ctx, "ssm:StartSession", "arn:a", Dialect::Ssm, true).await.unwrap();
+    gate.check(&ctx, "ssm:TerminateSession", "arn:b", Dialect::Ssm, true).await.unwrap_err();
+    gate.check(&ctx, "ec2:RunInstances", "arn:c", Dialect::Ssm, true).await.unwrap_err();
+    gate.check(&ctx, "ssm:StartSession", "arn:d", Dialect::Ssm, false).await.unwrap();
+    let mut events = app.store.audit_events(10, 0).await.unwrap();
+    events.sort_by(|a, b| a.resource.cmp(&b.resource));
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.resource.as_str(),
+                e.decision.as_str(),
+                e.policy.as_deref(),
+                e.sid.as_deref(),
+                e.statement_index,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("arn:a", "allowed", Some("inline"), Some("All"), Some(0)),
+            ("arn:b", "explicitDeny", Some("inline"), Some("NoTerminate"), Some(1)),
+            ("arn:c", "implicitDeny", None, None, None),
+        ]
+    );
+    assert!(events.iter().all(|e| e.principal.ends_with(":user/carol") && e.source_ip == "127.0.0.1"));
+}
+
+#[tokio::test]
+async fn the_context_carries_the_caller_and_request_facts() {
+    let t = app().await;
+    let app = &t.app;
+    let caller = Caller { principal: user(app, "carol", None).await, role_session: None };
+    let facts = facts();
+    let ctx = Gate { app, caller: &caller, facts: &facts }.context();
+    let one = |k: &str| ctx.get(k).map(|v| v.join(","));
+    assert_eq!(one("aws:username").as_deref(), Some("carol"));
+    assert_eq!(one("aws:PrincipalAccount").as_deref(), Some(ACCOUNT));
+    assert_eq!(one("aws:SourceIp").as_deref(), Some("127.0.0.1"));
+    assert_eq!(one("aws:SecureTransport").as_deref(), Some("true"));
+    assert_eq!(one("aws:RequestedRegion").as_deref(), Some("us-east-1"));
+    assert_eq!(one("aws:MultiFactorAuthPresent"), None);
+    let session = Caller { role_session: Some("ops".into()), ..caller };
+    let ctx = Gate { app, caller: &session, facts: &facts }.context();
+    assert_eq!(ctx.get("aws:MultiFactorAuthPresent").map(|v| v.join(",")).as_deref(), Some("false"));
+    assert_eq!(ctx.get("aws:username"), None);
+}
