@@ -4,10 +4,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::api::ops::{Op, Service};
 use crate::app::{now_us, App};
 use crate::error::ApiError;
 use crate::identity::Caller;
+use crate::ops::{Op, Service};
 use crate::policy::{evaluate, Context, Decision, Effect, Policy, Request};
 use crate::store::{AuditEvent, StoreError};
 

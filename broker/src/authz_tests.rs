@@ -8,8 +8,8 @@ const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
   {"Sid":"All","Effect":"Allow","Action":["ssm:*","iam:*"],"Resource":"*"},
   {"Sid":"NoTerminate","Effect":"Deny","Action":["ssm:TerminateSession","iam:DeleteUser"],"Resource":"*"}]}"#;
 
-async fn refusal(gate: &Gate<'_>, action: &str, dialect: Dialect) -> (u16, &'static str, String) {
-    let e = gate.check_plain(action, "arn:x", dialect).await.unwrap_err();
+async fn refusal(gate: &Gate<'_>, action: &str, service: Service) -> (u16, &'static str, String) {
+    let e = gate.decide(&gate.context(), action, "arn:x", service, false).await.unwrap_err();
     (e.status.as_u16(), e.code, e.message)
 }
 
@@ -26,9 +26,9 @@ async fn refusals_say_which_rule_refused() {
     let gate = Gate { app, caller: &caller, facts: &facts };
     let arn = format!("arn:airlock:iam::{ACCOUNT}:user/carol");
 
-    assert!(gate.check_plain("ssm:StartSession", "arn:x", Dialect::Ssm).await.is_ok());
+    assert!(gate.decide(&gate.context(), "ssm:StartSession", "arn:x", Service::Ssm, false).await.is_ok());
     assert_eq!(
-        refusal(&gate, "ssm:TerminateSession", Dialect::Ssm).await,
+        refusal(&gate, "ssm:TerminateSession", Service::Ssm).await,
         (
             400,
             "AccessDeniedException",
@@ -39,7 +39,7 @@ async fn refusals_say_which_rule_refused() {
         )
     );
     assert_eq!(
-        refusal(&gate, "ec2:RunInstances", Dialect::Ssm).await,
+        refusal(&gate, "ec2:RunInstances", Service::Ssm).await,
         (
             400,
             "AccessDeniedException",
@@ -49,10 +49,10 @@ async fn refusals_say_which_rule_refused() {
             )
         )
     );
-    let (_, code, message) = refusal(&gate, "iam:DeleteUser", Dialect::Iam).await;
+    let (_, code, message) = refusal(&gate, "iam:DeleteUser", Service::Iam).await;
     assert_eq!(code, "AccessDenied");
     assert!(message.ends_with("with an explicit deny in an identity-based policy"), "{message}");
-    let (_, code, message) = refusal(&gate, "sts:GetCallerIdentity", Dialect::Iam).await;
+    let (_, code, message) = refusal(&gate, "sts:GetCallerIdentity", Service::Iam).await;
     assert_eq!(code, "AccessDenied");
     assert!(message.ends_with("because no identity-based policy allows the sts:GetCallerIdentity action"));
 }
@@ -65,10 +65,10 @@ async fn audited_decisions_are_recorded_with_their_statement() {
     let facts = facts();
     let gate = Gate { app, caller: &caller, facts: &facts };
     let ctx = gate.context();
-    gate.check(&ctx, "ssm:StartSession", "arn:a", Dialect::Ssm, true).await.unwrap();
-    gate.check(&ctx, "ssm:TerminateSession", "arn:b", Dialect::Ssm, true).await.unwrap_err();
-    gate.check(&ctx, "ec2:RunInstances", "arn:c", Dialect::Ssm, true).await.unwrap_err();
-    gate.check(&ctx, "ssm:StartSession", "arn:d", Dialect::Ssm, false).await.unwrap();
+    gate.decide(&ctx, "ssm:StartSession", "arn:a", Service::Ssm, true).await.unwrap();
+    gate.decide(&ctx, "ssm:TerminateSession", "arn:b", Service::Ssm, true).await.unwrap_err();
+    gate.decide(&ctx, "ec2:RunInstances", "arn:c", Service::Ssm, true).await.unwrap_err();
+    gate.decide(&ctx, "ssm:StartSession", "arn:d", Service::Ssm, false).await.unwrap();
     let mut events = app.store.audit_events(10, 0).await.unwrap();
     events.sort_by(|a, b| a.resource.cmp(&b.resource));
     let seen: Vec<_> = events
@@ -112,4 +112,6 @@ async fn the_context_carries_the_caller_and_request_facts() {
     let ctx = Gate { app, caller: &session, facts: &facts }.context();
     assert_eq!(ctx.get("aws:MultiFactorAuthPresent").map(|v| v.join(",")).as_deref(), Some("false"));
     assert_eq!(ctx.get("aws:username"), None);
+    // A role session's principal ARN is its role's, not the session's, as in AWS.
+    assert_eq!(ctx.get("aws:PrincipalArn").map(|v| v.join(",")), Some(session.principal.arn.clone()));
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::api::ApiError;
 use crate::app::{now_us, App};
+use crate::error::ApiError;
 use crate::store::{PrincipalKind, PrincipalRecord};
 
 /// The authenticated caller of a request.

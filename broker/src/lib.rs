@@ -11,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod launch;
+pub mod ops;
 pub mod policy;
 pub mod preferences;
 pub mod private_files;

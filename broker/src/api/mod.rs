@@ -7,7 +7,6 @@ mod documents;
 mod documents_builtin;
 mod iam;
 mod instances;
-pub mod ops;
 mod recordings;
 mod sessions;
 mod tags;
@@ -32,7 +31,7 @@ use crate::store::PrincipalKind;
 use iam::{Role, User};
 
 pub use crate::error::ApiError;
-pub use ops::Op;
+pub use crate::ops::{self, Op};
 pub use sessions::close_abandoned as close_abandoned_sessions;
 
 /// The largest request body we read (SSM's largest inputs are far below this).

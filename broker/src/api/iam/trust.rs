@@ -8,8 +8,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::ApiError;
 use crate::app::App;
+use crate::error::ApiError;
 use crate::policy::{evaluate, CompiledPolicy, Context, Effect, Policy, Request};
 
 /// The trust policy of a role created without one: the account's principals, whose own
