@@ -454,6 +454,33 @@ mod tests {
         assert_eq!(plan_for("AWS-Nope", &none).unwrap_err().code, "InvalidDocument");
     }
 
+    #[test]
+    fn date_filters_refuse_numbers_out_of_range() {
+        let s = SessionRecord {
+            session_id: "a-1".into(),
+            target: "mi-0123456789abcdef0".into(),
+            document: SHELL_DOCUMENT.into(),
+            owner_arn: "arn".into(),
+            reason: String::new(),
+            status: SessionStatus::Connected,
+            start_us: 1_700_000_000_000_000,
+            end_us: None,
+            details: String::new(),
+            exit_code: None,
+            max_duration_minutes: None,
+            s3_output_url: None,
+            cloudwatch_output_url: None,
+        };
+        let f = |key: &str, value: &str| SessionFilter { key: key.into(), value: value.into() };
+        assert!(keep(&s, &f("InvokedAfter", "1600000000")).unwrap());
+        assert!(!keep(&s, &f("InvokedBefore", "2023-01-01T00:00:00Z")).unwrap());
+        // Seconds whose microseconds do not fit: a validation error, not a wrap or a panic.
+        for huge in ["9223372036854775807", "-9223372036854775808", "99999999999999"] {
+            let e = keep(&s, &f("InvokedAfter", huge)).unwrap_err();
+            assert_eq!(e.code, "InvalidFilterValue", "{huge}");
+        }
+    }
+
     fn params(pairs: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
     }
