@@ -170,6 +170,9 @@ impl TagKeys {
 }
 
 /// The `airlock iam` subcommands.
+// The variants' fields are flattened clap argument groups (`User`, `Role`, `Tags`, ...),
+// documented on their types, where the `--help` text comes from.
+#[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub enum IamCommand {
     /// Create a user.
