@@ -1,5 +1,7 @@
 //! The agent's QUIC link (wire contract §2.1) against a mock broker endpoint on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

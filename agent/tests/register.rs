@@ -1,5 +1,7 @@
 //! `register` against a mock broker API (wire contract §1), and the CLI around it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -3,6 +3,8 @@
 //!
 //! Usage: `pty-bench LABEL BYTES KEYSTROKES -- COMMAND [ARGS…]`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::{Duration, Instant};

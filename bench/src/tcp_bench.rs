@@ -4,6 +4,8 @@
 //! and answers with the byte count; `tcp-bench send PORT BYTES` sends BYTES, half-closes,
 //! waits for the count and prints `bytes=… seconds=… gbit_per_s=…`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Instant;

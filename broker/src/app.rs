@@ -30,11 +30,17 @@ pub struct Settings {
 
 /// Everything the broker's tasks share.
 pub struct App {
+    /// The database.
     pub store: Arc<dyn Store>,
+    /// Live agent links and pending session tokens.
     pub registry: Registry,
+    /// The CA that signs agent and broker certificates.
     pub ca: CertificateAuthority,
+    /// Key that seals stored secrets.
     pub master: MasterKey,
+    /// Parsed policies, by principal.
     pub policy_cache: PolicyCache,
+    /// Broker-wide settings fixed at start.
     pub settings: Settings,
     /// Delivers recordings from the spool to their sinks.
     pub shipper: Shipper,

@@ -62,20 +62,26 @@ pub fn chain_hash(prev_hash: &str, seq: i64, e: &AuditEvent) -> String {
 /// One stored audit row as the verifier sees it.
 #[derive(Debug, Clone)]
 pub struct ChainRow {
+    /// Position in the log, from 1.
     pub seq: i64,
+    /// The recorded decision.
     pub event: AuditEvent,
+    /// Hash of the previous row, as stored.
     pub prev_hash: Option<String>,
+    /// This row's hash, as stored.
     pub hash: Option<String>,
 }
 
 /// The outcome of checking the whole chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {
+    /// Whether every row is present, unaltered and in order.
     pub valid: bool,
     /// How many rows the log holds.
     pub events: u64,
     /// The first event that is missing, altered or out of place.
     pub first_broken_seq: Option<i64>,
+    /// What the check found, for people.
     pub message: String,
 }
 

@@ -14,8 +14,11 @@ use crate::store::{AuditEvent, StoreError};
 /// Facts about the request that policies may test.
 #[derive(Debug, Clone)]
 pub struct RequestFacts {
+    /// The caller's IP address (`aws:SourceIp`).
     pub source_ip: IpAddr,
+    /// Whether the request came over TLS (`aws:SecureTransport`).
     pub secure: bool,
+    /// The broker's region (`aws:RequestedRegion`).
     pub region: String,
 }
 
@@ -47,8 +50,11 @@ pub async fn policies_of(app: &App, principal: &str) -> Result<Arc<Vec<Policy>>,
 
 /// One request's authorization: the caller and the facts about its request.
 pub struct Gate<'a> {
+    /// The broker's shared state.
     pub app: &'a App,
+    /// Who is asking.
     pub caller: &'a Caller,
+    /// Facts about the request.
     pub facts: &'a RequestFacts,
 }
 

@@ -15,12 +15,21 @@ use sha2::{Digest, Sha256};
 /// Errors of the CA.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
+    /// Reading or writing a CA file failed.
     #[error("cannot access {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Generating or signing a certificate failed.
     #[error("certificate error: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// The CSR does not parse, or asks for something not allowed.
     #[error("invalid certificate signing request: {0}")]
     BadCsr(String),
+    /// The agent certificate lifetime setting is not valid.
     #[error("{AGENT_CERT_LIFETIME_ENV}={0:?}: expected whole seconds, at least 3")]
     Lifetime(String),
 }
@@ -48,6 +57,7 @@ pub struct CertificateAuthority {
 
 /// A certificate issued to an agent.
 pub struct IssuedCert {
+    /// The certificate, PEM.
     pub pem: String,
     /// SHA-256 of the DER certificate, hex: how the broker recognizes the agent later.
     pub fingerprint: String,

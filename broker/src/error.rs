@@ -9,8 +9,11 @@ use crate::store::StoreError;
 /// An error answered to an API caller.
 #[derive(Debug)]
 pub struct ApiError {
+    /// HTTP status of the answer.
     pub status: StatusCode,
+    /// The AWS error code (`__type`).
     pub code: &'static str,
+    /// Human-readable message.
     pub message: String,
 }
 

@@ -11,6 +11,7 @@ use crate::store::{PrincipalKind, PrincipalRecord};
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The principal whose key signed the request.
     pub principal: PrincipalRecord,
     /// Set when the caller uses temporary credentials from AssumeRole.
     pub role_session: Option<String>,

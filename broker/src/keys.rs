@@ -12,18 +12,24 @@ pub const ADMIN_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"E
 /// Errors minting keys.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Sealing or opening the secret failed.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The named principal does not exist.
     #[error("no principal named {0}")]
     NoPrincipal(String),
 }
 
 /// A freshly minted access key; the secret is shown once.
 pub struct NewKey {
+    /// The new access key id.
     pub access_key_id: String,
+    /// The secret access key, in clear.
     pub secret: String,
+    /// When the key was made, Unix time in microseconds.
     pub created_us: i64,
 }
 

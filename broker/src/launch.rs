@@ -19,6 +19,7 @@ pub struct Launch {
     pub require_recording: bool,
     /// Record the bytes of forwarded connections, not only their life.
     pub record_port_data: bool,
+    /// Idle and maximum session durations.
     pub limits: Limits,
     /// The OS user on the host; None for the agent's own.
     pub run_as: Option<String>,
@@ -39,7 +40,9 @@ pub enum LaunchError {
         "run-as is enabled in the session preferences, but the caller has no {RUN_AS_TAG} tag and \
          runAsDefaultUser is empty"
     )]
+    /// Run-as is enabled but no user could be chosen.
     NoRunAsUser,
+    /// The caller's run-as tag is not a valid user name.
     #[error("the caller's {RUN_AS_TAG} tag {0:?} is not a valid user name")]
     BadRunAsUser(String),
 }

@@ -1,6 +1,8 @@
 //! The Airlock broker: SSM-dialect API, identity, node and session registry, store, and
 //! the QUIC front that hands sessions to the relay.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod app;
 pub mod audit;

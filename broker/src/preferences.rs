@@ -47,11 +47,15 @@ pub struct SessionPreferences {
     pub s3: Option<S3Preferences>,
     /// Send the transcript to CloudWatch Logs (set when `cloudWatchLogGroupName` is not empty).
     pub cloudwatch: Option<CloudWatchPreferences>,
+    /// `kmsKeyId`: KMS key for session data encryption; `None` when empty.
     pub kms_key_id: Option<String>,
     /// `runAsDefaultUser`, only when `runAsEnabled` and the name is not empty.
     pub run_as: Option<String>,
+    /// `runAsEnabled`.
     pub run_as_enabled: bool,
+    /// `idleSessionTimeout`.
     pub idle_timeout: Duration,
+    /// `maxSessionDuration`; `None` when unlimited.
     pub max_duration: Option<Duration>,
     /// `shellProfile.linux`, trimmed; `None` when empty.
     pub shell_profile: Option<String>,
@@ -66,7 +70,9 @@ pub struct SessionPreferences {
 /// Where and how transcripts go to S3.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Preferences {
+    /// `s3BucketName`.
     pub bucket: String,
+    /// `s3KeyPrefix`.
     pub key_prefix: String,
     /// Refuse to start unless the bucket encrypts by default.
     pub encryption: bool,
@@ -75,6 +81,7 @@ pub struct S3Preferences {
 /// Where and how transcripts go to CloudWatch Logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudWatchPreferences {
+    /// `cloudWatchLogGroupName`.
     pub group: String,
     /// Refuse to start unless the log group is KMS-encrypted.
     pub encryption_required: bool,
@@ -103,9 +110,13 @@ impl Default for SessionPreferences {
 /// A Session document's `sessionType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionType {
+    /// `Standard_Stream`: an interactive shell.
     StandardStream,
+    /// `Port`: port forwarding.
     Port,
+    /// `InteractiveCommands`: a command on a terminal.
     InteractiveCommands,
+    /// `NonInteractiveCommands`: a command without a terminal.
     NonInteractiveCommands,
 }
 
@@ -128,9 +139,11 @@ impl SessionType {
 /// One entry of a document's `parameters`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocumentParameter {
+    /// The parameter's name.
     pub name: String,
     /// `String`, `StringList`, …
     pub kind: String,
+    /// The parameter's description.
     pub description: String,
     /// The default as text; `None` when the parameter is required.
     pub default: Option<String>,
@@ -139,25 +152,45 @@ pub struct DocumentParameter {
 /// A checked Session document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionDocument {
+    /// `schemaVersion` (always `1.0`).
     pub schema_version: String,
+    /// `description`.
     pub description: String,
+    /// `sessionType`.
     pub session_type: SessionType,
     /// By name.
     pub parameters: Vec<DocumentParameter>,
+    /// `inputs`: the session preferences.
     pub preferences: SessionPreferences,
 }
 
 /// Why a Session document is refused; the message names the member.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PreferencesError {
+    /// The document does not parse as JSON.
     #[error("the document is not valid JSON: {0}")]
     Json(String),
+    /// The schema version is not `1.0`.
     #[error("schemaVersion: {0}; Session documents use \"1.0\"")]
     SchemaVersion(String),
+    /// A member has a value that is not allowed.
     #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// The member, as a JSON path.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An object has members it does not know.
     #[error("{place} has unknown members: {} (known: {})", .names.join(", "), .known.join(", "))]
-    Unknown { place: &'static str, names: Vec<String>, known: &'static [&'static str] },
+    Unknown {
+        /// Which object.
+        place: &'static str,
+        /// The unknown members.
+        names: Vec<String>,
+        /// The members it knows.
+        known: &'static [&'static str],
+    },
 }
 
 impl PreferencesError {
@@ -450,11 +483,17 @@ fn preferences(inputs: &Map<String, Value>) -> Result<SessionPreferences, Prefer
 /// Why the preferences in force could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Only possible if the database was edited by hand: the API checks every version.
     #[error("the stored {PREFERENCES_DOCUMENT} version {version} is not valid: {error}")]
-    Invalid { version: i64, error: PreferencesError },
+    Invalid {
+        /// The stored version.
+        version: i64,
+        /// Why it is not valid.
+        error: PreferencesError,
+    },
 }
 
 /// The preferences in force: the latest `SSM-SessionManagerRunShell` (its default version is

@@ -29,17 +29,24 @@ pub enum SessionPlan {
 /// One host and port a port session may reach, on the agent's side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortTarget {
+    /// Host name or address, as the agent resolves it.
     pub host: String,
+    /// TCP port.
     pub port: u16,
 }
 
 /// A session waiting for its client to present the token.
 #[derive(Debug, Clone)]
 pub struct PendingSession {
+    /// The session's id.
     pub session_id: String,
+    /// The instance it runs on.
     pub target: String,
+    /// The session document it was started with.
     pub document: String,
+    /// What the agent is asked to run.
     pub plan: SessionPlan,
+    /// Who started it.
     pub owner: Principal,
     /// Recording, limits and run-as, from the preferences at StartSession.
     pub launch: crate::launch::Launch,
@@ -60,10 +67,13 @@ pub enum Termination {
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRefusal {
+    /// No session has this token.
     #[error("the session token is not valid")]
     Unknown,
+    /// The token's time ran out.
     #[error("the session token has expired")]
     Expired,
+    /// The token was redeemed before.
     #[error("the session token was already used")]
     AlreadyUsed,
 }
@@ -84,6 +94,7 @@ pub const CLOSE_DEREGISTERED: u32 = 4;
 /// A connected agent.
 #[derive(Clone)]
 pub struct AgentLink {
+    /// The agent's QUIC connection.
     pub connection: quinn::Connection,
     /// Distinguishes successive connections of one agent, so an old link's cleanup does
     /// not remove a newer one.

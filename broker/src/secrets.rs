@@ -13,12 +13,21 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// Errors of the master key.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    /// The master key file could not be read or written.
     #[error("cannot access the master key {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The master key file does not hold 32 bytes.
     #[error("the master key {0} is not 32 bytes")]
     BadKey(PathBuf),
+    /// A sealed value does not open with the master key.
     #[error("a stored secret cannot be opened with this master key (wrong key or corrupt value)")]
     Open,
+    /// The system random generator failed.
     #[error("the system random generator failed")]
     Random,
 }

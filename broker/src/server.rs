@@ -20,10 +20,13 @@ use crate::store::{SqliteStore, Store, StoreError};
 /// How to run a broker.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Where the database, keys, CA and recordings live.
     pub data_dir: PathBuf,
+    /// Address of the HTTP API (TCP) and the QUIC endpoint (UDP).
     pub listen: SocketAddr,
     /// Plain HTTP instead of TLS (loopback only).
     pub insecure_http: bool,
+    /// The region the broker answers as.
     pub region: String,
     /// Extra DNS names or IPs for the broker's certificate, and the host clients use.
     pub public_host: Option<String>,
@@ -43,38 +46,62 @@ pub const DEFAULT_SPOOL_CAP: u64 = 10 << 30;
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// `--insecure-http` on an address that is not loopback.
     #[error("--insecure-http is allowed only on a loopback address, not {0}")]
     InsecureNotLoopback(IpAddr),
+    /// The data folder cannot be used.
     #[error("cannot use data folder {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The API socket cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The CA could not be loaded or created.
     #[error(transparent)]
     Ca(#[from] CaError),
+    /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The QUIC endpoint could not be set up.
     #[error(transparent)]
     Quic(#[from] crate::quic::QuicSetupError),
+    /// The TLS configuration was rejected.
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
+    /// The master key could not be loaded or created.
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
+    /// The first admin key could not be made.
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    /// The recording spool could not be opened.
     #[error("recording spool: {0}")]
     Spool(#[from] airlock_recordings::RecordingError),
+    /// The recording sinks could not be set up.
     #[error("recording sinks: {0}")]
     Sinks(#[from] airlock_recordings::sink::SinkError),
 }
 
 /// A running broker.
 pub struct Broker {
+    /// The shared state.
     pub app: Arc<App>,
     /// The URL clients use (`https://host:port` or `http://127.0.0.1:port`).
     pub url: String,
+    /// Address the API listens on.
     pub local_addr: SocketAddr,
     /// Set on first start: the admin's new access key, to show once.
     pub first_admin_key: Option<crate::keys::NewKey>,
+    /// The QUIC endpoint.
     pub quic: quinn::Endpoint,
 }
 

@@ -19,16 +19,36 @@ const SIGV4_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(
 /// Why a signature was refused; each maps to an SSM error code.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SigError {
+    /// No Authorization header or signature.
     #[error("Request is missing Authentication Token")]
     Missing,
+    /// The Authorization header lacks a part; the text says which.
     #[error("{0}")]
     Incomplete(String),
+    /// The request's date is too far in the past.
     #[error("Signature expired: {request} is now earlier than {limit} ({now} - 5 min.)")]
-    Expired { request: String, limit: String, now: String },
+    Expired {
+        /// The request's date.
+        request: String,
+        /// The earliest date accepted.
+        limit: String,
+        /// The broker's time.
+        now: String,
+    },
+    /// The request's date is too far in the future.
     #[error("Signature not yet current: {request} is still later than {limit} ({now} + 5 min.)")]
-    NotYetCurrent { request: String, limit: String, now: String },
+    NotYetCurrent {
+        /// The request's date.
+        request: String,
+        /// The latest date accepted.
+        limit: String,
+        /// The broker's time.
+        now: String,
+    },
+    /// The credential scope is wrong (date, region or service).
     #[error("{0}")]
     BadScope(String),
+    /// The signature does not match.
     #[error("The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.")]
     Mismatch,
 }
@@ -46,22 +66,32 @@ impl SigError {
 
 /// The parts of a request that the signature covers.
 pub struct SignedParts<'a> {
+    /// The HTTP method.
     pub method: &'a str,
     /// The path as sent on the wire (already percent-encoded).
     pub path: &'a str,
+    /// The raw query string.
     pub query: &'a str,
+    /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The request body.
     pub body: &'a [u8],
 }
 
 /// A parsed Authorization header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorization {
+    /// The access key id of the credential.
     pub access_key_id: String,
+    /// The scope's date, `YYYYMMDD`.
     pub date: String,
+    /// The scope's region.
     pub region: String,
+    /// The scope's service.
     pub service: String,
+    /// The names of the signed headers, lower case.
     pub signed_headers: Vec<String>,
+    /// The signature, hex.
     pub signature: String,
 }
 

@@ -2,6 +2,8 @@
 //! everything, a principal with every right on *other* resources is refused too, and an
 //! operation can never be pointed at a resource of another kind through a stray member.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::SystemTime;

@@ -1,6 +1,8 @@
 //! Recordings shipped to S3 and CloudWatch Logs: a real moto server stands in for both, the
 //! real broker uses the real AWS SDK against it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -2,6 +2,8 @@
 //! database file behind the broker's back, and a broker killed mid-session closes the
 //! session's recording when it starts again.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::Path;

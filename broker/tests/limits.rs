@@ -2,6 +2,8 @@
 //! short deadlines, a cap keeps descriptors for the API, oversized bodies get SSM's error
 //! shape, and unauthenticated QUIC connections get small windows, a hello deadline and a cap.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -1,5 +1,7 @@
 //! Port forwarding and ssh's ProxyCommand through the agent, with stock OpenSSH.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

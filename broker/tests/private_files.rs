@@ -2,6 +2,8 @@
 //! user (folders 0700, files 0600), whatever umask it was started with, existing installs
 //! included.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

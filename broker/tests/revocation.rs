@@ -2,6 +2,8 @@
 //! at once and refuses the certificate from then on; certificates expire, and agents renew
 //! theirs over the authenticated link before they do.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -11,7 +11,12 @@ use crate::api::ApiError;
 pub enum Error {
     /// The endpoint URL is malformed or not allowed.
     #[error("invalid endpoint {url:?}: {why}")]
-    Endpoint { url: String, why: String },
+    Endpoint {
+        /// The endpoint as given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// An https endpoint was given without the broker's CA certificate.
     #[error(
         "the https endpoint {0} needs the broker's CA certificate: pass --ca-file FILE or set AIRLOCK_CA_FILE"
@@ -19,7 +24,12 @@ pub enum Error {
     MissingCa(String),
     /// The CA file could not be read.
     #[error("cannot read CA file {path}: {source}")]
-    CaFile { path: PathBuf, source: std::io::Error },
+    CaFile {
+        /// The CA file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// TLS or QUIC set-up failed (bad PEM, bad config).
     #[error("{0}")]
     Tls(#[from] airlock_proto::quic::TlsError),
@@ -43,16 +53,33 @@ pub enum Error {
     Connect(String),
     /// The broker refused the session stream.
     #[error("Session {session_id} could not start ({reason:?}): {message}")]
-    Rejected { session_id: String, reason: CloseReason, message: String },
+    Rejected {
+        /// The session that could not start.
+        session_id: String,
+        /// Why the broker closed the stream.
+        reason: CloseReason,
+        /// The broker's human-readable detail.
+        message: String,
+    },
     /// The peer broke the session protocol.
     #[error("session protocol error: {0}")]
     Protocol(String),
     /// A local port for forwarding could not be opened.
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        /// The local address.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Local I/O (terminal, stdin, stdout) failed.
     #[error("{what}: {source}")]
-    Io { what: &'static str, source: std::io::Error },
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
 impl Error {

@@ -177,9 +177,19 @@ async fn serve(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// The broker or agent did not connect it (refused, far side unreachable, no answer).
-    Connect { target: u16, message: String },
+    Connect {
+        /// 0-based index of the port target.
+        target: u16,
+        /// Why it was not connected.
+        message: String,
+    },
     /// It broke after it was established.
-    Relay { target: u16, fault: Fault },
+    Relay {
+        /// 0-based index of the port target.
+        target: u16,
+        /// What broke.
+        fault: Fault,
+    },
 }
 
 impl std::fmt::Display for Failure {

@@ -170,17 +170,22 @@ impl TagKeys {
 }
 
 /// The `airlock iam` subcommands.
+// The variants' fields are flattened clap argument groups: clap takes their `--help` text
+// from the groups' own fields, not from the doc comments here.
 #[derive(Debug, Subcommand)]
 pub enum IamCommand {
     /// Create a user.
     CreateUser {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// Tags the new principal starts with.
         #[command(flatten)]
         tags: NewTags,
     },
     /// Delete a user (refused while it has access keys or policies).
     DeleteUser {
+        /// The user.
         #[command(flatten)]
         user: User,
     },
@@ -188,30 +193,38 @@ pub enum IamCommand {
     ListUsers,
     /// Add tags to a user, replacing the values of keys it has.
     TagUser {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// The tags to add.
         #[command(flatten)]
         tags: Tags,
     },
     /// Remove tags from a user.
     UntagUser {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// The keys of the tags to remove.
         #[command(flatten)]
         keys: TagKeys,
     },
     /// Create a role; without a trust policy it trusts the account (callers' own policies
     /// decide who may assume it).
     CreateRole {
+        /// The role.
         #[command(flatten)]
         role: Role,
+        /// The role's trust policy.
         #[command(flatten)]
         trust: TrustDocument,
+        /// Tags the new principal starts with.
         #[command(flatten)]
         tags: NewTags,
     },
     /// Replace a role's trust policy.
     UpdateAssumeRolePolicy {
+        /// The role.
         #[command(flatten)]
         role: Role,
         /// The trust policy, as JSON inline or file://PATH.
@@ -220,16 +233,19 @@ pub enum IamCommand {
     },
     /// Show a role, with its trust policy.
     GetRole {
+        /// The role.
         #[command(flatten)]
         role: Role,
     },
     /// Show a user.
     GetUser {
+        /// The user.
         #[command(flatten)]
         user: User,
     },
     /// Delete a role (refused while it has policies).
     DeleteRole {
+        /// The role.
         #[command(flatten)]
         role: Role,
     },
@@ -237,32 +253,40 @@ pub enum IamCommand {
     ListRoles,
     /// Add tags to a role, replacing the values of keys it has.
     TagRole {
+        /// The role.
         #[command(flatten)]
         role: Role,
+        /// The tags to add.
         #[command(flatten)]
         tags: Tags,
     },
     /// Remove tags from a role.
     UntagRole {
+        /// The role.
         #[command(flatten)]
         role: Role,
+        /// The keys of the tags to remove.
         #[command(flatten)]
         keys: TagKeys,
     },
     /// Create an access key for a user; its secret is shown this once only.
     CreateAccessKey {
+        /// The user.
         #[command(flatten)]
         user: User,
     },
     /// List a user's access keys (without their secrets).
     ListAccessKeys {
+        /// The user.
         #[command(flatten)]
         user: User,
     },
     /// Activate or deactivate an access key.
     UpdateAccessKey {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// The access key.
         #[command(flatten)]
         key: AccessKey,
         /// Active keys sign requests; Inactive ones are refused.
@@ -271,76 +295,97 @@ pub enum IamCommand {
     },
     /// Delete an access key.
     DeleteAccessKey {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// The access key.
         #[command(flatten)]
         key: AccessKey,
     },
     /// Add or replace an inline policy of a user.
     PutUserPolicy {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// The policy's name.
         #[command(flatten)]
         name: PolicyName,
+        /// The policy document (JSON).
         #[command(flatten)]
         document: PolicyDocument,
     },
     /// Show an inline policy of a user.
     GetUserPolicy {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// The policy's name.
         #[command(flatten)]
         name: PolicyName,
     },
     /// Delete an inline policy of a user.
     DeleteUserPolicy {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// The policy's name.
         #[command(flatten)]
         name: PolicyName,
     },
     /// List the names of a user's inline policies.
     ListUserPolicies {
+        /// The user.
         #[command(flatten)]
         user: User,
     },
     /// Add or replace an inline policy of a role.
     PutRolePolicy {
+        /// The role.
         #[command(flatten)]
         role: Role,
+        /// The policy's name.
         #[command(flatten)]
         name: PolicyName,
+        /// The policy document (JSON).
         #[command(flatten)]
         document: PolicyDocument,
     },
     /// Show an inline policy of a role.
     GetRolePolicy {
+        /// The role.
         #[command(flatten)]
         role: Role,
+        /// The policy's name.
         #[command(flatten)]
         name: PolicyName,
     },
     /// Delete an inline policy of a role.
     DeleteRolePolicy {
+        /// The role.
         #[command(flatten)]
         role: Role,
+        /// The policy's name.
         #[command(flatten)]
         name: PolicyName,
     },
     /// List the names of a role's inline policies.
     ListRolePolicies {
+        /// The role.
         #[command(flatten)]
         role: Role,
     },
     /// Create a managed policy, to attach to users and roles.
     CreatePolicy {
+        /// The policy's name.
         #[command(flatten)]
         name: PolicyName,
+        /// The policy document (JSON).
         #[command(flatten)]
         document: PolicyDocument,
     },
     /// Delete a managed policy (refused while attached).
     DeletePolicy {
+        /// The managed policy's ARN.
         #[command(flatten)]
         arn: PolicyArn,
     },
@@ -348,39 +393,49 @@ pub enum IamCommand {
     ListPolicies,
     /// Attach a managed policy to a user.
     AttachUserPolicy {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// The managed policy's ARN.
         #[command(flatten)]
         arn: PolicyArn,
     },
     /// Detach a managed policy from a user.
     DetachUserPolicy {
+        /// The user.
         #[command(flatten)]
         user: User,
+        /// The managed policy's ARN.
         #[command(flatten)]
         arn: PolicyArn,
     },
     /// Attach a managed policy to a role.
     AttachRolePolicy {
+        /// The role.
         #[command(flatten)]
         role: Role,
+        /// The managed policy's ARN.
         #[command(flatten)]
         arn: PolicyArn,
     },
     /// Detach a managed policy from a role.
     DetachRolePolicy {
+        /// The role.
         #[command(flatten)]
         role: Role,
+        /// The managed policy's ARN.
         #[command(flatten)]
         arn: PolicyArn,
     },
     /// List the managed policies attached to a user.
     ListAttachedUserPolicies {
+        /// The user.
         #[command(flatten)]
         user: User,
     },
     /// List the managed policies attached to a role.
     ListAttachedRolePolicies {
+        /// The role.
         #[command(flatten)]
         role: Role,
     },

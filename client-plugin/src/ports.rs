@@ -56,7 +56,10 @@ pub enum SessionKind {
     /// Listen on local ports; every connection is carried on its own stream.
     Forward(Vec<PortTarget>),
     /// One connection to `port` carried over stdin and stdout.
-    Stdio { port: u16 },
+    Stdio {
+        /// The remote TCP port.
+        port: u16,
+    },
 }
 
 /// Parses a `--forward` value: `PORT`, `LOCAL_PORT:PORT`, `HOST:PORT` or

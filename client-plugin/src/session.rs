@@ -71,7 +71,12 @@ where
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
     /// The broker sent `Close`.
-    Closed { reason: CloseReason, message: String },
+    Closed {
+        /// Why the peer closed the stream.
+        reason: CloseReason,
+        /// The peer's human-readable detail.
+        message: String,
+    },
     /// The stream finished without a `Close`.
     StreamEnded,
     /// The stream or connection failed.

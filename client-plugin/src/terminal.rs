@@ -29,6 +29,7 @@ pub fn window_size() -> Option<(u16, u16)> {
     let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes one `winsize` into the pointer we pass, which is valid and
     // exclusively borrowed for the duration of the call; fd 0 stays open for the process.
+    #[allow(unsafe_code)]
     let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };
     (rc == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col, ws.ws_row))
 }

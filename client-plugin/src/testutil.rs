@@ -7,13 +7,13 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Both ends of an in-memory framed stream.
-pub type Framed = airlock_proto::FramedStream<
+pub(crate) type Framed = airlock_proto::FramedStream<
     tokio::io::ReadHalf<tokio::io::DuplexStream>,
     tokio::io::WriteHalf<tokio::io::DuplexStream>,
 >;
 
 /// Two framed streams connected to each other in memory.
-pub fn pair() -> (Framed, Framed) {
+pub(crate) fn pair() -> (Framed, Framed) {
     let (a, b) = tokio::io::duplex(1 << 20);
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
@@ -22,13 +22,13 @@ pub fn pair() -> (Framed, Framed) {
 }
 
 /// A CA certificate (PEM) and a rustls server config whose certificate it signed.
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub ca_pem: String,
     pub server: rustls::ServerConfig,
 }
 
 /// A fresh CA and a server certificate for `names` (DNS names or IP literals).
-pub fn test_ca(names: &[&str], alpn: &[u8]) -> TestCa {
+pub(crate) fn test_ca(names: &[&str], alpn: &[u8]) -> TestCa {
     airlock_proto::quic::install_crypto_provider();
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::default();
@@ -51,14 +51,14 @@ pub fn test_ca(names: &[&str], alpn: &[u8]) -> TestCa {
 }
 
 /// A CA PEM and a QUIC server endpoint on 127.0.0.1 whose certificate it signed.
-pub struct FakeBroker {
+pub(crate) struct FakeBroker {
     pub ca_pem: String,
     pub endpoint: quinn::Endpoint,
     pub addr: SocketAddr,
 }
 
 /// Starts a QUIC listener on 127.0.0.1 with a certificate for `names`.
-pub fn fake_broker(names: &[&str]) -> FakeBroker {
+pub(crate) fn fake_broker(names: &[&str]) -> FakeBroker {
     let ca = test_ca(names, airlock_proto::ALPN);
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(ca.server).unwrap();
     let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -70,7 +70,7 @@ pub fn fake_broker(names: &[&str]) -> FakeBroker {
 /// Answers one port-session connection stream like broker and agent together: `Connect` to a
 /// target in `refused` gets `Close{Refused}`, any other target is an echo server that
 /// finishes its side when ours ends (half-close kept).
-pub async fn echo_port_stream(send: quinn::SendStream, recv: quinn::RecvStream, refused: &[u16]) {
+pub(crate) async fn echo_port_stream(send: quinn::SendStream, recv: quinn::RecvStream, refused: &[u16]) {
     use airlock_proto::control::{CloseReason, Control};
     use airlock_proto::frame::{Frame, FrameKind};
     use airlock_proto::stream::FramedStream;
@@ -100,6 +100,6 @@ pub async fn echo_port_stream(send: quinn::SendStream, recv: quinn::RecvStream, 
 }
 
 /// `len` bytes of a pattern that differs per `salt`, so swapped or shifted data shows.
-pub fn pattern(len: usize, salt: u8) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, salt: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt) ^ ((i >> 8) as u8)).collect()
 }

@@ -65,7 +65,12 @@ pub enum Fault {
     /// The stream or the QUIC connection failed, or the peer broke the protocol.
     Remote(String),
     /// The peer sent `Close` in the middle of the relay.
-    Closed { reason: CloseReason, message: String },
+    Closed {
+        /// Why the peer closed the stream.
+        reason: CloseReason,
+        /// The peer's human-readable detail.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for Fault {

@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 pub enum SessionSpec {
     /// An interactive login shell on a PTY of the given size.
     Shell {
+        /// Terminal width in columns.
         cols: u16,
+        /// Terminal height in rows.
         rows: u16,
+        /// The `TERM` value the shell is started with.
         term: String,
         /// Run the shell as this OS user (SSM's RunAs, resolved by the broker: the
         /// principal's `SSMSessionRunAs` tag, else `runAsDefaultUser`). `None`: the agent's
@@ -21,6 +24,7 @@ pub enum SessionSpec {
     },
     /// A command run through `sh -c` without a PTY; stdout and stderr kept apart.
     Command {
+        /// The command line, passed to `sh -c`.
         command: String,
         /// Run the command as this OS user; same rules as the `run_as` of a `Shell`.
         run_as: Option<String>,
@@ -30,12 +34,17 @@ pub enum SessionSpec {
 /// Facts an agent reports about its host when it connects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AgentHello {
+    /// Version of the agent binary.
     pub agent_version: String,
     /// `Linux`, `MacOS` or `Windows` (SSM's PlatformType).
     pub platform_type: String,
+    /// Name of the operating system distribution (SSM's PlatformName).
     pub platform_name: String,
+    /// Version of the operating system (SSM's PlatformVersion).
     pub platform_version: String,
+    /// The host's name.
     pub hostname: String,
+    /// The host's primary IP address, as the agent sees it.
     pub ip_address: String,
 }
 
@@ -44,9 +53,11 @@ pub struct AgentHello {
 pub struct ClientRequest {
     /// The `TokenValue` returned by StartSession.
     pub token: String,
+    /// Version of the `airlock` CLI.
     pub client_version: String,
     /// Initial terminal size for shells (0 when unknown, e.g. stdin is not a terminal).
     pub cols: u16,
+    /// Initial terminal height in rows (0 when unknown).
     pub rows: u16,
     /// The client's `TERM`, passed to the remote shell.
     pub term: String,
@@ -85,38 +96,81 @@ pub enum Control {
     /// client → broker: first frame of a client's session stream.
     ClientHello(ClientRequest),
     /// broker → client: the agent started the session; data may flow.
-    Ready { session_id: String },
+    Ready {
+        /// The session the stream belongs to.
+        session_id: String,
+    },
     /// agent → broker: first frame of the agent's control stream.
     AgentHello(AgentHello),
     /// agent → broker on the control stream, answered by the broker with the same `seq`.
-    Heartbeat { seq: u64 },
+    Heartbeat {
+        /// Sequence number the answer echoes.
+        seq: u64,
+    },
     /// broker → agent: first frame of a broker-opened session stream.
-    Open { session_id: String, spec: SessionSpec },
+    Open {
+        /// The session the stream carries.
+        session_id: String,
+        /// What to run for it.
+        spec: SessionSpec,
+    },
     /// agent → broker: the session's process is running.
     Started,
     /// client → agent: the terminal changed size.
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        /// New width in columns.
+        cols: u16,
+        /// New height in rows.
+        rows: u16,
+    },
     /// agent → client: the remote process ended with this exit code (128+signal if killed).
-    Exit { code: i32 },
+    Exit {
+        /// The exit code (128+signal if the process was killed).
+        code: i32,
+    },
     /// any direction: the stream ends; `message` is for humans.
-    Close { reason: CloseReason, message: String },
+    Close {
+        /// Why the stream ends.
+        reason: CloseReason,
+        /// Human-readable detail.
+        message: String,
+    },
     /// client → broker: first frame of each further stream of a port session; carries one
     /// TCP connection to the session's port target number `target` (0-based, in the order
     /// of the StartSession parameters).
-    Connect { target: u16 },
+    Connect {
+        /// 0-based index of the port target in the StartSession parameters.
+        target: u16,
+    },
     /// broker → agent: first frame of a broker-opened stream: connect to `host:port` for
     /// the port session `session_id` and relay that TCP connection on this stream.
-    Dial { session_id: String, host: String, port: u16 },
+    Dial {
+        /// The port session this connection belongs to.
+        session_id: String,
+        /// Host to connect to, as seen from the agent.
+        host: String,
+        /// TCP port to connect to.
+        port: u16,
+    },
     /// agent → broker on the control stream: renew my certificate. `csr` is a PEM CSR for a
     /// fresh key pair made on the host; the broker answers `CertificateRenewed` or
     /// `RenewalRefused` on the same stream.
-    RenewCertificate { csr: String },
+    RenewCertificate {
+        /// PEM certificate signing request for a fresh key pair made on the host.
+        csr: String,
+    },
     /// broker → agent on the control stream: the renewed certificate (PEM, same instance id,
     /// signed by the broker CA) for the key of the last `RenewCertificate`.
-    CertificateRenewed { certificate: String },
+    CertificateRenewed {
+        /// The renewed certificate, PEM.
+        certificate: String,
+    },
     /// broker → agent on the control stream: the renewal failed; the current certificate
     /// stays valid until its own expiry. `message` is for humans.
-    RenewalRefused { message: String },
+    RenewalRefused {
+        /// Human-readable reason.
+        message: String,
+    },
 }
 
 #[cfg(test)]

@@ -41,21 +41,35 @@ impl TryFrom<u8> for FrameKind {
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLong { len: usize, max: usize },
+    /// A frame's payload is longer than the limit.
+    TooLong {
+        /// Length the header announced.
+        len: usize,
+        /// The largest payload allowed.
+        max: usize,
+    },
+    /// The header's kind byte is not a known [`FrameKind`].
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
+    /// The header's reserved bits are not zero.
     #[error("reserved header bits set: {0:#06x}")]
     Reserved(u16),
+    /// The stream ended part-way through a frame.
     #[error("stream ended inside a frame ({0} bytes buffered)")]
     Truncated(usize),
+    /// A control frame's payload does not decode as a [`crate::Control`].
     #[error("malformed control message: {0}")]
     BadControl(#[from] postcard::Error),
+    /// A data frame came where a control frame was expected.
     #[error("expected a control frame, got {0:?}")]
     NotControl(FrameKind),
+    /// The peer did not send in time.
     #[error("timed out waiting for the peer")]
     Timeout,
+    /// The peer closed the stream.
     #[error("stream closed by the peer")]
     Closed,
+    /// Reading or writing the stream failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -63,10 +77,13 @@ pub enum ProtoError {
 /// One frame on a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// What the payload is.
     pub kind: FrameKind,
+    /// Header flag bits; none are defined yet, senders put 0.
     pub flags: u8,
     /// Per-direction sequence number of data frames (0 for control frames).
     pub seq: u64,
+    /// The frame's bytes after the header.
     pub payload: Bytes,
 }
 

@@ -4,6 +4,8 @@
 //! followed by the payload. Data frames carry terminal or TCP bytes untouched; control
 //! frames carry a [`control`] message encoded with postcard.
 
+#![forbid(unsafe_code)]
+
 pub mod control;
 pub mod endpoint;
 pub mod frame;

@@ -11,14 +11,24 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// Errors setting up TLS or QUIC.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The named input holds no PEM certificate.
     #[error("no PEM certificate found in {0}")]
     NoCertificate(String),
+    /// PEM input that does not parse.
     #[error("bad PEM in {what}: {detail}")]
-    Pem { what: String, detail: String },
+    Pem {
+        /// Which input (file or description).
+        what: String,
+        /// The parser's complaint.
+        detail: String,
+    },
+    /// rustls rejected the configuration.
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
+    /// Quinn rejected the configuration.
     #[error("quic: {0}")]
     Quic(String),
+    /// Reading key or certificate files failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }

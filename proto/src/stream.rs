@@ -12,7 +12,9 @@ use crate::frame::{Frame, FrameCodec, ProtoError};
 
 /// Reads and writes [`Frame`]s.
 pub struct FramedStream<R, W> {
+    /// Decodes frames from the receiving half.
     pub reader: FramedRead<R, FrameCodec>,
+    /// Encodes frames onto the sending half.
     pub writer: FramedWrite<W, FrameCodec>,
 }
 

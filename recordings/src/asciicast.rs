@@ -10,14 +10,19 @@ use serde::{Deserialize, Serialize};
 /// The header line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
+    /// The asciicast format version (2).
     pub version: u8,
+    /// Terminal width in columns.
     pub width: u16,
+    /// Terminal height in rows.
     pub height: u16,
     /// Unix time of the start, in seconds.
     pub timestamp: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Title shown by players.
     pub title: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    /// Environment of the recorded shell (e.g. `TERM`, `SHELL`).
     pub env: BTreeMap<String, String>,
 }
 

@@ -31,7 +31,9 @@ pub struct AwsSettings {
 /// Clients for the two services.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
+    /// The S3 client.
     pub s3: aws_sdk_s3::Client,
+    /// The CloudWatch Logs client.
     pub logs: aws_sdk_cloudwatchlogs::Client,
 }
 

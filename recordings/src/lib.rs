@@ -2,6 +2,8 @@
 //! first, the sinks it is shipped to (local folder, S3, CloudWatch Logs), and the escape
 //! stripper that turns recorded output into plain text.
 
+#![forbid(unsafe_code)]
+
 pub mod ansi;
 pub mod asciicast;
 pub mod aws;

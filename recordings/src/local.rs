@@ -21,30 +21,57 @@ use crate::utf8::Utf8Carry;
 /// Errors of the recording pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
+    /// Writing a recording file failed.
     #[error("cannot write recording {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The session has no recording.
     #[error("session {0} is not recorded")]
     NotRecorded(String),
+    /// The session id cannot be used as a file name.
     #[error("invalid session id for a file name: {0:?}")]
     BadName(String),
+    /// The spool is over its cap, so no new recording is started.
     #[error(
         "the recording spool is full ({used} of {cap} bytes): sinks are not taking recordings \
          (see `airlock recordings status`)"
     )]
-    SpoolFull { used: u64, cap: u64 },
+    SpoolFull {
+        /// Bytes the spool holds.
+        used: u64,
+        /// The spool's cap in bytes.
+        cap: u64,
+    },
+    /// An unfinished recording found at startup could not be closed.
     #[error("cannot recover recording {path}: {reason}")]
-    Unrecoverable { path: PathBuf, reason: String },
+    Unrecoverable {
+        /// The unfinished file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// What a recording is about, written into its header and manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordingMeta {
+    /// The recorded session.
     pub session_id: String,
+    /// The managed instance the session ran on.
     pub target: String,
+    /// The principal who started the session.
     pub owner: String,
+    /// The session document the session was started with.
     pub document: String,
+    /// Initial terminal width in columns.
     pub width: u16,
+    /// Initial terminal height in rows.
     pub height: u16,
+    /// The client's `TERM`.
     pub term: String,
 }
 
@@ -72,14 +99,23 @@ pub enum EndReason {
 /// Written beside each finished recording.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// What the recording is about.
     pub meta: RecordingMeta,
+    /// Session start, Unix time in microseconds.
     pub started_unix_us: u64,
+    /// Session end, Unix time in microseconds.
     pub ended_unix_us: u64,
+    /// Length of the session in microseconds.
     pub duration_us: u64,
+    /// The remote process's exit code, when it exited.
     pub exit_code: Option<i32>,
+    /// How the session ended.
     pub end_reason: EndReason,
+    /// Size of the recording file in bytes.
     pub size: u64,
+    /// Hex SHA-256 of the recording file.
     pub sha256: String,
+    /// Number of events in the recording.
     pub events: u64,
 }
 

@@ -66,9 +66,11 @@ impl Active {
 
 /// A new recording announced to the shipper.
 pub struct NewRecording {
+    /// The recorded session.
     pub session_id: String,
     /// Where it goes.
     pub sinks: Vec<SinkSpec>,
+    /// How far the recording has been written.
     pub progress: watch::Receiver<Progress>,
     /// The file being written (its `.cast.part`, open, so a rename at finish does not matter).
     pub file: Arc<std::fs::File>,
@@ -78,11 +80,15 @@ pub struct NewRecording {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SpoolStatus {
+    /// The spool directory.
     pub path: PathBuf,
+    /// Bytes the spool holds.
     pub used_bytes: u64,
+    /// The spool's cap in bytes.
     pub cap_bytes: u64,
     /// Used bytes are above the cap: new recordings are refused.
     pub alarm: bool,
+    /// Recordings being written now.
     pub active_recordings: usize,
 }
 

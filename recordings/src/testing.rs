@@ -1,6 +1,10 @@
 //! Test support: a real moto server on a free loopback port, standing in
 //! for S3 and CloudWatch Logs. The test command installs moto into the repo's `.venv`.
 
+// Test support compiled into the library so other crates' integration tests can use it;
+// like a test, it fails loudly (panics) when the environment is not set up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -2,6 +2,8 @@
 //! byte-identical reproduction, batching of many lines, delivery at the end only, the
 //! encryption requirement, and a service that stops answering for a while.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;

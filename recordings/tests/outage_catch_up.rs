@@ -3,6 +3,8 @@
 //! answers again is durable in both within seconds, not after the retry backoff, and the
 //! recording still ends complete in both.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
 //! The S3 sink against a real moto server: live objects while a session runs, the final
 //! object and manifest at the end, encryption, resumption, an outage and a missing bucket.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;

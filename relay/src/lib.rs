@@ -1,6 +1,8 @@
 //! The data plane: splices a client's session stream to the agent's, recording every
 //! chunk before it is forwarded.
 
+#![forbid(unsafe_code)]
+
 pub mod splice;
 pub mod tcp;
 

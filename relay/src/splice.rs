@@ -35,11 +35,15 @@ pub struct Limits {
 /// How a splice ended.
 #[derive(Debug)]
 pub struct SpliceOutcome {
+    /// Which side or event ended the session.
     pub end: EndReason,
+    /// The remote process's exit code, when the agent reported one.
     pub exit_code: Option<i32>,
     /// Why, for people (logs, DescribeSessions `Details`).
     pub message: String,
+    /// Payload bytes forwarded from the client to the agent.
     pub bytes_from_client: u64,
+    /// Payload bytes forwarded from the agent to the client.
     pub bytes_from_agent: u64,
     /// The finished recording, or why it could not be finished.
     pub recording: Result<Manifest, RecordingError>,

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 /// How a forwarded connection ended.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PipeOutcome {
+    /// Bytes forwarded from the client to the agent.
     pub bytes_from_client: u64,
+    /// Bytes forwarded from the agent to the client.
     pub bytes_from_agent: u64,
     /// Why it ended early, if it did (a peer's Close, a protocol error, or the session stopping).
     pub error: Option<String>,
@@ -21,6 +23,7 @@ pub struct PipeOutcome {
 /// Where a connection's bytes are recorded, when the session preferences ask for them.
 #[derive(Clone, Copy)]
 pub struct Tap<'a> {
+    /// The session's recorder the connection's bytes are written to.
     pub recorder: &'a Mutex<Recorder>,
     /// The connection's number within its session.
     pub conn: u64,

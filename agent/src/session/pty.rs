@@ -46,7 +46,10 @@ pub(crate) fn spawn(
     };
     let pair = native_pty_system().openpty(size).map_err(|e| Error::Spawn(format!("openpty: {e}")))?;
     let raw = pair.master.as_raw_fd().ok_or_else(|| Error::Spawn("PTY master has no descriptor".into()))?;
-    // SAFETY: `raw` is owned by `pair.master`, which lives until the end of this function.
+    // SAFETY: `raw` is an open descriptor owned by `pair.master`, which lives until the end of
+    // this function, and `master` is only used (to dup it) before then, so the borrow never
+    // outlives the descriptor.
+    #[allow(unsafe_code)]
     let master = unsafe { BorrowedFd::borrow_raw(raw) };
     // A close-on-exec duplicate, so no later child inherits the terminal.
     let io = Arc::new(master.try_clone_to_owned()?);

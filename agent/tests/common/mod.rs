@@ -11,13 +11,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// A CA that signs CSRs and issues certificates.
-pub struct TestCa {
+pub(crate) struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pub pem: String,
 }
 
 impl TestCa {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -26,12 +26,12 @@ impl TestCa {
         TestCa { issuer: Issuer::new(params, key), pem }
     }
 
-    pub fn sign_csr(&self, csr_pem: &str) -> String {
+    pub(crate) fn sign_csr(&self, csr_pem: &str) -> String {
         CertificateSigningRequestParams::from_pem(csr_pem).unwrap().signed_by(&self.issuer).unwrap().pem()
     }
 
     /// A new key and a certificate for `names`; returns (cert PEM, key PEM).
-    pub fn issue(&self, names: &[&str]) -> (String, String) {
+    pub(crate) fn issue(&self, names: &[&str]) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
@@ -40,7 +40,7 @@ impl TestCa {
 
 /// One request as the mock API saw it.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     pub path: String,
     pub headers: HashMap<String, String>,
@@ -48,10 +48,10 @@ pub struct Request {
 }
 
 /// Answers a request with (status, JSON body).
-pub type Handler = Arc<dyn Fn(&Request) -> (u16, String) + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&Request) -> (u16, String) + Send + Sync>;
 
 /// Serves HTTP/1.1 on 127.0.0.1, over TLS when `tls` is given; returns the address.
-pub async fn serve_api(tls: Option<tokio_rustls::TlsAcceptor>, handler: Handler) -> SocketAddr {
+pub(crate) async fn serve_api(tls: Option<tokio_rustls::TlsAcceptor>, handler: Handler) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -113,7 +113,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, handler: Handl
 }
 
 /// A handler that implements RegisterManagedInstance by signing the CSR with `ca`.
-pub fn registering(ca: Arc<TestCa>, instance_id: &'static str) -> Handler {
+pub(crate) fn registering(ca: Arc<TestCa>, instance_id: &'static str) -> Handler {
     Arc::new(move |req: &Request| {
         let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
         let cert = ca.sign_csr(body["Csr"].as_str().unwrap());

@@ -17,7 +17,7 @@ const DAY_US: i64 = 86_400_000_000;
 /// CreateActivation's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct CreateActivation {
+pub(super) struct CreateActivation {
     iam_role: Option<String>,
     #[serde(default)]
     description: String,
@@ -34,7 +34,7 @@ pub struct CreateActivation {
 /// RegisterManagedInstance's input (our agent sends a CSR instead of an RSA public key).
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Register {
+pub(super) struct Register {
     activation_id: String,
     activation_code: String,
     csr: String,
@@ -62,7 +62,7 @@ fn timestamp_us(n: &serde_json::Number) -> Option<i64> {
 }
 
 /// Creates an activation: the code is shown once, only its hash is kept.
-pub async fn create(gate: &Gate<'_>, req: CreateActivation) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn create(gate: &Gate<'_>, req: CreateActivation) -> Result<serde_json::Value, ApiError> {
     gate.require(Op::CreateActivation, "*").await?;
     let app = gate.app;
     let iam_role = req.iam_role.filter(|r| !r.is_empty()).ok_or_else(|| {
@@ -110,7 +110,7 @@ pub async fn create(gate: &Gate<'_>, req: CreateActivation) -> Result<serde_json
 /// DescribeActivations' input.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
-pub struct DescribeActivations {
+pub(super) struct DescribeActivations {
     filters: Vec<ActivationFilter>,
     max_results: Option<usize>,
     next_token: Option<String>,
@@ -119,7 +119,7 @@ pub struct DescribeActivations {
 /// One DescribeActivations filter.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ActivationFilter {
+pub(super) struct ActivationFilter {
     filter_key: String,
     filter_values: Vec<String>,
 }
@@ -127,12 +127,15 @@ pub struct ActivationFilter {
 /// DeleteActivation's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct DeleteActivation {
+pub(super) struct DeleteActivation {
     activation_id: String,
 }
 
 /// Lists activations (never their codes).
-pub async fn describe(gate: &Gate<'_>, req: DescribeActivations) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn describe(
+    gate: &Gate<'_>,
+    req: DescribeActivations,
+) -> Result<serde_json::Value, ApiError> {
     gate.require(Op::DescribeActivations, "*").await?;
     let app = gate.app;
     let now = now_us();
@@ -175,7 +178,7 @@ pub async fn describe(gate: &Gate<'_>, req: DescribeActivations) -> Result<serde
 }
 
 /// Deletes an activation; instances it registered stay registered, as in SSM.
-pub async fn delete(gate: &Gate<'_>, req: DeleteActivation) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn delete(gate: &Gate<'_>, req: DeleteActivation) -> Result<serde_json::Value, ApiError> {
     gate.require(Op::DeleteActivation, "*").await?;
     let app = gate.app;
     if !app.store.delete_activation(&req.activation_id).await? {
@@ -188,7 +191,7 @@ pub async fn delete(gate: &Gate<'_>, req: DeleteActivation) -> Result<serde_json
 }
 
 /// Registers an agent: checks and consumes the activation, signs the agent's CSR.
-pub async fn register(app: &App, req: Register) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn register(app: &App, req: Register) -> Result<serde_json::Value, ApiError> {
     let now = now_us();
     // The CSR is checked before the activation is consumed, so a bad request costs no slot.
     let instance_id = InstanceId::generate();

@@ -35,7 +35,7 @@ const BUILTIN_CREATED_US: i64 = 1_704_067_200_000_000;
 /// members: this broker keeps none of them).
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct CreateDocument {
+pub(super) struct CreateDocument {
     content: String,
     name: String,
     document_type: Option<String>,
@@ -47,7 +47,7 @@ pub struct CreateDocument {
 /// UpdateDocument's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct UpdateDocument {
+pub(super) struct UpdateDocument {
     content: String,
     name: String,
     document_version: Option<String>,
@@ -57,7 +57,7 @@ pub struct UpdateDocument {
 /// The input of GetDocument, DescribeDocument and DeleteDocument.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct NamedDocument {
+pub(super) struct NamedDocument {
     name: String,
     document_version: Option<String>,
     version_name: Option<String>,
@@ -67,7 +67,7 @@ pub struct NamedDocument {
 /// A `Filters` entry.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct KeyValues {
+pub(super) struct KeyValues {
     key: String,
     #[serde(default)]
     values: Vec<String>,
@@ -76,7 +76,7 @@ pub struct KeyValues {
 /// A `DocumentFilterList` entry (deprecated in SSM; lower-case member names).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OldFilter {
+pub(super) struct OldFilter {
     key: String,
     value: String,
 }
@@ -84,7 +84,7 @@ pub struct OldFilter {
 /// ListDocuments' input.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
-pub struct ListDocuments {
+pub(super) struct ListDocuments {
     filters: Vec<KeyValues>,
     document_filter_list: Vec<OldFilter>,
     max_results: Option<usize>,
@@ -137,7 +137,7 @@ struct Docs<'a> {
 }
 
 /// Runs one of the document operations.
-pub async fn dispatch(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<Value, ApiError> {
+pub(super) async fn dispatch(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<Value, ApiError> {
     let docs = Docs { store: gate.app.store.as_ref(), account: &gate.app.settings.account };
     run(gate, &docs, op, body).await
 }

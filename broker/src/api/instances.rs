@@ -15,7 +15,7 @@ use crate::store::Instance;
 /// One `InstanceInformationFilterList` entry (lower-case member names, as in SSM).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct InfoFilter {
+pub(super) struct InfoFilter {
     key: String,
     #[serde(rename = "valueSet")]
     value_set: Vec<String>,
@@ -24,7 +24,7 @@ pub struct InfoFilter {
 /// One `Filters` entry.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct KeyValues {
+pub(super) struct KeyValues {
     key: String,
     values: Vec<String>,
 }
@@ -32,7 +32,7 @@ pub struct KeyValues {
 /// DescribeInstanceInformation's input.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
-pub struct DescribeInstances {
+pub(super) struct DescribeInstances {
     instance_information_filter_list: Vec<InfoFilter>,
     filters: Vec<KeyValues>,
     max_results: Option<usize>,
@@ -42,14 +42,14 @@ pub struct DescribeInstances {
 /// DeregisterManagedInstance's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct DeregisterRequest {
+pub(super) struct DeregisterRequest {
     instance_id: String,
 }
 
 /// GetConnectionStatus's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ConnectionStatus {
+pub(super) struct ConnectionStatus {
     target: String,
 }
 
@@ -86,7 +86,7 @@ fn field<'a>(
 }
 
 /// Lists managed instances with their live status.
-pub async fn describe(gate: &Gate<'_>, req: DescribeInstances) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn describe(gate: &Gate<'_>, req: DescribeInstances) -> Result<serde_json::Value, ApiError> {
     gate.require(Op::DescribeInstanceInformation, "*").await?;
     let app = gate.app;
     if let Some(n) = req.max_results {
@@ -175,7 +175,7 @@ pub async fn describe(gate: &Gate<'_>, req: DescribeInstances) -> Result<serde_j
 }
 
 /// Whether a target's agent is connected now.
-pub async fn connection_status(
+pub(super) async fn connection_status(
     gate: &Gate<'_>,
     req: ConnectionStatus,
 ) -> Result<serde_json::Value, ApiError> {
@@ -187,7 +187,10 @@ pub async fn connection_status(
 
 /// Deregisters a managed instance: it leaves DescribeInstanceInformation, its live link is
 /// closed at once and none of its certificates is accepted again.
-pub async fn deregister(gate: &Gate<'_>, req: DeregisterRequest) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn deregister(
+    gate: &Gate<'_>,
+    req: DeregisterRequest,
+) -> Result<serde_json::Value, ApiError> {
     gate.require(Op::DeregisterManagedInstance, &instance_arn(gate.app, &req.instance_id)).await?;
     let app = gate.app;
     // The store first: a link accepted meanwhile looks again after it is registered live.

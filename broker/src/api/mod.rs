@@ -55,8 +55,10 @@ async fn ca_pem(State(app): State<Arc<App>>) -> Response {
 /// An AWS tag, `{Key, Value}`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 pub struct Tag {
+    /// The tag's key.
     #[serde(rename = "Key")]
     pub key: String,
+    /// The tag's value (empty when not given).
     #[serde(rename = "Value", default)]
     pub value: String,
 }

@@ -46,7 +46,7 @@ const MAX_PATTERN: usize = 256;
 /// ListRecordings' input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ListRecordings {
+pub(super) struct ListRecordings {
     max_results: Option<usize>,
     next_token: Option<String>,
 }
@@ -54,7 +54,7 @@ pub struct ListRecordings {
 /// GetRecording's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct GetRecording {
+pub(super) struct GetRecording {
     session_id: String,
     #[serde(default)]
     offset: u64,
@@ -64,26 +64,26 @@ pub struct GetRecording {
 /// SearchRecordings' input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct SearchRecordings {
+pub(super) struct SearchRecordings {
     pattern: String,
     max_results: Option<usize>,
 }
 
 /// ListRecordings: finished recordings' manifests, newest first.
-pub async fn list(gate: &Gate<'_>, req: ListRecordings) -> Result<Value, ApiError> {
+pub(super) async fn list(gate: &Gate<'_>, req: ListRecordings) -> Result<Value, ApiError> {
     gate.require(Op::ListRecordings, "*").await?;
     list_in(&gate.app.settings.recordings_dir, req).await
 }
 
 /// GetRecording: a bounded chunk of one finished recording.
-pub async fn get(gate: &Gate<'_>, req: GetRecording) -> Result<Value, ApiError> {
+pub(super) async fn get(gate: &Gate<'_>, req: GetRecording) -> Result<Value, ApiError> {
     let id = session_id(&req.session_id)?;
     gate.require(Op::GetRecording, &session_arn(gate.app, id.as_str())).await?;
     get_in(&gate.app.settings.recordings_dir, &id, req.offset, req.length).await
 }
 
 /// GetRecordingStatus: spool usage and deliveries not yet confirmed.
-pub async fn status(gate: &Gate<'_>, _req: NoMembers) -> Result<Value, ApiError> {
+pub(super) async fn status(gate: &Gate<'_>, _req: NoMembers) -> Result<Value, ApiError> {
     gate.require(Op::GetRecordingStatus, "*").await?;
     let shipper = &gate.app.shipper;
     Ok(json!({ "Spool": shipper.spool().status(), "PendingDeliveries": shipper.status() }))
@@ -237,7 +237,7 @@ async fn get_in(dir: &Path, id: &SessionId, offset: u64, length: Option<u64>) ->
 }
 
 /// SearchRecordings: the recordings the caller may read whose text matches.
-pub async fn search(gate: &Gate<'_>, req: SearchRecordings) -> Result<Value, ApiError> {
+pub(super) async fn search(gate: &Gate<'_>, req: SearchRecordings) -> Result<Value, ApiError> {
     gate.require(Op::SearchRecordings, "*").await?;
     let max = req.max_results.unwrap_or(100);
     if !(1..=1000).contains(&max) {
@@ -327,7 +327,7 @@ fn scan(files: Vec<(String, PathBuf, u64, SystemTime)>, pattern: &str, max: usiz
 
 /// Matches the output and input text of one recording; returns up to `max` (time, line)
 /// hits and whether it stopped because it had `max`.
-pub fn scan_stream(
+pub(super) fn scan_stream(
     mut reader: impl BufRead,
     pattern: &str,
     max: usize,
@@ -432,7 +432,7 @@ impl LineScanner {
 }
 
 /// At most [`SHOWN_LINE`] bytes of `line` around the match at `at`.
-pub fn excerpt(line: &str, at: usize, len: usize) -> String {
+pub(super) fn excerpt(line: &str, at: usize, len: usize) -> String {
     if line.len() <= SHOWN_LINE {
         return line.to_owned();
     }

@@ -17,15 +17,15 @@ use airlock_recordings::sink::s3::ObjectKeys;
 use airlock_recordings::sink::SinkSpec;
 
 /// The default shell document.
-pub const SHELL_DOCUMENT: &str = "SSM-SessionManagerRunShell";
+pub(super) const SHELL_DOCUMENT: &str = "SSM-SessionManagerRunShell";
 /// The document for one command without a PTY.
-pub const COMMAND_DOCUMENT: &str = "AWS-StartNonInteractiveCommand";
+pub(super) const COMMAND_DOCUMENT: &str = "AWS-StartNonInteractiveCommand";
 /// Port forwarding to the agent host's own ports.
-pub const PORT_DOCUMENT: &str = "AWS-StartPortForwardingSession";
+pub(super) const PORT_DOCUMENT: &str = "AWS-StartPortForwardingSession";
 /// Port forwarding to hosts reachable from the agent.
-pub const REMOTE_PORT_DOCUMENT: &str = "AWS-StartPortForwardingSessionToRemoteHost";
+pub(super) const REMOTE_PORT_DOCUMENT: &str = "AWS-StartPortForwardingSessionToRemoteHost";
 /// ssh's ProxyCommand: one connection to the agent host's sshd.
-pub const SSH_DOCUMENT: &str = "AWS-StartSSHSession";
+pub(super) const SSH_DOCUMENT: &str = "AWS-StartSSHSession";
 
 /// Reads the port targets of a port document: the i-th `portNumber` and `host` make target i.
 fn port_targets(
@@ -78,7 +78,7 @@ fn port_targets(
 /// StartSession's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct StartSession {
+pub(super) struct StartSession {
     target: String,
     document_name: Option<String>,
     #[serde(default)]
@@ -90,14 +90,14 @@ pub struct StartSession {
 /// TerminateSession's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct TerminateSession {
+pub(super) struct TerminateSession {
     session_id: String,
 }
 
 /// A DescribeSessions filter (lower-case member names, as in SSM).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SessionFilter {
+pub(super) struct SessionFilter {
     key: String,
     value: String,
 }
@@ -105,7 +105,7 @@ pub struct SessionFilter {
 /// DescribeSessions' input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct DescribeSessions {
+pub(super) struct DescribeSessions {
     state: String,
     max_results: Option<usize>,
     next_token: Option<String>,
@@ -196,7 +196,7 @@ async fn authorize_start(
 }
 
 /// Creates a session and the single-use token its client presents on the stream.
-pub async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_json::Value, ApiError> {
     let app = gate.app;
     let document = req.document_name.clone().unwrap_or_else(|| SHELL_DOCUMENT.to_owned());
     let target: InstanceId =
@@ -264,7 +264,7 @@ pub async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_json::Val
 }
 
 /// Ends a session; terminating an ended session succeeds and changes nothing, as in SSM.
-pub async fn terminate(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn terminate(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
     gate.require(Op::TerminateSession, &session_arn(gate.app, &req.session_id)).await?;
     let app = gate.app;
     let Some(session) = app.store.session(&req.session_id).await? else {
@@ -323,7 +323,7 @@ pub async fn close_abandoned(app: std::sync::Arc<App>) {
 
 /// Reconnecting a session's stream is not offered yet: as SSM says "this session can no
 /// longer be resumed", with an empty token, after the same checks a real resume would pass.
-pub async fn resume(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn resume(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
     gate.require(Op::ResumeSession, &session_arn(gate.app, &req.session_id)).await?;
     let app = gate.app;
     if app.store.session(&req.session_id).await?.is_none() {
@@ -392,7 +392,7 @@ fn keep(s: &SessionRecord, f: &SessionFilter) -> Result<bool, ApiError> {
 }
 
 /// Lists active or past sessions, newest first.
-pub async fn describe(gate: &Gate<'_>, req: DescribeSessions) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn describe(gate: &Gate<'_>, req: DescribeSessions) -> Result<serde_json::Value, ApiError> {
     gate.require(Op::DescribeSessions, "*").await?;
     let app = gate.app;
     let active = match req.state.as_str() {

@@ -9,7 +9,7 @@ use crate::authz::Gate;
 /// The resource a tag call names.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Resource {
+pub(super) struct Resource {
     resource_type: String,
     resource_id: String,
     #[serde(default)]
@@ -53,7 +53,7 @@ async fn resolve(gate: &Gate<'_>, req: &Resource, op: Op) -> Result<String, ApiE
 }
 
 /// Adds or overwrites tags.
-pub async fn add(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn add(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, ApiError> {
     let id = resolve(gate, &req, Op::AddTagsToResource).await?;
     check_tags(&req.tags)?;
     if req.tags.is_empty() {
@@ -70,14 +70,14 @@ pub async fn add(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, Ap
 }
 
 /// Removes tags by key.
-pub async fn remove(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn remove(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, ApiError> {
     let id = resolve(gate, &req, Op::RemoveTagsFromResource).await?;
     gate.app.store.remove_instance_tags(&id, &req.tag_keys).await?;
     Ok(json!({}))
 }
 
 /// Lists tags.
-pub async fn list(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, ApiError> {
+pub(super) async fn list(gate: &Gate<'_>, req: Resource) -> Result<serde_json::Value, ApiError> {
     let id = resolve(gate, &req, Op::ListTagsForResource).await?;
     let tags: Vec<Tag> =
         gate.app.store.instance_tags(&id).await?.into_iter().map(|(key, value)| Tag { key, value }).collect();

@@ -17,15 +17,15 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Application close codes on agent connections.
-pub mod close {
+pub(super) mod close {
     /// The certificate is unknown, expired, superseded or its instance deregistered.
-    pub const UNKNOWN_CERT: u32 = 1;
+    pub(crate) const UNKNOWN_CERT: u32 = 1;
     /// The agent broke the protocol.
-    pub const PROTOCOL: u32 = 3;
+    pub(crate) const PROTOCOL: u32 = 3;
 }
 
 /// Serves one agent connection until it ends.
-pub async fn run(app: Arc<App>, connection: quinn::Connection, cert: CertificateDer<'static>) {
+pub(super) async fn run(app: Arc<App>, connection: quinn::Connection, cert: CertificateDer<'static>) {
     let remote = connection.remote_address();
     let presented = fingerprint(&cert);
     // The store knows each accepted certificate's notAfter; TLS checked the chain and validity

@@ -20,7 +20,7 @@ const LINGER: Duration = Duration::from_secs(5);
 
 type Stream = FramedStream<quinn::RecvStream, quinn::SendStream>;
 
-pub async fn run(app: Arc<App>, connection: quinn::Connection) {
+pub(super) async fn run(app: Arc<App>, connection: quinn::Connection) {
     let remote = connection.remote_address();
     let Ok(Ok((send, recv))) = tokio::time::timeout(HELLO_DEADLINE, connection.accept_bi()).await else {
         connection.close(1u32.into(), b"no session stream");

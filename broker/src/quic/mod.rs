@@ -24,14 +24,23 @@ pub const CONTROL_FRAME_LIMIT: usize = 64 * 1024;
 /// Errors setting up the QUIC endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum QuicSetupError {
+    /// rustls rejected the configuration.
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
+    /// The client certificate verifier could not be built.
     #[error("client verifier: {0}")]
     Verifier(String),
+    /// Quinn rejected the configuration.
     #[error("quic: {0}")]
     Quic(String),
+    /// The UDP socket could not be bound.
     #[error("cannot bind UDP {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
 /// Bounds on QUIC connections whose peer has not authenticated yet.

@@ -43,7 +43,7 @@ impl Shared {
 }
 
 /// Runs a port session after its token was redeemed.
-pub async fn run(
+pub(super) async fn run(
     app: Arc<App>,
     connection: &quinn::Connection,
     mut client: Stream,
@@ -221,7 +221,7 @@ async fn dial(shared: &Shared, t: &PortTarget) -> Result<Stream, (CloseReason, S
 }
 
 /// Sends a final `Close` and finishes the stream.
-pub async fn refuse(stream: &mut Stream, reason: CloseReason, message: String) {
+pub(super) async fn refuse(stream: &mut Stream, reason: CloseReason, message: String) {
     let _ = stream.send_control(&Control::Close { reason, message }).await;
     let _ = futures_util::SinkExt::close(&mut stream.writer).await;
 }

@@ -8,14 +8,17 @@ use super::StoreError;
 /// One version of a document as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocumentVersion {
+    /// The document's name.
     pub name: String,
     /// 1 for the first version, then one more for each update.
     pub version: i64,
+    /// The document's JSON.
     pub content: String,
     /// `JSON` (the only format accepted).
     pub document_format: String,
     /// `Session` (the only type accepted).
     pub document_type: String,
+    /// When the version was written, Unix time in microseconds.
     pub created_us: i64,
     /// SHA-256 of `content`, lower-case hex.
     pub sha256: String,
@@ -26,21 +29,30 @@ pub struct DocumentVersion {
 /// A document in a listing: its name and latest version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocumentSummary {
+    /// The document's name.
     pub name: String,
+    /// The number of its latest version.
     pub latest_version: i64,
+    /// The latest version's format.
     pub document_format: String,
+    /// The document's type.
     pub document_type: String,
     /// When the latest version was written.
     pub created_us: i64,
+    /// The document's tags.
     pub tags: Vec<(String, String)>,
 }
 
 /// What a new version carries; the store assigns the number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewVersion {
+    /// The document's JSON.
     pub content: String,
+    /// Its format.
     pub document_format: String,
+    /// When it is written, Unix time in microseconds.
     pub created_us: i64,
+    /// SHA-256 of `content`, lower-case hex.
     pub sha256: String,
     /// The version the caller believes is the latest; `None` for whatever is latest.
     pub expected_latest: Option<i64>,
@@ -52,9 +64,15 @@ pub enum VersionRefusal {
     /// No document of that name.
     NotFound,
     /// The caller named a version that is not the latest.
-    NotLatest { latest: i64 },
+    NotLatest {
+        /// The latest version.
+        latest: i64,
+    },
     /// The content is the latest version's content.
-    SameContent { latest: i64 },
+    SameContent {
+        /// The latest version.
+        latest: i64,
+    },
 }
 
 /// Document half of the store.

@@ -10,7 +10,9 @@ pub use crate::audit::ChainReport;
 /// A user or a role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalKind {
+    /// An IAM user.
     User,
+    /// An IAM role.
     Role,
 }
 
@@ -27,22 +29,32 @@ impl PrincipalKind {
 /// A principal as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrincipalRecord {
+    /// The user or role name.
     pub name: String,
+    /// Its ARN.
     pub arn: String,
+    /// User or role.
     pub kind: PrincipalKind,
     /// `AIDA…` for users, `AROA…` for roles (`aws:userid`).
     pub principal_id: String,
+    /// Its tags.
     pub tags: BTreeMap<String, String>,
+    /// When it was created, Unix time in microseconds.
     pub created_us: i64,
 }
 
 /// An access key as stored; the secret is sealed under the master key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
+    /// The access key id.
     pub access_key_id: String,
+    /// Name of the principal the key belongs to.
     pub principal: String,
+    /// The secret access key, sealed under the master key.
     pub secret_sealed: String,
+    /// Whether the key may sign requests.
     pub active: bool,
+    /// When it was created, Unix time in microseconds.
     pub created_us: i64,
     /// Temporary credentials only: when they stop working.
     pub expires_us: Option<i64>,
@@ -55,16 +67,22 @@ pub struct KeyRecord {
 /// A customer-managed policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedPolicy {
+    /// The policy name.
     pub name: String,
+    /// Its ARN.
     pub arn: String,
+    /// The policy document, JSON.
     pub document: String,
+    /// When it was created, Unix time in microseconds.
     pub created_us: i64,
 }
 
 /// What a delete did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deleted {
+    /// It existed and is gone.
     Yes,
+    /// There was nothing to delete.
     NotFound,
     /// Something still refers to it; the text says what.
     Conflict(String),
@@ -73,15 +91,23 @@ pub enum Deleted {
 /// One authorization decision on record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
+    /// When the decision was made, Unix time in microseconds.
     pub at_us: i64,
+    /// ARN of the caller.
     pub principal: String,
+    /// The action asked for.
     pub action: String,
+    /// The resource acted on.
     pub resource: String,
     /// `allowed`, `explicitDeny` or `implicitDeny`.
     pub decision: String,
+    /// The policy whose statement decided, if one did.
     pub policy: Option<String>,
+    /// That statement's `Sid`, if it has one.
     pub sid: Option<String>,
+    /// That statement's index in the policy.
     pub statement_index: Option<i64>,
+    /// The caller's IP address.
     pub source_ip: String,
 }
 

@@ -19,10 +19,13 @@ pub use sqlite::SqliteStore;
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// A stored value does not parse.
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    /// Applying the schema migrations failed.
     #[error("schema migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -32,21 +35,30 @@ pub enum StoreError {
 pub struct Principal {
     /// The user name (`aws:username`), also the prefix of its session ids.
     pub name: String,
+    /// The principal's ARN.
     pub arn: String,
 }
 
 /// A hybrid activation.
 #[derive(Debug, Clone)]
 pub struct Activation {
+    /// The activation id.
     pub activation_id: String,
     /// SHA-256 of the activation code, hex; the code itself is shown once and never stored.
     pub code_hash: String,
+    /// The IAM role its instances get.
     pub iam_role: String,
+    /// Free text description.
     pub description: String,
+    /// Name given to instances registered with it.
     pub default_instance_name: String,
+    /// How many instances may register with it.
     pub registration_limit: i64,
+    /// How many have.
     pub registrations: i64,
+    /// When it stops working, Unix time in microseconds.
     pub expires_us: i64,
+    /// When it was created, Unix time in microseconds.
     pub created_us: i64,
     /// Tags stamped on every instance registered with it.
     pub tags: Vec<(String, String)>,
@@ -55,33 +67,57 @@ pub struct Activation {
 /// Why an activation could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActivationRefusal {
+    /// No activation has this id.
     NotFound,
+    /// The activation code is wrong.
     CodeMismatch,
-    Expired { at_us: i64 },
-    Exhausted { limit: i64 },
+    /// The activation has expired.
+    Expired {
+        /// When it expired, Unix time in microseconds.
+        at_us: i64,
+    },
+    /// The registration limit is reached.
+    Exhausted {
+        /// The limit.
+        limit: i64,
+    },
 }
 
 /// What an agent last said about its host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct HostInfo {
+    /// Version of the agent.
     pub agent_version: String,
+    /// `Linux`, `MacOS` or `Windows`.
     pub platform_type: String,
+    /// Name of the operating system distribution.
     pub platform_name: String,
+    /// Version of the operating system.
     pub platform_version: String,
+    /// The host's name.
     pub computer_name: String,
+    /// The host's IP address.
     pub ip_address: String,
 }
 
 /// A registered managed instance.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Instance {
+    /// The `mi-…` instance id.
     pub instance_id: String,
+    /// The activation it registered with.
     pub activation_id: String,
+    /// The IAM role it has.
     pub iam_role: String,
+    /// Its name.
     pub name: String,
+    /// Fingerprint of its agent certificate.
     pub fingerprint: String,
+    /// When it registered, Unix time in microseconds.
     pub registered_us: i64,
+    /// When its agent last reported, Unix time in microseconds.
     pub last_ping_us: Option<i64>,
+    /// What its agent last said about the host.
     #[sqlx(flatten)]
     pub host: HostInfo,
 }
@@ -89,10 +125,15 @@ pub struct Instance {
 /// SSM's session states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStatus {
+    /// The session was started; its client has not connected.
     Connecting,
+    /// Client and agent are connected.
     Connected,
+    /// TerminateSession was called; the session is ending.
     Terminating,
+    /// The session ended.
     Terminated,
+    /// The session could not start or broke.
     Failed,
 }
 
@@ -137,16 +178,26 @@ impl TryFrom<String> for SessionStatus {
 /// A session as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {
+    /// The session's id.
     pub session_id: String,
+    /// The instance it runs on.
     pub target: String,
+    /// The session document.
     pub document: String,
+    /// ARN of who started it.
     pub owner_arn: String,
+    /// The reason given at StartSession.
     pub reason: String,
+    /// Its state.
     #[sqlx(try_from = "String")]
     pub status: SessionStatus,
+    /// When it started, Unix time in microseconds.
     pub start_us: i64,
+    /// When it ended, Unix time in microseconds.
     pub end_us: Option<i64>,
+    /// How it ended, for people (DescribeSessions `Details`).
     pub details: String,
+    /// The remote process's exit code, if it exited.
     pub exit_code: Option<i32>,
     /// The preferences' maxSessionDuration when the session started, in minutes.
     pub max_duration_minutes: Option<i64>,
@@ -159,9 +210,13 @@ pub struct SessionRecord {
 /// How a session ended, for [`Store::finish_session`].
 #[derive(Debug, Clone)]
 pub struct SessionEnd {
+    /// The final state.
     pub status: SessionStatus,
+    /// When it ended, Unix time in microseconds.
     pub end_us: i64,
+    /// How it ended, for people.
     pub details: String,
+    /// The remote process's exit code, if it exited.
     pub exit_code: Option<i32>,
 }
 

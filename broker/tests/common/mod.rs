@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 /// Where cargo put the workspace's binaries.
-pub fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     let broker = PathBuf::from(env!("CARGO_BIN_EXE_airlock-broker"));
     let path = broker.with_file_name(name);
     assert!(
@@ -24,7 +24,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Polls `f` until it returns Some, or panics after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -36,7 +36,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
 }
 
 /// A child process killed on drop.
-pub struct Proc(pub Child);
+pub(crate) struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -46,7 +46,7 @@ impl Drop for Proc {
 }
 
 /// A running broker with its admin credentials.
-pub struct Broker {
+pub(crate) struct Broker {
     pub dir: tempfile::TempDir,
     pub url: String,
     pub key_id: String,
@@ -57,23 +57,23 @@ pub struct Broker {
 
 impl Broker {
     /// Starts `airlock-broker serve` on a free loopback port (HTTPS).
-    pub fn start() -> Broker {
+    pub(crate) fn start() -> Broker {
         Self::start_with(&[])
     }
 
     /// Starts it with extra arguments.
-    pub fn start_with(extra: &[&str]) -> Broker {
+    pub(crate) fn start_with(extra: &[&str]) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, extra)
     }
 
     /// Starts it in an existing data folder (a restart).
-    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
+    pub(crate) fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Broker {
         Self::start_in_env(dir, extra, &[])
     }
 
     /// Starts it in an existing data folder with extra environment variables.
-    pub fn start_in_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Broker {
+    pub(crate) fn start_in_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Broker {
         let data = dir.path().join("broker");
         let mut child = Command::new(bin("airlock-broker"))
             .args(["serve", "--data-dir"])
@@ -112,16 +112,16 @@ impl Broker {
         Broker { dir, url, key_id, secret, proc: Proc(child), log }
     }
 
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().join("broker")
     }
 
-    pub fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.data_dir().join("ca.pem")
     }
 
     /// The `airlock` CLI pointed at this broker with the admin's key.
-    pub fn cli(&self) -> Command {
+    pub(crate) fn cli(&self) -> Command {
         let mut cmd = Command::new(bin("airlock"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -135,7 +135,7 @@ impl Broker {
     }
 
     /// The CLI set to run `command` on `target` without a PTY (AWS-StartNonInteractiveCommand).
-    pub fn command(&self, target: &str, command: &str) -> Command {
+    pub(crate) fn command(&self, target: &str, command: &str) -> Command {
         let mut cmd = self.cli();
         cmd.args(["start-session", "--target", target, "--document-name", "AWS-StartNonInteractiveCommand"])
             .arg("--parameters")
@@ -144,7 +144,7 @@ impl Broker {
     }
 
     /// `airlock start-session` forwarding a local port to `port` on the agent's host.
-    pub fn port_forward(&self, target: &str, port: u16) -> Command {
+    pub(crate) fn port_forward(&self, target: &str, port: u16) -> Command {
         let mut cmd = self.cli();
         cmd.args(["start-session", "--target", target, "--document-name", "AWS-StartPortForwardingSession"])
             .arg("--parameters")
@@ -153,14 +153,14 @@ impl Broker {
     }
 
     /// Runs a CLI API command and parses its JSON output, panicking on failure.
-    pub fn api(&self, args: &[&str]) -> Value {
+    pub(crate) fn api(&self, args: &[&str]) -> Value {
         let out = self.cli().args(args).output().unwrap();
         assert!(out.status.success(), "airlock {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// Creates an activation and returns (id, code).
-    pub fn activation(&self, limit: u32) -> (String, String) {
+    pub(crate) fn activation(&self, limit: u32) -> (String, String) {
         let v = self.api(&[
             "create-activation",
             "--iam-role",
@@ -172,7 +172,7 @@ impl Broker {
     }
 
     /// Registers and starts an agent, waiting until the broker shows it Online.
-    pub fn agent(&self, name: &str) -> Agent {
+    pub(crate) fn agent(&self, name: &str) -> Agent {
         let (id, code) = self.activation(1);
         let dir = self.dir.path().join(format!("agent-{name}"));
         let out = self.register(&dir, &id, &code);
@@ -185,7 +185,7 @@ impl Broker {
     }
 
     /// Runs `airlock-agent register` into `dir`.
-    pub fn register(&self, dir: &Path, id: &str, code: &str) -> Output {
+    pub(crate) fn register(&self, dir: &Path, id: &str, code: &str) -> Output {
         Command::new(bin("airlock-agent"))
             .args(["register", "--data-dir"])
             .arg(dir)
@@ -196,7 +196,7 @@ impl Broker {
     }
 
     /// Waits until DescribeInstanceInformation shows the instance Online.
-    pub fn wait_online(&self, instance_id: &str) -> Value {
+    pub(crate) fn wait_online(&self, instance_id: &str) -> Value {
         wait_for("the agent to be Online", Duration::from_secs(30), || {
             let v = self.api(&["describe-instance-information"]);
             v["InstanceInformationList"]
@@ -209,7 +209,7 @@ impl Broker {
     }
 
     /// Sets the Session Manager preferences (creating or updating SSM-SessionManagerRunShell).
-    pub fn set_preferences(&self, inputs: Value) {
+    pub(crate) fn set_preferences(&self, inputs: Value) {
         let content = serde_json::json!({
             "schemaVersion": "1.0",
             "description": "Session Manager preferences",
@@ -232,7 +232,7 @@ impl Broker {
     }
 
     /// Sends a raw signed API call with temporary credentials' session token.
-    pub fn raw_call_with_token(
+    pub(crate) fn raw_call_with_token(
         &self,
         target: &str,
         body: &str,
@@ -245,7 +245,14 @@ impl Broker {
 
     /// Sends a raw signed API call (for requests the CLI would never make). `op` is an SSM
     /// operation name or a full target (`AirlockIAM.CreateUser`).
-    pub fn raw_call(&self, op: &str, body: &str, key_id: &str, secret: &str, at: SystemTime) -> (u16, Value) {
+    pub(crate) fn raw_call(
+        &self,
+        op: &str,
+        body: &str,
+        key_id: &str,
+        secret: &str,
+        at: SystemTime,
+    ) -> (u16, Value) {
         self.signed(op, body, key_id, secret, None, at)
     }
 
@@ -316,7 +323,7 @@ impl Broker {
 }
 
 /// A running agent.
-pub struct Agent {
+pub(crate) struct Agent {
     pub instance_id: String,
     pub dir: PathBuf,
     pub proc: Proc,
@@ -324,7 +331,7 @@ pub struct Agent {
 
 impl Agent {
     /// Starts `airlock-agent run` on a registered data folder.
-    pub fn run(dir: &Path, instance_id: String) -> Agent {
+    pub(crate) fn run(dir: &Path, instance_id: String) -> Agent {
         let child = Command::new(bin("airlock-agent"))
             .args(["run", "--data-dir"])
             .arg(dir)
@@ -338,7 +345,7 @@ impl Agent {
 }
 
 /// A program running on a PTY, as a person at a terminal would run it.
-pub struct Terminal {
+pub(crate) struct Terminal {
     pub master: Box<dyn portable_pty::MasterPty + Send>,
     pub writer: Box<dyn Write + Send>,
     pub child: Box<dyn portable_pty::Child + Send + Sync>,
@@ -347,7 +354,7 @@ pub struct Terminal {
 
 impl Terminal {
     /// Spawns `cmd` on a new PTY of 80x24.
-    pub fn spawn(cmd: portable_pty::CommandBuilder) -> Terminal {
+    pub(crate) fn spawn(cmd: portable_pty::CommandBuilder) -> Terminal {
         let pty = portable_pty::native_pty_system()
             .openpty(portable_pty::PtySize { rows: 24, cols: 80, pixel_width: 0, pixel_height: 0 })
             .unwrap();
@@ -370,27 +377,27 @@ impl Terminal {
     }
 
     /// Types text.
-    pub fn send(&mut self, text: &str) {
+    pub(crate) fn send(&mut self, text: &str) {
         self.writer.write_all(text.as_bytes()).unwrap();
         self.writer.flush().unwrap();
     }
 
     /// Waits until the screen contains `needle`.
-    pub fn expect(&self, needle: &str) {
+    pub(crate) fn expect(&self, needle: &str) {
         wait_for(&format!("{needle:?} on the terminal"), Duration::from_secs(20), || {
             self.screen.lock().unwrap().contains(needle).then_some(())
         });
     }
 
     /// Waits for the program to exit and returns its exit code.
-    pub fn wait(&mut self) -> u32 {
+    pub(crate) fn wait(&mut self) -> u32 {
         let child = &mut self.child;
         wait_for("the CLI to exit", Duration::from_secs(20), || child.try_wait().unwrap()).exit_code()
     }
 }
 
 /// The `airlock` CLI command for a PTY, pointed at `broker`.
-pub fn pty_cli(broker: &Broker, args: &[&str]) -> portable_pty::CommandBuilder {
+pub(crate) fn pty_cli(broker: &Broker, args: &[&str]) -> portable_pty::CommandBuilder {
     let mut cmd = portable_pty::CommandBuilder::new(bin("airlock"));
     cmd.args(args);
     cmd.env_clear();

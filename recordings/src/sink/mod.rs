@@ -39,21 +39,27 @@ pub enum S3Encryption {
     /// SSE-S3 (AES256).
     S3Managed,
     /// SSE-KMS with this key (id, alias or ARN).
-    Kms { key_id: String },
+    Kms {
+        /// The KMS key: id, alias or ARN.
+        key_id: String,
+    },
 }
 
 /// An S3 destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct S3Target {
+    /// The bucket name.
     pub bucket: String,
     /// Joined to the object names with one `/`; empty for none.
     pub key_prefix: String,
+    /// Server-side encryption of the uploaded objects.
     pub encryption: S3Encryption,
 }
 
 /// A CloudWatch Logs destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloudWatchTarget {
+    /// The log group name.
     pub group: String,
     /// Send while the session runs; otherwise once it has ended.
     pub streaming: bool,
@@ -67,7 +73,9 @@ pub struct CloudWatchTarget {
 pub enum SinkSpec {
     /// The broker's local recordings folder.
     Local,
+    /// An S3 bucket.
     S3(S3Target),
+    /// A CloudWatch Logs log group.
     CloudWatch(CloudWatchTarget),
 }
 
@@ -88,16 +96,40 @@ impl SinkSpec {
 /// Why a delivery attempt failed; the shipper retries every one of them.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// Reading the recording from the spool failed.
     #[error("spool file {path}: {source}")]
-    Spool { path: PathBuf, source: std::io::Error },
+    Spool {
+        /// The spool file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The service answered with an error.
     #[error("{service} {operation}: {message}")]
-    Remote { service: &'static str, operation: &'static str, message: String },
+    Remote {
+        /// The service called (`s3`, `logs`).
+        service: &'static str,
+        /// The API operation called.
+        operation: &'static str,
+        /// The service's error.
+        message: String,
+    },
     /// A call that got no answer (connection refused or broken, or a timeout): the service
     /// may be down, and the shipper probes it to retry the moment it answers again.
     #[error("{service} {operation}: no answer: {message}")]
-    Unanswered { service: &'static str, operation: &'static str, message: String },
+    Unanswered {
+        /// The service called (`s3`, `logs`).
+        service: &'static str,
+        /// The API operation called.
+        operation: &'static str,
+        /// What went wrong with the call.
+        message: String,
+    },
+    /// The destination is not acceptable (e.g. an unencrypted log group where encryption
+    /// is required); the message says why.
     #[error("{0}")]
     Refused(String),
+    /// The broker has no client for this service.
     #[error("no {0} client is configured on this broker")]
     NotConfigured(&'static str),
 }

@@ -80,7 +80,7 @@ impl S3State {
 
 /// The next thing the sink does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(super) enum Step {
     /// CreateMultipartUpload.
     Create,
     /// UploadPart `number` with these bytes.
@@ -104,7 +104,7 @@ pub enum Step {
 
 /// Decides the next step from the saved state, the recording's progress, the time and the
 /// earliest time the next live object may be written.
-pub fn plan(state: &S3State, progress: Progress, now: Instant, live_not_before: Instant) -> Step {
+pub(super) fn plan(state: &S3State, progress: Progress, now: Instant, live_not_before: Instant) -> Step {
     let synced = progress.synced;
     if state.parts_end > synced || state.live_end > synced {
         return Step::AheadOfSpool;

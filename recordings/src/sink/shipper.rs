@@ -34,15 +34,20 @@ const FINISHED_AT_ONCE: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DeliveryStatus {
+    /// The recorded session.
     pub session_id: String,
+    /// The sink's key (`local`, `s3`, `cloudwatch`).
     pub sink: String,
     /// Bucket and prefix, or log group.
     pub destination: String,
+    /// Delivery attempts so far.
     pub attempts: u32,
+    /// Why the latest attempt failed, if it did.
     pub last_error: Option<String>,
     /// The latest thing the sink reported about this delivery that operators should know,
     /// e.g. that a CloudWatch log stream vanished and is being filled again from the start.
     pub notice: Option<String>,
+    /// When the delivery was queued, Unix time in microseconds.
     pub since_unix_us: u64,
 }
 

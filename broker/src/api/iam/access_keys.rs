@@ -11,7 +11,7 @@ use crate::keys;
 /// UpdateAccessKey's members besides `UserName`.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct UpdateKey {
+pub(crate) struct UpdateKey {
     access_key_id: String,
     status: String,
 }
@@ -19,7 +19,7 @@ pub struct UpdateKey {
 /// DeleteAccessKey's members besides `UserName`.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct DeleteKey {
+pub(crate) struct DeleteKey {
     access_key_id: String,
 }
 
@@ -28,7 +28,7 @@ fn no_such_key(id: &str) -> ApiError {
 }
 
 /// CreateAccessKey: the secret is shown once.
-pub async fn create_access_key(gate: &Gate<'_>, req: On<User, Nothing>) -> Result<Value, ApiError> {
+pub(crate) async fn create_access_key(gate: &Gate<'_>, req: On<User, Nothing>) -> Result<Value, ApiError> {
     let app = gate.app;
     gate.require(Op::CreateAccessKey, &req.arn(app)).await?;
     req.existing(app).await?;
@@ -42,7 +42,7 @@ pub async fn create_access_key(gate: &Gate<'_>, req: On<User, Nothing>) -> Resul
 }
 
 /// ListAccessKeys: ids and status, never secrets.
-pub async fn list_access_keys(gate: &Gate<'_>, req: On<User, Nothing>) -> Result<Value, ApiError> {
+pub(crate) async fn list_access_keys(gate: &Gate<'_>, req: On<User, Nothing>) -> Result<Value, ApiError> {
     let app = gate.app;
     gate.require(Op::ListAccessKeys, &req.arn(app)).await?;
     req.existing(app).await?;
@@ -60,7 +60,7 @@ pub async fn list_access_keys(gate: &Gate<'_>, req: On<User, Nothing>) -> Result
 }
 
 /// UpdateAccessKey: `Active` or `Inactive`.
-pub async fn update_access_key(gate: &Gate<'_>, req: On<User, UpdateKey>) -> Result<Value, ApiError> {
+pub(crate) async fn update_access_key(gate: &Gate<'_>, req: On<User, UpdateKey>) -> Result<Value, ApiError> {
     let app = gate.app;
     gate.require(Op::UpdateAccessKey, &req.arn(app)).await?;
     req.existing(app).await?;
@@ -79,7 +79,7 @@ pub async fn update_access_key(gate: &Gate<'_>, req: On<User, UpdateKey>) -> Res
 }
 
 /// DeleteAccessKey.
-pub async fn delete_access_key(gate: &Gate<'_>, req: On<User, DeleteKey>) -> Result<Value, ApiError> {
+pub(crate) async fn delete_access_key(gate: &Gate<'_>, req: On<User, DeleteKey>) -> Result<Value, ApiError> {
     let app = gate.app;
     gate.require(Op::DeleteAccessKey, &req.arn(app)).await?;
     req.existing(app).await?;

@@ -9,13 +9,13 @@ use crate::authz::Gate;
 /// ListAuditEvents' input.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
-pub struct ListAuditEvents {
+pub(crate) struct ListAuditEvents {
     max_results: Option<usize>,
     next_token: Option<String>,
 }
 
 /// ListAuditEvents: newest first, in pages.
-pub async fn list_audit_events(gate: &Gate<'_>, req: ListAuditEvents) -> Result<Value, ApiError> {
+pub(crate) async fn list_audit_events(gate: &Gate<'_>, req: ListAuditEvents) -> Result<Value, ApiError> {
     gate.require(Op::ListAuditEvents, "*").await?;
     let limit = req.max_results.unwrap_or(100).clamp(1, 1000) as i64;
     let offset: i64 = match req.next_token.as_deref() {
@@ -46,7 +46,7 @@ pub async fn list_audit_events(gate: &Gate<'_>, req: ListAuditEvents) -> Result<
 }
 
 /// VerifyAuditLog: walks the hash chain.
-pub async fn verify_audit_log(gate: &Gate<'_>, _req: NoMembers) -> Result<Value, ApiError> {
+pub(crate) async fn verify_audit_log(gate: &Gate<'_>, _req: NoMembers) -> Result<Value, ApiError> {
     gate.require(Op::VerifyAuditLog, "*").await?;
     let report = gate.app.store.verify_audit_chain().await?;
     let mut out = json!({ "Valid": report.valid, "Events": report.events, "Message": report.message });

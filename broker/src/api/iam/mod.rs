@@ -25,20 +25,20 @@ use super::{ApiError, Tag};
 use crate::app::App;
 use crate::store::{PrincipalKind, PrincipalRecord};
 
-pub use access_keys::{create_access_key, delete_access_key, list_access_keys, update_access_key};
-pub use audit::{list_audit_events, verify_audit_log};
-pub use policies::{
+pub(super) use access_keys::{create_access_key, delete_access_key, list_access_keys, update_access_key};
+pub(super) use audit::{list_audit_events, verify_audit_log};
+pub(super) use policies::{
     attach_policy, create_policy, delete_inline_policy, delete_policy, detach_policy, get_inline_policy,
     list_attached_policies, list_inline_policies, list_policies, put_inline_policy,
 };
-pub use principals::{
+pub(super) use principals::{
     create_role, create_user, delete_principal, get_principal, list_principals, tag_principal,
     untag_principal, update_assume_role_policy,
 };
-pub use sts::{assume_role, simulate};
+pub(super) use sts::{assume_role, simulate};
 
 /// The kind of principal a request is about, and the member that names it.
-pub trait Kind {
+pub(super) trait Kind {
     /// `UserName` or `RoleName`.
     const MEMBER: &'static str;
     /// The kind of the named principal.
@@ -46,9 +46,9 @@ pub trait Kind {
 }
 
 /// Requests about a user (`UserName`).
-pub struct User;
+pub(super) struct User;
 /// Requests about a role (`RoleName`).
-pub struct Role;
+pub(super) struct Role;
 
 impl Kind for User {
     const MEMBER: &'static str = "UserName";
@@ -61,7 +61,7 @@ impl Kind for Role {
 }
 
 /// A request about one principal of kind `K`: its name, and the operation's other members.
-pub struct On<K, T> {
+pub(super) struct On<K, T> {
     /// The principal's name, from `K::MEMBER`.
     pub name: String,
     /// The operation's other members.
@@ -71,7 +71,7 @@ pub struct On<K, T> {
 
 impl<K: Kind, T> On<K, T> {
     /// The ARN of the named principal: the resource the operation is authorized on.
-    pub fn arn(&self, app: &App) -> String {
+    pub(super) fn arn(&self, app: &App) -> String {
         principal_arn(app, K::KIND, &self.name)
     }
 
@@ -107,13 +107,13 @@ impl<K: Kind, T> fmt::Debug for On<K, T> {
 /// No members besides the principal's name.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Nothing {}
+pub(super) struct Nothing {}
 
 /// The page members of IAM's list operations (IAM's `MaxItems`/`Marker`; `MaxResults`/
 /// `NextToken` are accepted for the airlock CLI).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
-pub struct Page {
+pub(super) struct Page {
     max_items: Option<usize>,
     marker: Option<String>,
     max_results: Option<usize>,
@@ -135,7 +135,7 @@ impl Page {
 }
 
 /// `arn:airlock:iam::<account>:<user|role>/<name>`.
-pub fn principal_arn(app: &App, kind: PrincipalKind, name: &str) -> String {
+pub(super) fn principal_arn(app: &App, kind: PrincipalKind, name: &str) -> String {
     format!("arn:airlock:iam::{}:{}/{name}", app.settings.account, kind.as_str())
 }
 

@@ -13,7 +13,7 @@ use crate::store::{Deleted, ManagedPolicy};
 /// PutUserPolicy's and PutRolePolicy's members besides the name.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct PutPolicy {
+pub(crate) struct PutPolicy {
     policy_name: String,
     policy_document: String,
 }
@@ -21,21 +21,21 @@ pub struct PutPolicy {
 /// The members of Get/Delete{User,Role}Policy besides the name.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct InlineName {
+pub(crate) struct InlineName {
     policy_name: String,
 }
 
 /// The members of Attach/Detach{User,Role}Policy besides the name.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct PolicyArn {
+pub(crate) struct PolicyArn {
     policy_arn: String,
 }
 
 /// CreatePolicy's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct CreatePolicy {
+pub(crate) struct CreatePolicy {
     policy_name: String,
     policy_document: String,
     description: Option<String>,
@@ -44,7 +44,7 @@ pub struct CreatePolicy {
 /// DeletePolicy's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct DeletePolicy {
+pub(crate) struct DeletePolicy {
     policy_arn: String,
 }
 
@@ -72,7 +72,7 @@ fn managed_name(app: &App, arn: &str) -> Result<String, ApiError> {
 }
 
 /// PutUserPolicy / PutRolePolicy.
-pub async fn put_inline_policy<K: Kind>(
+pub(crate) async fn put_inline_policy<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, PutPolicy>,
@@ -86,7 +86,7 @@ pub async fn put_inline_policy<K: Kind>(
 }
 
 /// GetUserPolicy / GetRolePolicy.
-pub async fn get_inline_policy<K: Kind>(
+pub(crate) async fn get_inline_policy<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, InlineName>,
@@ -101,7 +101,7 @@ pub async fn get_inline_policy<K: Kind>(
 }
 
 /// DeleteUserPolicy / DeleteRolePolicy.
-pub async fn delete_inline_policy<K: Kind>(
+pub(crate) async fn delete_inline_policy<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, InlineName>,
@@ -116,7 +116,7 @@ pub async fn delete_inline_policy<K: Kind>(
 }
 
 /// ListUserPolicies / ListRolePolicies.
-pub async fn list_inline_policies<K: Kind>(
+pub(crate) async fn list_inline_policies<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, Page>,
@@ -130,7 +130,7 @@ pub async fn list_inline_policies<K: Kind>(
 }
 
 /// CreatePolicy: a managed policy of this account.
-pub async fn create_policy(gate: &Gate<'_>, req: CreatePolicy) -> Result<Value, ApiError> {
+pub(crate) async fn create_policy(gate: &Gate<'_>, req: CreatePolicy) -> Result<Value, ApiError> {
     let app = gate.app;
     gate.require(Op::CreatePolicy, &policy_arn(app, &req.policy_name)).await?;
     check_document(&req.policy_name, &req.policy_document)?;
@@ -155,7 +155,7 @@ pub async fn create_policy(gate: &Gate<'_>, req: CreatePolicy) -> Result<Value, 
 }
 
 /// DeletePolicy: refused while it is attached.
-pub async fn delete_policy(gate: &Gate<'_>, req: DeletePolicy) -> Result<Value, ApiError> {
+pub(crate) async fn delete_policy(gate: &Gate<'_>, req: DeletePolicy) -> Result<Value, ApiError> {
     let app = gate.app;
     gate.require(Op::DeletePolicy, &req.policy_arn).await?;
     let policy = managed_name(app, &req.policy_arn)?;
@@ -167,7 +167,7 @@ pub async fn delete_policy(gate: &Gate<'_>, req: DeletePolicy) -> Result<Value, 
 }
 
 /// ListPolicies.
-pub async fn list_policies(gate: &Gate<'_>, page: Page) -> Result<Value, ApiError> {
+pub(crate) async fn list_policies(gate: &Gate<'_>, page: Page) -> Result<Value, ApiError> {
     gate.require(Op::ListPolicies, "*").await?;
     let list: Vec<Value> = gate
         .app
@@ -181,7 +181,7 @@ pub async fn list_policies(gate: &Gate<'_>, page: Page) -> Result<Value, ApiErro
 }
 
 /// AttachUserPolicy / AttachRolePolicy.
-pub async fn attach_policy<K: Kind>(
+pub(crate) async fn attach_policy<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, PolicyArn>,
@@ -197,7 +197,7 @@ pub async fn attach_policy<K: Kind>(
 }
 
 /// DetachUserPolicy / DetachRolePolicy.
-pub async fn detach_policy<K: Kind>(
+pub(crate) async fn detach_policy<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, PolicyArn>,
@@ -213,7 +213,7 @@ pub async fn detach_policy<K: Kind>(
 }
 
 /// ListAttachedUserPolicies / ListAttachedRolePolicies.
-pub async fn list_attached_policies<K: Kind>(
+pub(crate) async fn list_attached_policies<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, Page>,

@@ -15,14 +15,14 @@ use crate::store::{Deleted, PrincipalKind, PrincipalRecord};
 /// CreateUser's members besides `UserName`.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct CreateUser {
+pub(crate) struct CreateUser {
     tags: Option<Vec<Tag>>,
 }
 
 /// CreateRole's members besides `RoleName`.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct CreateRole {
+pub(crate) struct CreateRole {
     tags: Option<Vec<Tag>>,
     description: Option<String>,
     /// Who may assume the role; absent: the account (callers' own policies decide).
@@ -32,21 +32,21 @@ pub struct CreateRole {
 /// UpdateAssumeRolePolicy's members besides `RoleName`.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct TrustMembers {
+pub(crate) struct TrustMembers {
     policy_document: String,
 }
 
 /// TagUser's and TagRole's members besides the name.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct TagMembers {
+pub(crate) struct TagMembers {
     tags: Vec<Tag>,
 }
 
 /// UntagUser's and UntagRole's members besides the name.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct UntagMembers {
+pub(crate) struct UntagMembers {
     tag_keys: Vec<String>,
 }
 
@@ -79,14 +79,14 @@ async fn create<K: Kind, T>(gate: &Gate<'_>, req: &On<K, T>, tags: Vec<Tag>) -> 
 }
 
 /// CreateUser.
-pub async fn create_user(gate: &Gate<'_>, req: On<User, CreateUser>) -> Result<Value, ApiError> {
+pub(crate) async fn create_user(gate: &Gate<'_>, req: On<User, CreateUser>) -> Result<Value, ApiError> {
     gate.require(Op::CreateUser, &req.arn(gate.app)).await?;
     let tags = tags_of(req.rest.tags.clone())?;
     create(gate, &req, tags).await
 }
 
 /// CreateRole.
-pub async fn create_role(gate: &Gate<'_>, req: On<Role, CreateRole>) -> Result<Value, ApiError> {
+pub(crate) async fn create_role(gate: &Gate<'_>, req: On<Role, CreateRole>) -> Result<Value, ApiError> {
     gate.require(Op::CreateRole, &req.arn(gate.app)).await?;
     let tags = tags_of(req.rest.tags.clone())?;
     if req.rest.description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
@@ -105,7 +105,7 @@ pub async fn create_role(gate: &Gate<'_>, req: On<Role, CreateRole>) -> Result<V
 }
 
 /// UpdateAssumeRolePolicy: replaces who may assume a role.
-pub async fn update_assume_role_policy(
+pub(crate) async fn update_assume_role_policy(
     gate: &Gate<'_>,
     req: On<Role, TrustMembers>,
 ) -> Result<Value, ApiError> {
@@ -120,7 +120,11 @@ pub async fn update_assume_role_policy(
 }
 
 /// GetUser / GetRole.
-pub async fn get_principal<K: Kind>(gate: &Gate<'_>, op: Op, req: On<K, Nothing>) -> Result<Value, ApiError> {
+pub(crate) async fn get_principal<K: Kind>(
+    gate: &Gate<'_>,
+    op: Op,
+    req: On<K, Nothing>,
+) -> Result<Value, ApiError> {
     gate.require(op, &req.arn(gate.app)).await?;
     let p = req.existing(gate.app).await?;
     if K::KIND == PrincipalKind::User {
@@ -132,7 +136,7 @@ pub async fn get_principal<K: Kind>(gate: &Gate<'_>, op: Op, req: On<K, Nothing>
 }
 
 /// DeleteUser / DeleteRole: refused while the principal still has keys or policies.
-pub async fn delete_principal<K: Kind>(
+pub(crate) async fn delete_principal<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, Nothing>,
@@ -148,7 +152,7 @@ pub async fn delete_principal<K: Kind>(
 }
 
 /// ListUsers / ListRoles.
-pub async fn list_principals(
+pub(crate) async fn list_principals(
     gate: &Gate<'_>,
     op: Op,
     kind: PrincipalKind,
@@ -160,7 +164,7 @@ pub async fn list_principals(
 }
 
 /// TagUser / TagRole.
-pub async fn tag_principal<K: Kind>(
+pub(crate) async fn tag_principal<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, TagMembers>,
@@ -178,7 +182,7 @@ pub async fn tag_principal<K: Kind>(
 }
 
 /// UntagUser / UntagRole.
-pub async fn untag_principal<K: Kind>(
+pub(crate) async fn untag_principal<K: Kind>(
     gate: &Gate<'_>,
     op: Op,
     req: On<K, UntagMembers>,

@@ -15,7 +15,7 @@ use crate::store::{KeyRecord, PrincipalKind};
 /// AssumeRole's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct AssumeRole {
+pub(crate) struct AssumeRole {
     role_arn: String,
     role_session_name: String,
     duration_seconds: Option<i64>,
@@ -24,7 +24,7 @@ pub struct AssumeRole {
 /// SimulatePrincipalPolicy's input.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Simulate {
+pub(crate) struct Simulate {
     policy_source_arn: String,
     action_names: Vec<String>,
     #[serde(default)]
@@ -36,7 +36,7 @@ pub struct Simulate {
 /// One simulated context key.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ContextEntry {
+pub(crate) struct ContextEntry {
     context_key_name: String,
     context_key_values: Vec<String>,
     /// Accepted for the AWS CLI's shape; every value is compared as text.
@@ -45,7 +45,7 @@ pub struct ContextEntry {
 }
 
 /// AssumeRole: issues temporary credentials for a role of this account.
-pub async fn assume_role(gate: &Gate<'_>, req: AssumeRole) -> Result<Value, ApiError> {
+pub(crate) async fn assume_role(gate: &Gate<'_>, req: AssumeRole) -> Result<Value, ApiError> {
     let app = gate.app;
     gate.require(Op::AssumeRole, &req.role_arn).await?;
     let prefix = format!("arn:airlock:iam::{}:role/", app.settings.account);
@@ -112,7 +112,7 @@ pub async fn assume_role(gate: &Gate<'_>, req: AssumeRole) -> Result<Value, ApiE
 }
 
 /// Evaluates a principal's policies for actions and resources with a given context.
-pub async fn simulate(gate: &Gate<'_>, req: Simulate) -> Result<Value, ApiError> {
+pub(crate) async fn simulate(gate: &Gate<'_>, req: Simulate) -> Result<Value, ApiError> {
     let app = gate.app;
     let source = SimulatedPrincipal::parse(&app.settings.account, &req.policy_source_arn)?;
     // Authorized on the principal whose policies are revealed (a role session's role).

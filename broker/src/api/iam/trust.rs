@@ -14,20 +14,20 @@ use crate::policy::{evaluate, CompiledPolicy, Context, Effect, Policy, Request};
 
 /// The trust policy of a role created without one: the account's principals, whose own
 /// policies must then allow `sts:AssumeRole` on the role.
-pub fn account_trust(account: &str) -> String {
+pub(crate) fn account_trust(account: &str) -> String {
     serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
         "Principal": {"AWS": format!("arn:airlock:iam::{account}:root")}, "Action": "sts:AssumeRole"}]})
     .to_string()
 }
 
 /// A role's trust policy as stored, or the account's trust for a role that has none.
-pub async fn role_trust_text(app: &App, role: &str) -> Result<String, ApiError> {
+pub(crate) async fn role_trust_text(app: &App, role: &str) -> Result<String, ApiError> {
     Ok(app.store.trust_policy(role).await?.unwrap_or_else(|| account_trust(&app.settings.account)))
 }
 
 /// A role's trust policy, parsed. Documents were checked when stored; one that no longer
 /// parses trusts nobody, and says so in the log.
-pub async fn role_trust(app: &App, role: &str) -> Result<TrustPolicy, ApiError> {
+pub(crate) async fn role_trust(app: &App, role: &str) -> Result<TrustPolicy, ApiError> {
     let text = role_trust_text(app, role).await?;
     Ok(TrustPolicy::parse(&text, &app.settings.account).unwrap_or_else(|e| {
         tracing::error!(role, error = %e, "stored trust policy does not parse: nobody may assume the role");
@@ -36,7 +36,7 @@ pub async fn role_trust(app: &App, role: &str) -> Result<TrustPolicy, ApiError> 
 }
 
 /// Checks a trust policy given to CreateRole or UpdateAssumeRolePolicy.
-pub fn check(app: &App, text: &str) -> Result<(), ApiError> {
+pub(crate) fn check(app: &App, text: &str) -> Result<(), ApiError> {
     TrustPolicy::parse(text, &app.settings.account)
         .map(|_| ())
         .map_err(|e| ApiError::bad("MalformedPolicyDocument", e.to_string()))
@@ -64,14 +64,14 @@ impl Principals {
 
 /// A parsed trust policy.
 #[derive(Debug)]
-pub struct TrustPolicy {
+pub(crate) struct TrustPolicy {
     statements: Vec<(Principals, CompiledPolicy)>,
 }
 
 /// Why a trust policy was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
-pub struct TrustError(String);
+pub(crate) struct TrustError(String);
 
 fn fault(message: impl Into<String>) -> TrustError {
     TrustError(message.into())
@@ -127,7 +127,7 @@ fn principals(value: &Value, account: &str) -> Result<Principals, TrustError> {
 
 impl TrustPolicy {
     /// Parses and checks a trust policy document of a role in `account`.
-    pub fn parse(text: &str, account: &str) -> Result<Self, TrustError> {
+    pub(crate) fn parse(text: &str, account: &str) -> Result<Self, TrustError> {
         if text.len() > 2048 {
             return Err(fault("trust policies are limited to 2,048 characters"));
         }
@@ -176,7 +176,7 @@ impl TrustPolicy {
 
     /// Whether the role at `role_arn` trusts a caller known by `caller_arns` (its ARN, and for
     /// a role session also its role's ARN) to assume it, in the request's context.
-    pub fn allows(&self, caller_arns: &[&str], role_arn: &str, ctx: &Context) -> bool {
+    pub(crate) fn allows(&self, caller_arns: &[&str], role_arn: &str, ctx: &Context) -> bool {
         let applicable: Vec<CompiledPolicy> = self
             .statements
             .iter()
