@@ -370,3 +370,27 @@ fn assuming_a_role_needs_the_callers_policy_and_the_roles_trust() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("MalformedPolicyDocument"), "{out:?}");
 }
+
+#[test]
+fn managed_policies_attach_and_detach() {
+    let broker = Broker::start();
+    let account = account(&broker);
+    let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ssm:DescribeSessions","Resource":"*"}]}"#;
+    broker.api(&["iam", "create-policy", "--policy-name", "reader", "--policy-document", doc]);
+    let reader = user(&broker, "reader", None);
+    let arn = format!("arn:airlock:iam::{account}:policy/reader");
+    let describe = || call(&broker, &reader, "AmazonSSM.DescribeSessions", &json!({"State": "Active"})).0;
+    assert_eq!(describe(), 400, "no policy yet");
+    broker.api(&["iam", "attach-user-policy", "--user-name", "reader", "--policy-arn", &arn]);
+    let v = broker.api(&["iam", "list-attached-user-policies", "--user-name", "reader"]);
+    assert_eq!(v["AttachedPolicies"][0]["PolicyArn"], arn.as_str(), "{v}");
+    assert_eq!(describe(), 200, "the attached policy allows it");
+    broker.api(&["iam", "detach-user-policy", "--user-name", "reader", "--policy-arn", &arn]);
+    assert_eq!(describe(), 400, "detached again");
+    let out = broker
+        .cli()
+        .args(["iam", "detach-user-policy", "--user-name", "reader", "--policy-arn", &arn])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NoSuchEntity"), "{out:?}");
+}

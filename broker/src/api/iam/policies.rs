@@ -186,14 +186,7 @@ pub(crate) async fn attach_policy<K: Kind>(
     op: Op,
     req: On<K, PolicyArn>,
 ) -> Result<Value, ApiError> {
-    let app = gate.app;
-    gate.require(op, &req.arn(app)).await?;
-    req.existing(app).await?;
-    let policy = managed_name(app, &req.rest.policy_arn)?;
-    if !app.store.attach_policy(&req.name, &policy).await? {
-        return Err(no_such("policy", &policy));
-    }
-    Ok(json!({}))
+    set_attachment(gate, op, req, true).await
 }
 
 /// DetachUserPolicy / DetachRolePolicy.
@@ -202,11 +195,27 @@ pub(crate) async fn detach_policy<K: Kind>(
     op: Op,
     req: On<K, PolicyArn>,
 ) -> Result<Value, ApiError> {
+    set_attachment(gate, op, req, false).await
+}
+
+/// Attaches (or detaches) the managed policy a request names, once `op` is authorized on the
+/// principal.
+async fn set_attachment<K: Kind>(
+    gate: &Gate<'_>,
+    op: Op,
+    req: On<K, PolicyArn>,
+    attach: bool,
+) -> Result<Value, ApiError> {
     let app = gate.app;
     gate.require(op, &req.arn(app)).await?;
     req.existing(app).await?;
     let policy = managed_name(app, &req.rest.policy_arn)?;
-    if !app.store.detach_policy(&req.name, &policy).await? {
+    let done = if attach {
+        app.store.attach_policy(&req.name, &policy).await?
+    } else {
+        app.store.detach_policy(&req.name, &policy).await?
+    };
+    if !done {
         return Err(no_such("policy", &policy));
     }
     Ok(json!({}))
