@@ -17,7 +17,7 @@ use crate::endpoint;
 use crate::error::Error;
 use crate::host;
 use crate::renew::{self, Validity};
-use crate::session::{self, ForwardConfig, SessionLimits, StreamReport};
+use crate::session::{self, ForwardConfig, LiveSessions, SessionLimits, StreamReport};
 use crate::state::{Registration, StateDir};
 
 /// Timings of the link.
@@ -141,6 +141,8 @@ pub async fn run(
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_cap);
     // Sessions outlive the link they came on just long enough to stop their processes.
     let mut sessions = JoinSet::new();
+    // Shells and commands whose link dropped wait here for the broker to re-attach them.
+    let live = LiveSessions::default();
     loop {
         let attempt = tokio::select! {
             attempt = connect(&target, &quic_config, config) => attempt,
@@ -150,7 +152,7 @@ pub async fn run(
             Ok(link) => {
                 let up_since = Instant::now();
                 tracing::info!(remote = %link.conn.remote_address(), "connected to the broker");
-                let end = serve(link, config, &mut shutdown, &mut sessions, &mut renewal).await;
+                let end = serve(link, config, &mut shutdown, (&mut sessions, &live), &mut renewal).await;
                 if std::mem::take(&mut renewal.renewed) {
                     // The renewed certificate is for the next connect; this link keeps the one
                     // it authenticated with, which the broker accepts until its expiry.
@@ -298,7 +300,7 @@ async fn serve(
     link: Link,
     config: &LinkConfig,
     shutdown: &mut watch::Receiver<bool>,
-    sessions: &mut JoinSet<()>,
+    (sessions, live): (&mut JoinSet<()>, &LiveSessions),
     renewal: &mut Renewal,
 ) -> LinkEnd {
     let Link { endpoint, conn, control } = link;
@@ -392,11 +394,13 @@ async fn serve(
                 Ok((send, recv)) => {
                     let limits = config.session.clone();
                     let forward = forward.clone();
+                    let live = live.clone();
                     sessions.spawn(async move {
-                        match session::serve(recv, send, &limits, &forward).await {
+                        match session::serve(recv, send, &limits, &forward, &live).await {
                             Ok(StreamReport::Session(report)) => tracing::debug!(id = %report.session_id, code = ?report.exit_code, "session done"),
                             // The forwarding code logs its own line per connection.
                             Ok(StreamReport::Forward(_)) => {}
+                            Ok(StreamReport::Attached(id)) => tracing::debug!(%id, "re-attach handed over"),
                             Err(e) => tracing::warn!("session failed: {e}"),
                         }
                     });

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use airlock_agent::session::{serve, ForwardConfig, SessionLimits, SessionReport, StreamReport};
+use airlock_agent::session::{serve, ForwardConfig, LiveSessions, SessionLimits, SessionReport, StreamReport};
 use airlock_agent::Error;
 use airlock_proto::{CloseReason, Control, Frame, FrameKind, FramedStream, SessionSpec, MAX_FRAME_LEN};
 use bytes::Bytes;
@@ -19,19 +19,37 @@ const PATIENCE: Duration = Duration::from_secs(30);
 struct Broker {
     stream: FramedStream<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>,
     seq: u64,
+    /// The agent's last acknowledgement of input.
+    acked: u64,
 }
 
 fn start(limits: SessionLimits) -> (Broker, JoinHandle<Result<SessionReport, Error>>) {
+    start_in(limits, LiveSessions::default())
+}
+
+/// A broker-opened stream served by an agent whose live sessions are `live`.
+fn stream_to(
+    limits: SessionLimits,
+    live: LiveSessions,
+) -> (Broker, JoinHandle<Result<StreamReport, Error>>) {
+    let (ours, agents) = tokio::io::duplex(64 * 1024);
+    let (r, w) = tokio::io::split(agents);
+    let task = tokio::spawn(async move { serve(r, w, &limits, &ForwardConfig::default(), &live).await });
+    let (r, w) = tokio::io::split(ours);
+    (Broker { stream: FramedStream::new(r, w, MAX_FRAME_LEN), seq: 0, acked: 0 }, task)
+}
+
+fn start_in(limits: SessionLimits, live: LiveSessions) -> (Broker, JoinHandle<Result<SessionReport, Error>>) {
     let (ours, agents) = tokio::io::duplex(64 * 1024);
     let (r, w) = tokio::io::split(agents);
     let task = tokio::spawn(async move {
-        serve(r, w, &limits, &ForwardConfig::default()).await.map(|report| match report {
+        serve(r, w, &limits, &ForwardConfig::default(), &live).await.map(|report| match report {
             StreamReport::Session(report) => report,
             other => panic!("expected a session, got {other:?}"),
         })
     });
     let (r, w) = tokio::io::split(ours);
-    (Broker { stream: FramedStream::new(r, w, MAX_FRAME_LEN), seq: 0 }, task)
+    (Broker { stream: FramedStream::new(r, w, MAX_FRAME_LEN), seq: 0, acked: 0 }, task)
 }
 
 impl Broker {
@@ -50,11 +68,20 @@ impl Broker {
         self.stream.send(frame).await.unwrap();
     }
 
-    /// The next frame; panics on end of stream or when nothing comes within PATIENCE.
+    /// The next frame other than an acknowledgement of input (remembered in `acked`);
+    /// panics on end of stream or when nothing comes within PATIENCE.
     async fn next(&mut self) -> Frame {
-        match timeout(PATIENCE, self.stream.recv()).await {
-            Ok(Ok(Some(frame))) => frame,
-            other => panic!("expected a frame, got {other:?}"),
+        loop {
+            match timeout(PATIENCE, self.stream.recv()).await {
+                Ok(Ok(Some(frame))) => match frame.to_control() {
+                    Ok(Control::Ack { next }) => {
+                        assert!(next >= self.acked, "acknowledgements never go back");
+                        self.acked = next;
+                    }
+                    _ => return frame,
+                },
+                other => panic!("expected a frame, got {other:?}"),
+            }
         }
     }
 
@@ -213,14 +240,149 @@ async fn sighup_ignored_means_sigkill_after_the_grace() {
 }
 
 #[tokio::test]
-async fn peer_going_away_kills_the_process() {
-    let (mut broker, task) = start(SessionLimits::default());
-    broker.open(command("sleep 100")).await;
-    // The broker finishes its side without a Close: the agent must not leave `sleep` running.
+async fn peer_going_away_keeps_the_process_for_the_window_then_kills_it() {
+    let limits = SessionLimits { resume_window: Duration::from_millis(300), ..SessionLimits::default() };
+    let (mut broker, task) = start(limits);
+    broker.open(command("echo $$; exec sleep 100")).await;
+    let pid: i32 = broker.read_until("\n").await.trim().parse().unwrap();
+    // The broker finishes its side without a Close: a detach, not an end.
     broker.stream.writer.close().await.unwrap();
-    let code = broker.read_exit().await;
-    assert!(code == 128 + 1 || code == 128 + 9, "exit code {code}");
-    assert!(task.await.unwrap().is_ok());
+    drop(broker);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(process_exists(pid), "the process must live through the resume window");
+    let report = timeout(PATIENCE, task).await.unwrap().unwrap().unwrap();
+    assert_eq!(report.exit_code, None, "nobody re-attached to take an exit code");
+    let gone = Instant::now() + Duration::from_secs(10);
+    while process_exists(pid) && Instant::now() < gone {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!process_exists(pid), "the process must be killed when the window passes");
+}
+
+fn process_exists(pid: i32) -> bool {
+    // A zombie still has a /proc entry; its state says it is dead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Reads output frames until `needle` shows; returns (text, next frame number expected).
+async fn read_numbered_until(broker: &mut Broker, needle: &str, mut next: u64) -> (String, u64) {
+    let mut seen = String::new();
+    while !seen.contains(needle) {
+        let frame = broker.next().await;
+        assert_eq!(frame.kind, FrameKind::Data, "{:?}", frame.to_control());
+        assert_eq!(frame.seq, next, "output frames are numbered without gaps");
+        next += 1;
+        seen.push_str(&String::from_utf8_lossy(&frame.payload));
+    }
+    (seen, next)
+}
+
+#[tokio::test]
+async fn reattach_resends_unacknowledged_output_and_skips_delivered_input() {
+    let live = LiveSessions::default();
+    let (mut first, task) = start_in(SessionLimits::default(), live.clone());
+    first.open(shell()).await;
+    first.type_in("stty -echo; echo one-$((1+0))\n").await;
+    let (_, next) = read_numbered_until(&mut first, "one-1", 0).await;
+    // The client acknowledged nothing; the stream goes away (the link dropped).
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(live.len(), 1);
+
+    let (mut second, attach) = stream_to(SessionLimits::default(), live.clone());
+    second.control(Control::Attach { session_id: "tester-0123456789abcdef0".into(), resend_from: 0 }).await;
+    assert!(matches!(timeout(PATIENCE, attach).await.unwrap().unwrap().unwrap(), StreamReport::Attached(_)));
+    // One input frame was delivered before the cut.
+    assert_eq!(second.next_control().await, Control::Attached { input_next: 1 });
+    // Everything unacknowledged comes again, numbered as before.
+    let (again, resent_to) = read_numbered_until(&mut second, "one-1", 0).await;
+    assert!(again.contains("one-1"));
+    assert!(resent_to <= next);
+    second.control(Control::Ack { next: resent_to }).await;
+    // Input resent from 0: frame 0 is skipped (already typed), frame 1 runs once.
+    second.seq = 0;
+    second.type_in("echo one-$((1+0))\n").await;
+    second.type_in("echo two-$((1+1)); exit 3\n").await;
+    let mut rest = String::new();
+    let code = loop {
+        let frame = second.next().await;
+        match frame.kind {
+            FrameKind::Control => match frame.to_control().unwrap() {
+                Control::Exit { code } => break code,
+                other => panic!("unexpected {other:?}"),
+            },
+            _ => rest.push_str(&String::from_utf8_lossy(&frame.payload)),
+        }
+    };
+    assert_eq!(code, 3);
+    assert_eq!(second.acked, 2, "both input frames acknowledged");
+    assert!(rest.contains("two-2"), "{rest:?}");
+    assert!(!rest.contains("one-1"), "input delivered twice: {rest:?}");
+    assert_eq!(timeout(PATIENCE, task).await.unwrap().unwrap().unwrap().exit_code, Some(3));
+    assert!(live.is_empty());
+}
+
+#[tokio::test]
+async fn attach_to_an_unknown_session_is_gone() {
+    let (mut broker, task) = stream_to(SessionLimits::default(), LiveSessions::default());
+    broker.control(Control::Attach { session_id: "tester-0123456789abcdef0".into(), resend_from: 0 }).await;
+    match broker.next_control().await {
+        Control::Close { reason: CloseReason::Gone, .. } => {}
+        other => panic!("expected Close(Gone), got {other:?}"),
+    }
+    broker.expect_end().await;
+    assert!(timeout(PATIENCE, task).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn output_waits_when_the_kept_buffer_is_full() {
+    let live = LiveSessions::default();
+    let (mut broker, task) = start_in(SessionLimits::default(), live);
+    // 3 × the buffer, never acknowledged: the agent keeps at most the buffer and the command
+    // blocks until acknowledgements free room.
+    let total = 3 * airlock_agent::session::OUTPUT_BUFFER;
+    broker.open(command(&format!("head -c {total} /dev/zero; echo; echo done"))).await;
+    let mut got = 0usize;
+    let mut next = 0u64;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        match timeout(Duration::from_millis(200), broker.stream.recv()).await {
+            Ok(Ok(Some(f))) if f.kind == FrameKind::Data => {
+                got += f.payload.len();
+                next = f.seq + 1;
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => {}
+        }
+    }
+    assert!(got <= airlock_agent::session::OUTPUT_BUFFER + 64 * 1024, "sent {got} bytes unacknowledged");
+    assert!(got > 0);
+    // Acknowledging lets the rest through, all of it.
+    let mut seen = got;
+    let mut text = Vec::new();
+    broker.control(Control::Ack { next }).await;
+    let code = loop {
+        let f = broker.next().await;
+        match f.kind {
+            FrameKind::Control => match f.to_control().unwrap() {
+                Control::Exit { code } => break code,
+                other => panic!("unexpected {other:?}"),
+            },
+            _ => {
+                seen += f.payload.len();
+                text.extend_from_slice(&f.payload[f.payload.len().saturating_sub(8)..]);
+                // The agent may have finished (Exit sent) before reading the last ones.
+                let _ = broker.stream.send_control(&Control::Ack { next: f.seq + 1 }).await;
+            }
+        }
+    };
+    assert_eq!(code, 0);
+    assert_eq!(seen, total + "\ndone\n".len());
+    assert!(String::from_utf8_lossy(&text).contains("done"));
+    assert!(timeout(PATIENCE, task).await.unwrap().is_ok());
 }
 
 #[tokio::test]

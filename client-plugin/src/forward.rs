@@ -115,7 +115,9 @@ fn banner(session_id: &str, listeners: &[Listener]) -> String {
 pub(crate) async fn watch_session<R: AsyncRead + Unpin>(
     mut reader: tokio_util::codec::FramedRead<R, airlock_proto::FrameCodec>,
 ) -> End {
-    session::pump_output(&mut reader, &mut tokio::io::sink(), &mut tokio::io::sink()).await.end
+    // A port session's own stream carries no output to acknowledge.
+    let acks = tokio::sync::watch::channel(0).0;
+    session::pump_output(&mut reader, &mut tokio::io::sink(), &mut tokio::io::sink(), &acks).await.end
 }
 
 /// The exit status and message when the broker ends a port session: termination or a plain

@@ -190,9 +190,9 @@ mod quic_tests {
         let (tx, rx) = mpsc::channel(1);
         tx.send(Bytes::from_static(b"echo me")).await.unwrap();
         drop(tx);
-        pump_input(&mut writer, Some(rx), None).await.unwrap();
+        pump_input(&mut writer, Some(rx), None, None).await.unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let outcome = pump_output(&mut reader, &mut out, &mut err).await;
+        let outcome = pump_output(&mut reader, &mut out, &mut err, &tokio::sync::watch::channel(0).0).await;
         assert_eq!(out, b"echo me");
         assert_eq!(outcome.exit, Some(42));
         assert_eq!(outcome.end, End::Closed { reason: CloseReason::Exited, message: String::new() });

@@ -95,8 +95,15 @@ pub struct Outcome {
 }
 
 /// Copies `Data` to `out` and `Stderr` to `err` (flushing each, so interactive output shows at
-/// once), remembers `Exit`, and returns at `Close` or the end of the stream.
-pub async fn pump_output<R, O, E>(reader: &mut FramedRead<R, FrameCodec>, out: &mut O, err: &mut E) -> Outcome
+/// once), remembers `Exit`, and returns at `Close` or the end of the stream. `acks` gets the
+/// number of the next output frame expected after each one written, for [`pump_input`] to
+/// acknowledge (the agent keeps output until then).
+pub async fn pump_output<R, O, E>(
+    reader: &mut FramedRead<R, FrameCodec>,
+    out: &mut O,
+    err: &mut E,
+    acks: &watch::Sender<u64>,
+) -> Outcome
 where
     R: AsyncRead + Unpin,
     O: AsyncWrite + Unpin,
@@ -136,6 +143,9 @@ where
         if let Err(e) = written {
             return Outcome { exit, end: End::LocalOutput(e) };
         }
+        if frame.kind != FrameKind::Control {
+            acks.send_replace(frame.seq + 1);
+        }
     }
 }
 
@@ -156,6 +166,7 @@ pub async fn pump_input<W>(
     writer: &mut FramedWrite<W, FrameCodec>,
     mut stdin: Option<mpsc::Receiver<Bytes>>,
     mut resize: Option<watch::Receiver<(u16, u16)>>,
+    mut acks: Option<watch::Receiver<u64>>,
 ) -> Result<(), Error>
 where
     W: AsyncWrite + Unpin,
@@ -171,6 +182,14 @@ where
                 }
                 None => {
                     stdin = None;
+                    continue;
+                }
+            },
+            // A burst of output frames collapses into one acknowledgement of the latest.
+            next = changed(&mut acks), if acks.is_some() => match next {
+                Some(next) => Frame::control(&Control::Ack { next }),
+                None => {
+                    acks = None;
                     continue;
                 }
             },
@@ -327,7 +346,9 @@ mod tests {
             .await
             .unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let outcome = pump_output(&mut reader, &mut out, &mut err).await;
+        let (acks, acked) = watch::channel(0);
+        let outcome = pump_output(&mut reader, &mut out, &mut err, &acks).await;
+        assert_eq!(*acked.borrow(), 3, "the last output frame was number 2");
         assert_eq!(out, b"hello world");
         assert_eq!(err, b"oops");
         assert_eq!(
@@ -346,7 +367,7 @@ mod tests {
         let (mut reader, _w) = client.split();
         broker.send(Frame::data(0, Bytes::from_static(b"x"))).await.unwrap();
         drop(broker);
-        let outcome = pump_output(&mut reader, &mut Vec::new(), &mut Vec::new()).await;
+        let outcome = pump_output(&mut reader, &mut Vec::new(), &mut Vec::new(), &watch::channel(0).0).await;
         assert_eq!(outcome, Outcome { exit: None, end: End::StreamEnded });
         let (code, msg) = conclude(&outcome, "s-9");
         assert_eq!(code, 255);
@@ -364,7 +385,7 @@ mod tests {
         size_tx.send((100, 30)).unwrap();
         stdin_tx.send(Bytes::from_static(b"exit\r")).await.unwrap();
         drop((stdin_tx, size_tx));
-        pump_input(&mut writer, Some(stdin_rx), Some(size_rx)).await.unwrap();
+        pump_input(&mut writer, Some(stdin_rx), Some(size_rx), None).await.unwrap();
         let mut data = Vec::new();
         let mut resized = false;
         for _ in 0..3 {

@@ -278,9 +278,10 @@ async fn run(link: &Link, session_id: &str, token: &str, mode: Mode) -> Result<(
     let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
     terminal::spawn_stdin_reader(stdin_tx)?;
     let (size_tx, size_rx) = watch::channel(size.unwrap_or((0, 0)));
+    let (acks, acks_rx) = watch::channel(0u64);
     let input = tokio::spawn(async move {
         let mut writer = writer;
-        if let Err(e) = session::pump_input(&mut writer, Some(stdin_rx), Some(size_rx)).await {
+        if let Err(e) = session::pump_input(&mut writer, Some(stdin_rx), Some(size_rx), Some(acks_rx)).await {
             tracing::debug!(error = %e, "input stopped");
         }
         // Keep the stream open (not finished) until the session ends and this is aborted.
@@ -288,7 +289,7 @@ async fn run(link: &Link, session_id: &str, token: &str, mode: Mode) -> Result<(
     });
     let mut output = tokio::spawn(async move {
         let mut reader = reader;
-        session::pump_output(&mut reader, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await
+        session::pump_output(&mut reader, &mut tokio::io::stdout(), &mut tokio::io::stderr(), &acks).await
     });
 
     let ended = loop {

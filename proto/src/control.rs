@@ -88,6 +88,8 @@ pub enum CloseReason {
     Refused,
     /// The TCP connection on the far side failed (refused, unreachable, reset).
     ConnectFailed,
+    /// The session is not live any more (ended, or its resume window passed).
+    Gone,
 }
 
 /// Every control message. Which side may send which is documented per variant.
@@ -171,6 +173,42 @@ pub enum Control {
         /// Human-readable reason.
         message: String,
     },
+    /// Cumulative acknowledgement of the opposite direction's data frames: every frame
+    /// numbered below `next` arrived. The client acknowledges output, the agent input; the
+    /// broker passes each on to the other end, which then drops what it kept for resending.
+    Ack {
+        /// The number of the first data frame not yet received.
+        next: u64,
+    },
+    /// broker → agent: first frame of a broker-opened stream that re-attaches the live
+    /// session `session_id` after a detach; the agent resends its output frames from
+    /// `resend_from` on this stream and answers `Attached`, or `Close` if the session is gone.
+    Attach {
+        /// The live session to re-attach.
+        session_id: String,
+        /// The number of the first output frame the client has not received.
+        resend_from: u64,
+    },
+    /// agent → broker: the answer to `Attach` (and, with 0, implied by `Started`): the
+    /// number of the next input frame the agent expects.
+    Attached {
+        /// The number of the first input frame the agent has not received.
+        input_next: u64,
+    },
+    /// client → broker: first frame of a client stream that resumes its session after the
+    /// connection was lost. `token` comes from ResumeSession (single use).
+    ClientResume {
+        /// The `TokenValue` returned by ResumeSession.
+        token: String,
+        /// The number of the first output frame the client has not received.
+        output_next: u64,
+    },
+    /// broker → client: the session is attached again (on the stream of a `ClientResume`,
+    /// or on the live stream after the agent came back): resend input from `input_next`.
+    Resumed {
+        /// The number of the first input frame the agent has not received.
+        input_next: u64,
+    },
 }
 
 #[cfg(test)]
@@ -228,6 +266,12 @@ mod tests {
             Control::RenewCertificate { csr: "-----BEGIN CERTIFICATE REQUEST-----".into() },
             Control::CertificateRenewed { certificate: "-----BEGIN CERTIFICATE-----".into() },
             Control::RenewalRefused { message: "deregistered".into() },
+            Control::Ack { next: 7 },
+            Control::Attach { session_id: "s".into(), resend_from: 3 },
+            Control::Attached { input_next: 9 },
+            Control::ClientResume { token: "t".into(), output_next: 12 },
+            Control::Resumed { input_next: 4 },
+            Control::Close { reason: CloseReason::Gone, message: "expired".into() },
         ];
         for msg in msgs {
             let bytes = postcard::to_allocvec(&msg).unwrap();

@@ -218,7 +218,6 @@ where
             _ = until(end_at) => break UpEnd::MaxDuration(limits.max.unwrap_or_default()),
             next = c_read.next() => next,
         };
-        idle_at = limits.idle.map(|i| Instant::now() + i);
         let frame = match next {
             None => break UpEnd::ClientGone("the client disconnected".into()),
             Some(Err(ProtoError::Io(e))) => {
@@ -227,6 +226,11 @@ where
             Some(Err(e)) => break UpEnd::Protocol(format!("client: {e}")),
             Some(Ok(frame)) => frame,
         };
+        // Acknowledgements are bookkeeping, not activity: only input keeps a session alive.
+        let is_ack = frame.kind == FrameKind::Control && matches!(frame.to_control(), Ok(Control::Ack { .. }));
+        if !is_ack {
+            idle_at = limits.idle.map(|i| Instant::now() + i);
+        }
         match frame.kind {
             FrameKind::Data => {
                 if frame.seq != expect_seq {
@@ -248,6 +252,8 @@ where
                     }
                 }
                 Ok(Control::Close { .. }) => break UpEnd::ClientGone("the client closed the session".into()),
+                // The client's acknowledgement of output, for the agent.
+                Ok(Control::Ack { .. }) => {}
                 Ok(other) => break UpEnd::Protocol(format!("client sent an unexpected {other:?}")),
                 Err(e) => break UpEnd::Protocol(format!("client: {e}")),
             },
@@ -339,6 +345,8 @@ where
         if frame.kind == FrameKind::Control {
             match frame.to_control() {
                 Ok(Control::Exit { code }) => exit_code = Some(code),
+                // The agent's acknowledgement of input, for the client.
+                Ok(Control::Ack { .. }) => {}
                 Ok(Control::Close { reason, message }) => break DownEnd::AgentClosed(reason, message),
                 Ok(other) => break DownEnd::Protocol(format!("agent sent an unexpected {other:?}")),
                 Err(e) => break DownEnd::Protocol(format!("agent: {e}")),

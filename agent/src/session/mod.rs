@@ -9,27 +9,26 @@
 
 mod command;
 mod forward;
+mod live;
 mod process;
 mod pty;
 mod run_as;
 
 pub use forward::{ForwardConfig, ForwardEnd, ForwardReport};
+pub use live::{LiveSessions, OUTPUT_BUFFER};
 
 use std::time::Duration;
 
 use airlock_proto::{
-    CloseReason, Control, Frame, FrameCodec, FrameKind, FramedStream, SessionId, SessionSpec,
+    CloseReason, Control, Frame, FrameCodec, FramedStream, SessionId, SessionSpec,
 };
 use airlock_proto::{ProtoError, MAX_FRAME_LEN};
-use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::Instrument;
 
 use crate::error::Error;
-use process::{Output, Process, ProcessControl};
 
 /// Time limits of a session.
 #[derive(Debug, Clone)]
@@ -43,6 +42,9 @@ pub struct SessionLimits {
     pub drain_timeout: Duration,
     /// Deadline for a control frame we send (`Started`, `Close`) to be taken by the peer.
     pub send_timeout: Duration,
+    /// How long a session whose stream went away (the link dropped) keeps its process,
+    /// waiting for the broker to re-attach it.
+    pub resume_window: Duration,
 }
 
 impl Default for SessionLimits {
@@ -52,6 +54,7 @@ impl Default for SessionLimits {
             kill_grace: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(2),
             send_timeout: Duration::from_secs(10),
+            resume_window: Duration::from_secs(600),
         }
     }
 }
@@ -72,40 +75,48 @@ pub enum StreamReport {
     Session(SessionReport),
     /// A forwarded TCP connection (`Dial`).
     Forward(ForwardReport),
+    /// A re-attach (`Attach`) handed to the live session.
+    Attached(SessionId),
 }
 
 /// The first frame of a stream: what the broker asks for.
 enum Request {
     Open(SessionId, SessionSpec),
     Dial(SessionId, String, u16),
+    Attach(SessionId, u64),
 }
 
-/// Why the input loop stopped.
-#[derive(Debug)]
-enum InputEnd {
-    /// The broker sent `Close`.
-    Closed { reason: CloseReason, message: String },
-    /// The stream ended or broke.
-    PeerGone(String),
-}
-
-/// Serves one broker-opened stream: `Open` runs a process and relays its I/O up to `Exit`;
-/// `Dial` connects to a TCP port (if `forward` allows it) and relays the connection.
+/// Serves one broker-opened stream: `Open` runs a process and relays its I/O up to `Exit`
+/// (across re-attaches); `Attach` hands the stream to a live session; `Dial` connects to a
+/// TCP port (if `forward` allows it) and relays the connection.
 pub async fn serve<R, W>(
     reader: R,
     writer: W,
     limits: &SessionLimits,
     forward: &ForwardConfig,
+    live: &LiveSessions,
 ) -> Result<StreamReport, Error>
 where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut stream = FramedStream::new(reader, writer, MAX_FRAME_LEN);
     match read_request(&mut stream, limits.open_timeout).await {
         Ok(Request::Open(session_id, spec)) => {
             let span = tracing::info_span!("session", id = %session_id);
-            run(stream, session_id, spec, limits).instrument(span).await.map(StreamReport::Session)
+            run(stream, session_id, spec, limits, live).instrument(span).await.map(StreamReport::Session)
+        }
+        Ok(Request::Attach(session_id, resend_from)) => {
+            let (reader, writer) = boxed(stream);
+            let attachment = live::Attachment { reader, writer, resend_from, announce: true };
+            match live.attach(&session_id, attachment) {
+                Ok(()) => Ok(StreamReport::Attached(session_id)),
+                Err(back) => {
+                    let message = format!("session {session_id} is not live on this agent");
+                    refuse(back.writer, CloseReason::Gone, &message, limits.send_timeout).await;
+                    Ok(StreamReport::Attached(session_id))
+                }
+            }
         }
         Ok(Request::Dial(session_id, host, port)) => {
             forward::run(stream, session_id, host, port, limits, forward).await.map(StreamReport::Forward)
@@ -117,15 +128,31 @@ where
     }
 }
 
+/// Boxes a stream's halves, so streams of any link can be handed to a live session.
+fn boxed<R, W>(stream: FramedStream<R, W>) -> (live::Reader, live::Writer)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (reader, writer) = stream.split();
+    // Bytes the codec already read past the first frame stay in front of the rest.
+    let parts = reader.into_parts();
+    let early = std::io::Cursor::new(parts.read_buf.freeze());
+    let reader: Box<dyn AsyncRead + Unpin + Send> = Box::new(tokio::io::AsyncReadExt::chain(early, parts.io));
+    let writer: Box<dyn AsyncWrite + Unpin + Send> = Box::new(writer.into_inner());
+    (FramedRead::new(reader, FrameCodec::new(MAX_FRAME_LEN)), FramedWrite::new(writer, FrameCodec::new(MAX_FRAME_LEN)))
+}
+
 async fn run<R, W>(
     mut stream: FramedStream<R, W>,
     session_id: SessionId,
     spec: SessionSpec,
     limits: &SessionLimits,
+    live: &LiveSessions,
 ) -> Result<SessionReport, Error>
 where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let kind = if matches!(spec, SessionSpec::Shell { .. }) { "shell" } else { "command" };
     let drain = limits.drain_timeout;
@@ -160,10 +187,11 @@ where
     };
     // If this fails the peer is gone; dropping `process` kills what we started.
     send_within(&mut stream.writer, Frame::control(&Control::Started), limits.send_timeout).await?;
-    let (reader, writer) = stream.split();
-    let code = relay(reader, writer, process, limits).await?;
-    tracing::info!(code, "exited");
-    Ok(SessionReport { session_id, exit_code: Some(code) })
+    let (reader, writer) = boxed(stream);
+    let first = live::Attachment { reader, writer, resend_from: 0, announce: false };
+    let code = live::run(session_id.clone(), process, first, limits, live).await;
+    tracing::info!(?code, "ended");
+    Ok(SessionReport { session_id, exit_code: code })
 }
 
 /// Reads the first frame, which must be `Open` or `Dial` with a well-formed session id.
@@ -176,9 +204,10 @@ where
     match stream.recv_control(deadline).await {
         Ok(Control::Open { session_id, spec }) => Ok(Request::Open(parse(session_id)?, spec)),
         Ok(Control::Dial { session_id, host, port }) => Ok(Request::Dial(parse(session_id)?, host, port)),
-        Ok(other) => Err(format!("expected Open or Dial, got {}", control_name(&other))),
-        Err(ProtoError::Timeout) => Err(format!("no Open or Dial within {deadline:?}")),
-        Err(e) => Err(format!("expected Open or Dial: {e}")),
+        Ok(Control::Attach { session_id, resend_from }) => Ok(Request::Attach(parse(session_id)?, resend_from)),
+        Ok(other) => Err(format!("expected Open, Attach or Dial, got {}", control_name(&other))),
+        Err(ProtoError::Timeout) => Err(format!("no Open, Attach or Dial within {deadline:?}")),
+        Err(e) => Err(format!("expected Open, Attach or Dial: {e}")),
     }
 }
 
@@ -211,138 +240,6 @@ async fn send_within<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Runs both directions until the process exited and `Exit` went out (or the peer is gone).
-async fn relay<R, W>(
-    reader: FramedRead<R, FrameCodec>,
-    writer: FramedWrite<W, FrameCodec>,
-    process: Process,
-    limits: &SessionLimits,
-) -> Result<i32, Error>
-where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
-{
-    let Process { output, input, control } = process;
-    let outbound = send_output(writer, output, &control);
-    let inbound = receive_input(reader, input, &control);
-    tokio::pin!(outbound, inbound);
-    tokio::select! {
-        sent = &mut outbound => {
-            if sent.is_err() {
-                // We cannot report to the peer any more, so nothing should keep running.
-                control.terminate(limits.kill_grace).await;
-            }
-            sent
-        }
-        end = &mut inbound => {
-            match &end {
-                InputEnd::Closed { reason, message } => tracing::info!(?reason, message, "closed by the broker"),
-                InputEnd::PeerGone(why) => tracing::info!("peer went away: {why}"),
-            }
-            // The remaining output and `Exit` still go out if the peer reads them, but a peer
-            // that stopped reading must not keep this session alive.
-            let bound = limits.kill_grace + limits.drain_timeout + limits.send_timeout;
-            let finish = async { tokio::join!(control.terminate(limits.kill_grace), &mut outbound).1 };
-            match tokio::time::timeout(bound, finish).await {
-                Ok(sent) => sent,
-                Err(_) => Err(ProtoError::Timeout.into()),
-            }
-        }
-    }
-}
-
-/// The most output merged into one frame.
-const MERGE_LIMIT: usize = 64 * 1024;
-
-/// Process → peer: output frames numbered from 0, then `Exit`, then the end of the stream.
-async fn send_output<W: AsyncWrite + Unpin>(
-    mut writer: FramedWrite<W, FrameCodec>,
-    mut output: mpsc::Receiver<Output>,
-    control: &ProcessControl,
-) -> Result<i32, Error> {
-    let mut seq = 0u64;
-    let mut held: Option<Output> = None;
-    loop {
-        let first = match held.take() {
-            Some(chunk) => chunk,
-            None => match output.recv().await {
-                Some(chunk) => chunk,
-                None => break,
-            },
-        };
-        // A PTY hands out a few KiB per read; merging what is already waiting into one
-        // frame (same stream, in order) cuts per-frame work all the way to the client.
-        let (is_err, first) = match first {
-            Output::Stdout(b) => (false, b),
-            Output::Stderr(b) => (true, b),
-        };
-        let mut merged: Option<BytesMut> = None;
-        loop {
-            let len = merged.as_ref().map_or(first.len(), BytesMut::len);
-            let more = match output.try_recv() {
-                Ok(Output::Stdout(b)) if !is_err && len + b.len() <= MERGE_LIMIT => b,
-                Ok(Output::Stderr(b)) if is_err && len + b.len() <= MERGE_LIMIT => b,
-                Ok(other) => {
-                    held = Some(other);
-                    break;
-                }
-                Err(_) => break,
-            };
-            // Copy only when there is something to merge with.
-            merged.get_or_insert_with(|| BytesMut::from(&first[..])).extend_from_slice(&more);
-        }
-        let bytes = merged.map_or(first, BytesMut::freeze);
-        let frame = if is_err { Frame::stderr(seq, bytes) } else { Frame::data(seq, bytes) };
-        seq += 1;
-        writer.send(frame).await?;
-    }
-    let code = control.wait().await;
-    writer.send(Frame::control(&Control::Exit { code })).await?;
-    writer.close().await?;
-    Ok(code)
-}
-
-/// Peer → process: stdin bytes, resizes, and the broker's `Close`.
-async fn receive_input<R: AsyncRead + Unpin>(
-    mut reader: FramedRead<R, FrameCodec>,
-    mut input: Option<mpsc::Sender<Bytes>>,
-    control: &ProcessControl,
-) -> InputEnd {
-    let mut next_seq = 0u64;
-    loop {
-        let frame = match reader.next().await {
-            None => return InputEnd::PeerGone("stream finished".into()),
-            Some(Err(e)) => return InputEnd::PeerGone(e.to_string()),
-            Some(Ok(frame)) => frame,
-        };
-        match frame.kind {
-            FrameKind::Data => {
-                if frame.seq != next_seq {
-                    tracing::debug!(expected = next_seq, got = frame.seq, "input sequence gap");
-                }
-                next_seq = frame.seq.wrapping_add(1);
-                if frame.payload.is_empty() {
-                    continue;
-                }
-                if let Some(tx) = &input {
-                    // Waiting here when the process is not reading is the backpressure
-                    // towards the peer; a process that closed its input just drops data.
-                    if tx.send(frame.payload).await.is_err() {
-                        input = None;
-                    }
-                }
-            }
-            FrameKind::Stderr => tracing::debug!("ignoring a Stderr frame from the broker"),
-            FrameKind::Control => match frame.to_control() {
-                Ok(Control::Resize { cols, rows }) => control.resize(cols, rows),
-                Ok(Control::Close { reason, message }) => return InputEnd::Closed { reason, message },
-                Ok(other) => tracing::debug!("ignoring {} on a session stream", control_name(&other)),
-                Err(e) => return InputEnd::PeerGone(format!("bad control frame: {e}")),
-            },
-        }
-    }
-}
-
 /// A short name of a control message for logs and errors (never its contents).
 fn control_name(msg: &Control) -> &'static str {
     match msg {
@@ -360,5 +257,10 @@ fn control_name(msg: &Control) -> &'static str {
         Control::RenewCertificate { .. } => "RenewCertificate",
         Control::CertificateRenewed { .. } => "CertificateRenewed",
         Control::RenewalRefused { .. } => "RenewalRefused",
+        Control::Ack { .. } => "Ack",
+        Control::Attach { .. } => "Attach",
+        Control::Attached { .. } => "Attached",
+        Control::ClientResume { .. } => "ClientResume",
+        Control::Resumed { .. } => "Resumed",
     }
 }
