@@ -130,7 +130,11 @@ fn run_command(faults: &Faults, is_udp: bool, line: &str) -> anyhow::Result<Repl
         }
         "reset" => {
             faults.reset_all();
-            if is_udp { "reset has no effect on UDP".to_owned() } else { "reset every connection".to_owned() }
+            if is_udp {
+                "reset has no effect on UDP".to_owned()
+            } else {
+                "reset every connection".to_owned()
+            }
         }
         "clear" => {
             faults.clear();

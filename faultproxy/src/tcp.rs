@@ -39,7 +39,8 @@ impl TcpProxy {
             .map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
         let local = listener.local_addr().map_err(ProxyError::LocalAddr)?;
         let faults = Faults::new(config.seed);
-        let task = tokio::spawn(accept_loop(listener, upstream, config.max_clients.max(1), faults.shared.clone()));
+        let task =
+            tokio::spawn(accept_loop(listener, upstream, config.max_clients.max(1), faults.shared.clone()));
         Ok(Self { local, faults, task })
     }
 

@@ -179,7 +179,8 @@ impl Mapping {
         let mut last_activity = Instant::now();
         loop {
             let idle_at = last_activity + self.idle_timeout;
-            let wake = [up.next_deadline(), down.next_deadline()].into_iter().flatten().fold(idle_at, Instant::min);
+            let wake =
+                [up.next_deadline(), down.next_deadline()].into_iter().flatten().fold(idle_at, Instant::min);
             tokio::select! {
                 datagram = from_client.recv() => match datagram {
                     Some(d) => {
@@ -214,7 +215,8 @@ impl Mapping {
                 count(&shared, Direction::ToUpstream, d.len(), sent);
             }
             for d in down.take_due(&shared, now) {
-                let sent = if shared.is_cut() { None } else { self.listen.send_to(&d, self.client).await.ok() };
+                let sent =
+                    if shared.is_cut() { None } else { self.listen.send_to(&d, self.client).await.ok() };
                 count(&shared, Direction::ToClient, d.len(), sent);
             }
         }
