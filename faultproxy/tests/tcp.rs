@@ -1,5 +1,7 @@
 //! The TCP proxy against real sockets on 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
