@@ -21,8 +21,9 @@ struct Quic {
     accepted: mpsc::UnboundedReceiver<quinn::Connection>,
 }
 
-/// A quinn server that echoes every bidirectional stream, and a client endpoint trusting it.
-fn quic() -> Quic {
+/// A quinn server that echoes every bidirectional stream, and a client endpoint trusting it
+/// that sends keep-alives at `keep_alive` (quinn's default is none).
+fn quic(keep_alive: Option<Duration>) -> Quic {
     let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert = CertificateDer::from(key.cert.der().to_vec());
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
@@ -32,7 +33,11 @@ fn quic() -> Quic {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
     let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(quinn::ClientConfig::with_root_certificates(Arc::new(roots)).unwrap());
+    let mut client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(keep_alive);
+    client_config.transport_config(Arc::new(transport));
+    client.set_default_client_config(client_config);
 
     let (tx, accepted) = mpsc::unbounded_channel();
     let endpoint = server.clone();
@@ -73,7 +78,7 @@ async fn connect(quic: &mut Quic, via: SocketAddr) -> (quinn::Connection, quinn:
 
 #[tokio::test]
 async fn quic_migrates_across_a_nat_rebinding() {
-    let mut quic = quic();
+    let mut quic = quic(None);
     let proxy = UdpProxy::start(quic.server.local_addr().unwrap()).await.unwrap();
     let faults = proxy.faults();
     let (conn, server_side) = connect(&mut quic, proxy.local_addr()).await;
@@ -110,7 +115,7 @@ async fn quic_migrates_across_a_nat_rebinding() {
 
 #[tokio::test]
 async fn quic_survives_a_short_cut_and_loss() {
-    let mut quic = quic();
+    let mut quic = quic(None);
     let config = ProxyConfig::default().with_seed(5);
     let proxy = UdpProxy::start_with(quic.server.local_addr().unwrap(), config).await.unwrap();
     let faults = proxy.faults();
@@ -127,4 +132,35 @@ async fn quic_survives_a_short_cut_and_loss() {
     let s = faults.stats();
     assert!(s.to_upstream.dropped + s.to_client.dropped > 10, "{s:?}");
     assert!(conn.close_reason().is_none());
+}
+
+#[tokio::test]
+async fn after_a_rebinding_server_data_waits_for_the_client_to_speak() {
+    // The server only learns the new address from the client's next packet: data it pushes
+    // meanwhile goes to the closed old port. With a keep-alive the client speaks soon anyway;
+    // without one (quinn's default) this push never arrives while the client stays silent.
+    let mut quic = quic(Some(Duration::from_millis(300)));
+    let proxy = UdpProxy::start(quic.server.local_addr().unwrap()).await.unwrap();
+    let faults = proxy.faults();
+    let (conn, server_side) = connect(&mut quic, proxy.local_addr()).await;
+    assert_eq!(round_trip(&conn, b"warm").await, b"warm");
+    let before = server_side.remote_address();
+    // Let delayed ACKs go out so the client is truly silent when the mapping changes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    faults.rebind();
+    while faults.stats().rebinds < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut push = server_side.open_uni().await.unwrap();
+    push.write_all(b"output while the user is idle").await.unwrap();
+    push.finish().unwrap();
+    let received = timeout(WAIT, async {
+        let mut recv = conn.accept_uni().await.unwrap();
+        recv.read_to_end(1024).await.unwrap()
+    })
+    .await
+    .expect("server data never reached the client after the rebinding");
+    assert_eq!(received, b"output while the user is idle");
+    assert_ne!(server_side.remote_address(), before);
 }
