@@ -73,11 +73,14 @@ async fn main() -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await.context("reading stdin")? {
         match run_command(&faults, is_udp, line.trim()) {
-            Ok(Reply::Quit) => break,
+            Ok(Reply::Quit) => return Ok(()),
             Ok(Reply::Text(text)) => println!("{text}"),
             Err(e) => println!("error: {e}"),
         }
     }
+    // Started without a terminal (e.g. in the background): keep proxying until interrupted.
+    println!("stdin closed; proxying until interrupted");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     Ok(())
 }
 
@@ -179,4 +182,53 @@ fn format_stats(s: &Stats, cut: bool) -> String {
         s.active_connections,
         s.resets,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(faults: &Faults, line: &str) -> String {
+        match run_command(faults, true, line) {
+            Ok(Reply::Text(text)) => text,
+            Ok(Reply::Quit) => "<quit>".to_owned(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_drive_the_faults() {
+        let proxy = UdpProxy::start("127.0.0.1:9".parse().unwrap()).await.unwrap();
+        let faults = proxy.faults();
+        assert_eq!(text(&faults, "cut 45"), "cut for 45 s");
+        assert!(faults.is_cut());
+        text(&faults, "restore");
+        assert!(!faults.is_cut());
+        text(&faults, "  cut  ");
+        assert!(faults.is_cut());
+        assert_eq!(text(&faults, "drop 150"), "dropping 100%");
+        assert_eq!(faults.drop_percent(), 100);
+        text(&faults, "reorder 4");
+        assert_eq!(faults.reorder_depth(), 4);
+        text(&faults, "delay 20");
+        assert_eq!(faults.delay(), Duration::from_millis(20));
+        text(&faults, "clear");
+        assert!(!faults.is_cut());
+        assert_eq!((faults.drop_percent(), faults.reorder_depth(), faults.delay()), (0, 0, Duration::ZERO));
+        assert!(text(&faults, "stats").starts_with("cut=false"));
+        assert_eq!(text(&faults, "quit"), "<quit>");
+        assert_eq!(text(&faults, ""), "");
+    }
+
+    #[tokio::test]
+    async fn bad_commands_are_errors_not_crashes() {
+        let proxy = UdpProxy::start("127.0.0.1:9".parse().unwrap()).await.unwrap();
+        let faults = proxy.faults();
+        assert_eq!(text(&faults, "drop"), "error: drop needs PERCENT");
+        assert!(text(&faults, "drop ten").starts_with("error: drop: PERCENT must be a whole number"));
+        assert!(text(&faults, "cut -1").starts_with("error:"));
+        assert!(text(&faults, "frobnicate").starts_with("error: unknown command"));
+        assert_eq!(faults.drop_percent(), 0);
+        assert!(!faults.is_cut());
+    }
 }
