@@ -114,7 +114,7 @@ async fn quic_migrates_across_a_nat_rebinding() {
 }
 
 #[tokio::test]
-async fn quic_survives_a_short_cut_and_loss() {
+async fn quic_survives_a_short_cut_loss_and_reordering() {
     let mut quic = quic(None);
     let config = ProxyConfig::default().with_seed(5);
     let proxy = UdpProxy::start_with(quic.server.local_addr().unwrap(), config).await.unwrap();
@@ -131,6 +131,12 @@ async fn quic_survives_a_short_cut_and_loss() {
     assert_eq!(round_trip(&conn, &big).await, big);
     let s = faults.stats();
     assert!(s.to_upstream.dropped + s.to_client.dropped > 10, "{s:?}");
+
+    faults.set_drop_percent(0);
+    faults.set_reorder(4);
+    let before = faults.stats();
+    assert_eq!(round_trip(&conn, &big).await, big);
+    assert!(faults.stats().to_upstream.forwarded > before.to_upstream.forwarded + 100);
     assert!(conn.close_reason().is_none());
 }
 
