@@ -179,8 +179,10 @@ impl Mapping {
         let mut last_activity = Instant::now();
         loop {
             let idle_at = last_activity + self.idle_timeout;
+            // While datagrams are held the next wake-up is theirs; only an empty mapping can
+            // expire (and an idle timeout shorter than the delay must not make this loop spin).
             let wake =
-                [up.next_deadline(), down.next_deadline()].into_iter().flatten().fold(idle_at, Instant::min);
+                [up.next_deadline(), down.next_deadline()].into_iter().flatten().min().unwrap_or(idle_at);
             tokio::select! {
                 datagram = from_client.recv() => match datagram {
                     Some(d) => {
