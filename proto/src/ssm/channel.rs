@@ -36,6 +36,8 @@ pub const INITIAL_RTO_US: u64 = 200_000;
 pub const CLOCK_GRANULARITY_US: u64 = 10_000;
 /// Upper bound of the RTO (1 s).
 pub const MAX_RTO_US: u64 = 1_000_000;
+/// Largest RTT sample used (1 h): keeps the integer estimator far from overflow.
+const MAX_RTT_SAMPLE_US: u64 = 3_600_000_000;
 /// Resends of the head message after which the plugin gives up (~5 min at its 100 ms tick).
 pub const DEFAULT_RESEND_LIMIT: u32 = 3_000;
 /// The plugin's incoming and outgoing buffer capacity.
@@ -346,6 +348,8 @@ impl DataChannel {
 
     /// RFC 6298-style update with α = 1/8, β = 1/4 (§3.7), in integer microseconds.
     fn update_rto(&mut self, sample_us: u64) {
+        // Clamped so a clock jump cannot overflow the products below.
+        let sample_us = sample_us.min(MAX_RTT_SAMPLE_US);
         let err = self.rtt_us.abs_diff(sample_us);
         self.rttvar_us = (3 * self.rttvar_us + err) / 4;
         self.rtt_us = (7 * self.rtt_us + sample_us) / 8;

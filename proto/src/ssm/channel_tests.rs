@@ -312,3 +312,78 @@ fn created_date_is_never_zero() {
     let r = ch.receive(&input(0, b"k"), 0);
     assert!(AgentMessage::decode(&r.transmit[0]).is_ok());
 }
+
+#[test]
+fn absurd_clock_readings_do_not_overflow() {
+    let mut ch = agent();
+    ch.send(PayloadType::Output, Bytes::from_static(b"a"), 0).unwrap();
+    ch.send(PayloadType::Output, Bytes::from_static(b"b"), 0).unwrap();
+    ch.receive(&ack_for(0), u64::MAX);
+    ch.receive(&ack_for(1), u64::MAX);
+    assert_eq!(ch.rto_us(), MAX_RTO_US);
+    assert!(ch.poll_resend(u64::MAX).unwrap().is_none());
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the arrival order, duplicates and corrupted copies, the receiver delivers
+        /// exactly the contiguous prefix 0..k once each and in order, acks every message it
+        /// keeps, and never acks a corrupted one.
+        #[test]
+        fn delivery_is_in_order_and_exactly_once(
+            arrivals in proptest::collection::vec((0i64..24, any::<bool>()), 0..80),
+        ) {
+            let mut cfg = ChannelConfig::new(Side::Agent);
+            cfg.incoming_capacity = 8;
+            let mut ch = DataChannel::new(cfg);
+            let mut delivered = Vec::new();
+            let mut good: std::collections::BTreeSet<i64> = Default::default();
+            for (seq, corrupt) in arrivals {
+                let payload = Bytes::from(seq.to_string());
+                let mut m = AgentMessage::new(
+                    MessageType::InputStreamData, T0 / 1000, seq, 0, Uuid::new_v4(),
+                    PayloadType::Output, payload,
+                );
+                if corrupt {
+                    m.payload_digest[0] ^= 1;
+                }
+                let r = ch.receive(&m.encode(), T0);
+                if corrupt {
+                    prop_assert!(r.transmit.is_empty());
+                }
+                for t in &r.transmit {
+                    prop_assert_eq!(acked(t).acknowledged_message_sequence_number, seq);
+                }
+                if !r.transmit.is_empty() {
+                    good.insert(seq);
+                }
+                delivered.extend(data(&r));
+            }
+            let expected: Vec<Bytes> = (0..).take_while(|s| good.contains(s))
+                .map(|s: i64| Bytes::from(s.to_string())).collect();
+            prop_assert_eq!(&delivered, &expected);
+            prop_assert_eq!(ch.expected_sequence_number(), expected.len() as i64);
+        }
+
+        /// Arbitrary bytes and mutated frames never panic the state machine.
+        #[test]
+        fn arbitrary_frames_never_panic(
+            flips in proptest::collection::vec((0usize..200, any::<u8>()), 0..6),
+            now in any::<u64>(),
+        ) {
+            let mut ch = agent();
+            ch.send(PayloadType::Output, Bytes::from_static(b"x"), 0).unwrap();
+            for base in [input(0, b"abc"), ack_for(0)] {
+                let mut f = base.to_vec();
+                for (at, v) in &flips {
+                    if let Some(b) = f.get_mut(*at) { *b = *v; }
+                }
+                let _ = ch.receive(&f, now);
+                let _ = ch.poll_resend(now);
+            }
+        }
+    }
+}

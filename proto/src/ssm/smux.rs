@@ -148,11 +148,8 @@ impl SmuxDecoder {
 /// Parses a dotted version (`1.2.677.0`, 1–4 numeric parts) for the version rules below.
 pub fn parse_version(v: &str) -> Option<[u64; 4]> {
     let mut out = [0u64; 4];
-    let mut n = 0;
-    for part in v.trim().split('.') {
-        let slot = out.get_mut(n)?;
-        *slot = part.parse().ok()?;
-        n += 1;
+    for (n, part) in v.trim().split('.').enumerate() {
+        *out.get_mut(n)? = part.parse().ok()?;
     }
     Some(out)
 }
