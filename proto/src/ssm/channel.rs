@@ -119,6 +119,11 @@ pub enum DropReason {
         /// Its SequenceNumber.
         sequence_number: i64,
     },
+    /// The in-order message arrived while the edge had no room to take it.
+    NotReady {
+        /// Its SequenceNumber.
+        sequence_number: i64,
+    },
     /// An acknowledge payload that does not parse.
     BadAcknowledge(SsmError),
     /// An acknowledgement for no message in the retransmit buffer (e.g. a second ack).
@@ -240,8 +245,15 @@ impl DataChannel {
         self.paused
     }
 
-    /// Handles one received binary frame.
+    /// Handles one received binary frame, delivering as much as is in order.
     pub fn receive(&mut self, frame: &[u8], now_us: u64) -> Receipt {
+        self.receive_with_room(frame, now_us, usize::MAX)
+    }
+
+    /// Handles one received binary frame, delivering at most `room` messages: with no room
+    /// the in-order message is dropped unacknowledged (the peer resends it), and in-order
+    /// successors stay held for [`Self::drain`]. This is the edge's back-pressure.
+    pub fn receive_with_room(&mut self, frame: &[u8], now_us: u64, room: usize) -> Receipt {
         let mut r = Receipt::default();
         let msg = match AgentMessage::decode_with_limit(frame, self.config.max_payload_len) {
             Ok(m) => m,
@@ -264,7 +276,7 @@ impl DataChannel {
         match msg.message_type {
             t if t == self.config.side.incoming_type() => {
                 self.paused = false;
-                self.receive_stream_data(msg, now_us, &mut r);
+                self.receive_stream_data(msg, now_us, room, &mut r);
             }
             t if t.is_stream_data() => {
                 r.events.push(ChannelEvent::Dropped(DropReason::UnexpectedType(t)));
@@ -290,29 +302,51 @@ impl DataChannel {
         r
     }
 
-    fn receive_stream_data(&mut self, msg: AgentMessage, now_us: u64, r: &mut Receipt) {
+    fn receive_stream_data(&mut self, msg: AgentMessage, now_us: u64, room: usize, r: &mut Receipt) {
         let seq = msg.sequence_number;
-        if seq < self.expected_incoming {
-            // Already delivered: re-ack, or the sender keeps resending (the agent's rule).
+        let mut room = room;
+        if seq < self.expected_incoming || self.incoming.contains_key(&seq) {
+            // Already delivered or held: re-ack, or the sender keeps resending (the agent's
+            // rule; the plugin can lose an ack that races its own bookkeeping).
             r.transmit.push(self.acknowledgement(&msg, now_us));
             r.events.push(ChannelEvent::Duplicate { sequence_number: seq });
-            return;
-        }
-        if seq == self.expected_incoming {
+        } else if seq == self.expected_incoming {
+            if room == 0 {
+                // The agent's "handler not ready" rule: no ack, so the peer resends later.
+                r.events.push(ChannelEvent::Dropped(DropReason::NotReady { sequence_number: seq }));
+                return;
+            }
             r.transmit.push(self.acknowledgement(&msg, now_us));
             r.events.push(ChannelEvent::Data { payload_type: msg.payload_type, payload: msg.payload });
             self.expected_incoming += 1;
-            while let Some((payload_type, payload)) = self.incoming.remove(&self.expected_incoming) {
-                r.events.push(ChannelEvent::Data { payload_type, payload });
-                self.expected_incoming += 1;
-            }
-            return;
+            room -= 1;
+        } else {
+            self.hold_out_of_order(msg, now_us, r);
         }
-        if self.incoming.contains_key(&seq) {
-            r.transmit.push(self.acknowledgement(&msg, now_us));
-            r.events.push(ChannelEvent::Duplicate { sequence_number: seq });
-            return;
+        r.events.extend(self.drain(room));
+    }
+
+    /// Delivers up to `room` held messages that have become in-order (after a receive with
+    /// limited room, or never when room was unlimited).
+    pub fn drain(&mut self, room: usize) -> Vec<ChannelEvent> {
+        let mut out = Vec::new();
+        while out.len() < room {
+            let Some((payload_type, payload)) = self.incoming.remove(&self.expected_incoming) else {
+                break;
+            };
+            out.push(ChannelEvent::Data { payload_type, payload });
+            self.expected_incoming += 1;
         }
+        out
+    }
+
+    /// Held messages that are deliverable now by [`Self::drain`].
+    pub fn deliverable(&self) -> usize {
+        (self.expected_incoming..).take_while(|s| self.incoming.contains_key(s)).count()
+    }
+
+    fn hold_out_of_order(&mut self, msg: AgentMessage, now_us: u64, r: &mut Receipt) {
+        let seq = msg.sequence_number;
         let ahead = u64::try_from(seq - self.expected_incoming).unwrap_or(u64::MAX);
         let window = u64::try_from(self.config.incoming_capacity).unwrap_or(u64::MAX);
         if ahead > window || self.incoming.len() >= self.config.incoming_capacity {

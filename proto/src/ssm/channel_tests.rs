@@ -324,6 +324,27 @@ fn absurd_clock_readings_do_not_overflow() {
     assert!(ch.poll_resend(u64::MAX).unwrap().is_none());
 }
 
+#[test]
+fn no_room_means_no_ack_and_held_messages_wait_for_drain() {
+    let mut ch = agent();
+    let r = ch.receive_with_room(&input(0, b"0"), T0, 0);
+    assert!(r.transmit.is_empty());
+    assert!(matches!(r.events[..], [ChannelEvent::Dropped(DropReason::NotReady { sequence_number: 0 })]));
+    assert_eq!(ch.expected_sequence_number(), 0);
+    ch.receive_with_room(&input(1, b"1"), T0, 0);
+    ch.receive_with_room(&input(2, b"2"), T0, 0);
+    assert_eq!(ch.buffered_incoming(), 2, "out-of-order messages need no room");
+    let r = ch.receive_with_room(&input(0, b"0"), T0, 2);
+    assert_eq!(data(&r), vec![Bytes::from_static(b"0"), Bytes::from_static(b"1")]);
+    assert_eq!(ch.deliverable(), 1);
+    // A resend of the held, now in-order message: re-acked, delivered once.
+    let r = ch.receive_with_room(&input(2, b"2"), T0, 1);
+    assert_eq!(acked(&r.transmit[0]).acknowledged_message_sequence_number, 2);
+    assert_eq!(data(&r), vec![Bytes::from_static(b"2")]);
+    assert!(ch.drain(usize::MAX).is_empty());
+    assert_eq!(ch.expected_sequence_number(), 3);
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -334,14 +355,14 @@ mod properties {
         /// keeps, and never acks a corrupted one.
         #[test]
         fn delivery_is_in_order_and_exactly_once(
-            arrivals in proptest::collection::vec((0i64..24, any::<bool>()), 0..80),
+            arrivals in proptest::collection::vec((0i64..24, any::<bool>(), 0usize..3), 0..80),
         ) {
             let mut cfg = ChannelConfig::new(Side::Agent);
             cfg.incoming_capacity = 8;
             let mut ch = DataChannel::new(cfg);
             let mut delivered = Vec::new();
             let mut good: std::collections::BTreeSet<i64> = Default::default();
-            for (seq, corrupt) in arrivals {
+            for (seq, corrupt, room) in arrivals {
                 let payload = Bytes::from(seq.to_string());
                 let mut m = AgentMessage::new(
                     MessageType::InputStreamData, T0 / 1000, seq, 0, Uuid::new_v4(),
@@ -350,7 +371,8 @@ mod properties {
                 if corrupt {
                     m.payload_digest[0] ^= 1;
                 }
-                let r = ch.receive(&m.encode(), T0);
+                let r = ch.receive_with_room(&m.encode(), T0, room);
+                prop_assert!(data(&r).len() <= room);
                 if corrupt {
                     prop_assert!(r.transmit.is_empty());
                 }
@@ -362,6 +384,10 @@ mod properties {
                 }
                 delivered.extend(data(&r));
             }
+            delivered.extend(ch.drain(usize::MAX).into_iter().filter_map(|e| match e {
+                ChannelEvent::Data { payload, .. } => Some(payload),
+                _ => None,
+            }));
             let expected: Vec<Bytes> = (0..).take_while(|s| good.contains(s))
                 .map(|s: i64| Bytes::from(s.to_string())).collect();
             prop_assert_eq!(&delivered, &expected);
