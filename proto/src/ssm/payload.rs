@@ -1,6 +1,9 @@
 //! The JSON (and small binary) payloads of the SSM data channel, with SSM's exact member
 //! names (spec §3.1, §3.3–§3.10). Field order follows what the stock peers emit, so
 //! `serde_json::to_vec` reproduces their compact JSON byte for byte.
+//!
+//! `start_publication` / `pause_publication` carry no payload (their MessageType is the
+//! whole message), so they have no type here.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

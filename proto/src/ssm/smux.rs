@@ -59,6 +59,9 @@ impl SmuxFrame {
         if self.data.len() > MAX_FRAME_SIZE {
             return Err(SsmError::Smux("data longer than the maximum frame size"));
         }
+        if self.cmd == Cmd::Upd {
+            return Err(SsmError::Smux("UPD exists only in protocol v2"));
+        }
         if self.cmd != Cmd::Psh && !self.data.is_empty() {
             return Err(SsmError::Smux("only PSH frames carry data"));
         }
@@ -213,6 +216,8 @@ mod tests {
         assert!(d.next_frame().is_err());
         let big = SmuxFrame { cmd: Cmd::Psh, stream_id: 3, data: Bytes::from(vec![0; MAX_FRAME_SIZE + 1]) };
         assert!(big.encode().is_err());
+        assert!(SmuxFrame::control(Cmd::Upd, 3).encode().is_err());
+        assert!(SmuxFrame { cmd: Cmd::Fin, stream_id: 3, data: Bytes::from_static(b"x") }.encode().is_err());
     }
 
     #[test]
