@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod frame;
 pub mod ids;
 pub mod quic;
+pub mod ssm;
 pub mod stream;
 
 pub use control::{AgentHello, ClientRequest, CloseReason, Control, SessionSpec};
