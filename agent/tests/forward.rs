@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_agent::allow::AllowList;
-use airlock_agent::session::{serve, ForwardConfig, ForwardEnd, ForwardReport, LiveSessions, SessionLimits, StreamReport};
+use airlock_agent::session::{
+    serve, ForwardConfig, ForwardEnd, ForwardReport, LiveSessions, SessionLimits, StreamReport,
+};
 use airlock_agent::Error;
 use airlock_proto::{CloseReason, Control, Frame, FrameCodec, FrameKind, FramedStream, MAX_FRAME_LEN};
 use bytes::Bytes;
@@ -30,7 +32,9 @@ type Task = JoinHandle<Result<StreamReport, Error>>;
 fn start(config: ForwardConfig) -> (Stream, Task) {
     let (ours, agents) = tokio::io::duplex(64 * 1024);
     let (r, w) = tokio::io::split(agents);
-    let task = tokio::spawn(async move { serve(r, w, &SessionLimits::default(), &config, &LiveSessions::default()).await });
+    let task = tokio::spawn(async move {
+        serve(r, w, &SessionLimits::default(), &config, &LiveSessions::default()).await
+    });
     let (r, w) = tokio::io::split(ours);
     (FramedStream::new(r, w, MAX_FRAME_LEN), task)
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use airlock_agent::session::{serve, ForwardConfig, LiveSessions, SessionLimits, SessionReport, StreamReport};
+use airlock_agent::session::{
+    serve, ForwardConfig, LiveSessions, SessionLimits, SessionReport, StreamReport,
+};
 use airlock_agent::Error;
 use airlock_proto::{CloseReason, Control, Frame, FrameKind, FramedStream, SessionSpec, MAX_FRAME_LEN};
 use bytes::Bytes;
@@ -28,10 +30,7 @@ fn start(limits: SessionLimits) -> (Broker, JoinHandle<Result<SessionReport, Err
 }
 
 /// A broker-opened stream served by an agent whose live sessions are `live`.
-fn stream_to(
-    limits: SessionLimits,
-    live: LiveSessions,
-) -> (Broker, JoinHandle<Result<StreamReport, Error>>) {
+fn stream_to(limits: SessionLimits, live: LiveSessions) -> (Broker, JoinHandle<Result<StreamReport, Error>>) {
     let (ours, agents) = tokio::io::duplex(64 * 1024);
     let (r, w) = tokio::io::split(agents);
     let task = tokio::spawn(async move { serve(r, w, &limits, &ForwardConfig::default(), &live).await });

@@ -116,7 +116,7 @@ pub(crate) async fn watch_session<R: AsyncRead + Unpin>(
     mut reader: tokio_util::codec::FramedRead<R, airlock_proto::FrameCodec>,
 ) -> End {
     // A port session's own stream carries no output to acknowledge.
-    let acks = tokio::sync::watch::channel(0).0;
+    let acks = tokio::sync::watch::channel(session::Feedback::default()).0;
     session::pump_output(&mut reader, &mut tokio::io::sink(), &mut tokio::io::sink(), &acks).await.end
 }
 

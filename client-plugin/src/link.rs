@@ -192,7 +192,13 @@ mod quic_tests {
         drop(tx);
         pump_input(&mut writer, Some(rx), None, None).await.unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let outcome = pump_output(&mut reader, &mut out, &mut err, &tokio::sync::watch::channel(0).0).await;
+        let outcome = pump_output(
+            &mut reader,
+            &mut out,
+            &mut err,
+            &tokio::sync::watch::channel(crate::session::Feedback::default()).0,
+        )
+        .await;
         assert_eq!(out, b"echo me");
         assert_eq!(outcome.exit, Some(42));
         assert_eq!(outcome.end, End::Closed { reason: CloseReason::Exited, message: String::new() });

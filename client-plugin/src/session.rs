@@ -94,15 +94,32 @@ pub struct Outcome {
     pub end: End,
 }
 
+/// What the output side learns that the input side acts on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Feedback {
+    /// The number of the next output frame expected: acknowledged to the agent, which keeps
+    /// output until then.
+    pub output_next: u64,
+    /// The agent has every input frame below this (its `Ack`): no need to keep them.
+    pub input_acked: u64,
+    /// How many `Resumed` came: each asks to resend input from `resume_from`.
+    pub resumes: u64,
+    /// Where the last `Resumed` asked the input to resume.
+    pub resume_from: u64,
+}
+
+/// The most input kept for resending before stdin is no longer read (until acknowledged).
+pub const INPUT_KEPT: usize = 1 << 20;
+
 /// Copies `Data` to `out` and `Stderr` to `err` (flushing each, so interactive output shows at
-/// once), remembers `Exit`, and returns at `Close` or the end of the stream. `acks` gets the
-/// number of the next output frame expected after each one written, for [`pump_input`] to
-/// acknowledge (the agent keeps output until then).
+/// once), remembers `Exit`, and returns at `Close` or the end of the stream. `feedback` gets
+/// what [`pump_input`] needs: output to acknowledge, the agent's acknowledgements of input,
+/// and `Resumed` (the agent re-attached: resend input from there).
 pub async fn pump_output<R, O, E>(
     reader: &mut FramedRead<R, FrameCodec>,
     out: &mut O,
     err: &mut E,
-    acks: &watch::Sender<u64>,
+    feedback: &watch::Sender<Feedback>,
 ) -> Outcome
 where
     R: AsyncRead + Unpin,
@@ -133,6 +150,18 @@ where
                 Ok(Control::Close { reason, message }) => {
                     return Outcome { exit, end: End::Closed { reason, message } }
                 }
+                Ok(Control::Ack { next }) => {
+                    feedback.send_modify(|f| f.input_acked = f.input_acked.max(next));
+                    Ok(())
+                }
+                Ok(Control::Resumed { input_next }) => {
+                    tracing::debug!(input_next, "the agent re-attached; resending input");
+                    feedback.send_modify(|f| {
+                        f.resumes += 1;
+                        f.resume_from = input_next;
+                    });
+                    Ok(())
+                }
                 Ok(other) => {
                     tracing::debug!(?other, "ignoring an unexpected control message");
                     Ok(())
@@ -144,7 +173,7 @@ where
             return Outcome { exit, end: End::LocalOutput(e) };
         }
         if frame.kind != FrameKind::Control {
-            acks.send_replace(frame.seq + 1);
+            feedback.send_modify(|f| f.output_next = frame.seq + 1);
         }
     }
 }
@@ -166,18 +195,26 @@ pub async fn pump_input<W>(
     writer: &mut FramedWrite<W, FrameCodec>,
     mut stdin: Option<mpsc::Receiver<Bytes>>,
     mut resize: Option<watch::Receiver<(u16, u16)>>,
-    mut acks: Option<watch::Receiver<u64>>,
+    mut feedback: Option<watch::Receiver<Feedback>>,
 ) -> Result<(), Error>
 where
     W: AsyncWrite + Unpin,
 {
     let mut seq = 0u64;
+    // Input the agent has not acknowledged yet, kept to resend after a re-attach.
+    let mut kept: std::collections::VecDeque<Frame> = std::collections::VecDeque::new();
+    let mut kept_bytes = 0usize;
+    let mut seen = Feedback::default();
     loop {
         let frame = tokio::select! {
-            chunk = recv(&mut stdin), if stdin.is_some() => match chunk {
+            chunk = recv(&mut stdin), if stdin.is_some() && kept_bytes < INPUT_KEPT => match chunk {
                 Some(bytes) => {
                     let f = Frame::data(seq, bytes);
                     seq += 1;
+                    if feedback.is_some() {
+                        kept_bytes += f.payload.len();
+                        kept.push_back(f.clone());
+                    }
                     f
                 }
                 None => {
@@ -186,12 +223,28 @@ where
                 }
             },
             // A burst of output frames collapses into one acknowledgement of the latest.
-            next = changed(&mut acks), if acks.is_some() => match next {
-                Some(next) => Frame::control(&Control::Ack { next }),
-                None => {
-                    acks = None;
+            now = changed(&mut feedback), if feedback.is_some() => {
+                let Some(now) = now else {
+                    feedback = None;
+                    continue;
+                };
+                while kept.front().is_some_and(|f| f.seq < now.input_acked) {
+                    if let Some(f) = kept.pop_front() {
+                        kept_bytes -= f.payload.len();
+                    }
+                }
+                if now.resumes != seen.resumes {
+                    let resend: Vec<Frame> = kept.iter().filter(|f| f.seq >= now.resume_from).cloned().collect();
+                    for f in resend {
+                        send_within(writer, f).await?;
+                    }
+                }
+                let ack = now.output_next != seen.output_next;
+                seen = now;
+                if !ack {
                     continue;
                 }
+                Frame::control(&Control::Ack { next: now.output_next })
             },
             size = changed(&mut resize), if resize.is_some() => match size {
                 Some((cols, rows)) => Frame::control(&Control::Resize { cols, rows }),
@@ -202,11 +255,18 @@ where
             },
             else => return Ok(()),
         };
-        match tokio::time::timeout(SEND_TIMEOUT, writer.send(frame)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Connect(format!("sending input: {e}"))),
-            Err(_) => return Err(Error::Connect("the broker stopped accepting input".to_owned())),
-        }
+        send_within(writer, frame).await?;
+    }
+}
+
+async fn send_within<W: AsyncWrite + Unpin>(
+    writer: &mut FramedWrite<W, FrameCodec>,
+    frame: Frame,
+) -> Result<(), Error> {
+    match tokio::time::timeout(SEND_TIMEOUT, writer.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Connect(format!("sending input: {e}"))),
+        Err(_) => Err(Error::Connect("the broker stopped accepting input".to_owned())),
     }
 }
 
@@ -346,9 +406,9 @@ mod tests {
             .await
             .unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (acks, acked) = watch::channel(0);
-        let outcome = pump_output(&mut reader, &mut out, &mut err, &acks).await;
-        assert_eq!(*acked.borrow(), 3, "the last output frame was number 2");
+        let (feedback, fed) = watch::channel(Feedback::default());
+        let outcome = pump_output(&mut reader, &mut out, &mut err, &feedback).await;
+        assert_eq!(fed.borrow().output_next, 3, "the last output frame was number 2");
         assert_eq!(out, b"hello world");
         assert_eq!(err, b"oops");
         assert_eq!(
@@ -367,7 +427,13 @@ mod tests {
         let (mut reader, _w) = client.split();
         broker.send(Frame::data(0, Bytes::from_static(b"x"))).await.unwrap();
         drop(broker);
-        let outcome = pump_output(&mut reader, &mut Vec::new(), &mut Vec::new(), &watch::channel(0).0).await;
+        let outcome = pump_output(
+            &mut reader,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            &watch::channel(Feedback::default()).0,
+        )
+        .await;
         assert_eq!(outcome, Outcome { exit: None, end: End::StreamEnded });
         let (code, msg) = conclude(&outcome, "s-9");
         assert_eq!(code, 255);

@@ -278,7 +278,7 @@ async fn run(link: &Link, session_id: &str, token: &str, mode: Mode) -> Result<(
     let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
     terminal::spawn_stdin_reader(stdin_tx)?;
     let (size_tx, size_rx) = watch::channel(size.unwrap_or((0, 0)));
-    let (acks, acks_rx) = watch::channel(0u64);
+    let (acks, acks_rx) = watch::channel(session::Feedback::default());
     let input = tokio::spawn(async move {
         let mut writer = writer;
         if let Err(e) = session::pump_input(&mut writer, Some(stdin_rx), Some(size_rx), Some(acks_rx)).await {

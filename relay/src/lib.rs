@@ -6,5 +6,8 @@
 pub mod splice;
 pub mod tcp;
 
-pub use splice::{splice, until, Limits, SpliceOutcome};
+pub use splice::{
+    finish_recording, splice, splice_attached, until, Attachment, Deadlines, Limits, Positions,
+    SharedRecorder, SpliceOutcome,
+};
 pub use tcp::{pipe, PipeOutcome, Tap};

@@ -49,7 +49,46 @@ pub struct SpliceOutcome {
     pub recording: Result<Manifest, RecordingError>,
 }
 
-type Shared = Arc<Mutex<Recorder>>;
+/// A session's recorder, shared by the directions of each attachment and kept by the
+/// session across attachments.
+pub type SharedRecorder = Arc<Mutex<Recorder>>;
+type Shared = SharedRecorder;
+
+/// Where each direction of a session stands, carried from one attachment to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Positions {
+    /// The number of the next input frame the agent expects (the client resends from here).
+    pub input_next: u64,
+    /// The number of the next output frame to forward to the client.
+    pub output_next: u64,
+    /// Input frames below this number are already in the recording.
+    pub input_recorded: u64,
+    /// Output frames below this number are already in the recording.
+    pub output_recorded: u64,
+    /// The client was just told to resend input from `input_next` (`Resumed`): frames it
+    /// sent before it heard that, numbered past `input_next`, are skipped until the resend.
+    pub rewind: bool,
+}
+
+/// How one attachment (a client stream and an agent stream) ended.
+#[derive(Debug)]
+pub struct Attachment {
+    /// Which side or event ended it.
+    pub end: EndReason,
+    /// The remote process's exit code, when the agent reported one.
+    pub exit_code: Option<i32>,
+    /// Why, for people.
+    pub message: String,
+    /// Payload bytes forwarded from the client to the agent.
+    pub bytes_from_client: u64,
+    /// Payload bytes forwarded from the agent to the client.
+    pub bytes_from_agent: u64,
+    /// Where the directions stand now.
+    pub positions: Positions,
+    /// The agent's stream broke (its link dropped) while the client is still there: the
+    /// session may re-attach the agent; nothing was sent to the client.
+    pub agent_detached: bool,
+}
 
 enum UpEnd {
     Terminated,
@@ -84,18 +123,86 @@ where
     AR: AsyncRead + Unpin,
     AW: AsyncWrite + Unpin,
 {
-    let (c_read, mut c_write) = client;
-    let (a_read, a_write) = agent;
+    let (mut c_read, mut c_write) = client;
     let rec: Shared = Arc::new(Mutex::new(recorder));
+    let deadlines = Deadlines::from_now(limits);
+    let a = splice_attached(
+        (&mut c_read, &mut c_write),
+        agent,
+        rec.clone(),
+        terminate,
+        (limits, deadlines),
+        Positions::default(),
+    )
+    .await;
+    let recording = finish_recording(rec, a.end, a.exit_code).await;
+    SpliceOutcome {
+        end: a.end,
+        exit_code: a.exit_code,
+        message: a.message,
+        bytes_from_client: a.bytes_from_client,
+        bytes_from_agent: a.bytes_from_agent,
+        recording,
+    }
+}
+
+/// Finishes a session's recording once no attachment holds it any more.
+pub async fn finish_recording(
+    rec: SharedRecorder,
+    end: EndReason,
+    exit_code: Option<i32>,
+) -> Result<Manifest, RecordingError> {
+    match Arc::try_unwrap(rec) {
+        Ok(m) => m.into_inner().finish(end, exit_code).await,
+        Err(_) => Err(RecordingError::BadName("recording still shared".into())),
+    }
+}
+
+/// A session's time limits as instants: the maximum duration counts from the start, not
+/// from each attachment.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// When the maximum duration is reached.
+    pub end_at: Option<Instant>,
+}
+
+impl Deadlines {
+    /// Deadlines of a session starting now.
+    pub fn from_now(limits: Limits) -> Self {
+        Deadlines { end_at: limits.max.map(|m| Instant::now() + m) }
+    }
+}
+
+/// Relays one attachment: the session's client stream (borrowed: it outlives an agent
+/// re-attach) and one agent stream, from `at`. Ends like [`splice`], or with
+/// `agent_detached` when the agent's stream broke, in which case the client was told nothing.
+pub async fn splice_attached<CR, CW, AR, AW>(
+    client: (&mut FramedRead<CR, FrameCodec>, &mut FramedWrite<CW, FrameCodec>),
+    agent: (FramedRead<AR, FrameCodec>, FramedWrite<AW, FrameCodec>),
+    rec: SharedRecorder,
+    terminate: CancellationToken,
+    (limits, deadlines): (Limits, Deadlines),
+    at: Positions,
+) -> Attachment
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    AR: AsyncRead + Unpin,
+    AW: AsyncWrite + Unpin,
+{
+    let (c_read, c_write) = client;
+    let (a_read, a_write) = agent;
     let client_gone = CancellationToken::new();
     let stop = CancellationToken::new();
-    let mut bytes_up = 0u64;
+    let mut up_pos =
+        UpPos { next: at.input_next, recorded: at.input_recorded, bytes: 0, rewinding: at.rewind };
+    let down_pos = DownPos { next: at.output_next, recorded: at.output_recorded };
 
     let (up_end, down) = {
-        let up = upstream(c_read, a_write, rec.clone(), (terminate.clone(), limits), &mut bytes_up);
+        let up = upstream(c_read, a_write, rec.clone(), (terminate.clone(), limits, deadlines), &mut up_pos);
         let stops =
             Stops { terminate: terminate.clone(), client_gone: client_gone.clone(), stop: stop.clone() };
-        let down = downstream(a_read, &mut c_write, rec.clone(), stops);
+        let down = downstream(a_read, &mut *c_write, rec.clone(), stops, down_pos);
         tokio::pin!(up, down);
         tokio::select! {
             d = &mut down => (None, d),
@@ -108,25 +215,33 @@ where
             }
         }
     };
-    let Down { end: down_end, forwarding, bytes: bytes_down, exit_code } = down;
+    let Down { end: down_end, forwarding, bytes: bytes_down, exit_code, pos } = down;
+    let positions = Positions {
+        input_next: up_pos.next,
+        output_next: pos.next,
+        input_recorded: up_pos.recorded,
+        output_recorded: pos.recorded,
+        rewind: up_pos.rewinding,
+    };
+    let agent_detached = up_end.is_none()
+        && !terminate.is_cancelled()
+        && exit_code.is_none()
+        && forwarding
+        && matches!(down_end, DownEnd::AgentClosed(CloseReason::AgentLost, _));
 
     let (end, reason, message) = classify(&terminate, up_end, down_end, exit_code);
-    if forwarding {
+    if forwarding && !agent_detached {
         let _ = c_write.send(Frame::control(&Control::Close { reason, message: message.clone() })).await;
         let _ = c_write.close().await;
     }
-    let recording = match Arc::try_unwrap(rec) {
-        Ok(m) => m.into_inner().finish(end, exit_code).await,
-        // Both directions have returned, so no other owner is left.
-        Err(_) => Err(RecordingError::BadName("recording still shared".into())),
-    };
-    SpliceOutcome {
+    Attachment {
         end,
         exit_code,
         message,
-        bytes_from_client: bytes_up,
+        bytes_from_client: up_pos.bytes,
         bytes_from_agent: bytes_down,
-        recording,
+        positions,
+        agent_detached,
     }
 }
 
@@ -192,21 +307,41 @@ pub async fn until(at: Option<Instant>) {
     }
 }
 
+/// The client-to-agent direction's position.
+struct UpPos {
+    /// The next input frame to forward.
+    next: u64,
+    /// Input frames below this are recorded.
+    recorded: u64,
+    bytes: u64,
+    /// See [`Positions::rewind`].
+    rewinding: bool,
+}
+
+/// The agent-to-client direction's position.
+#[derive(Clone, Copy)]
+struct DownPos {
+    /// The next output frame to forward.
+    next: u64,
+    /// Output frames below this are recorded.
+    recorded: u64,
+}
+
 async fn upstream<CR, AW>(
-    mut c_read: FramedRead<CR, FrameCodec>,
+    c_read: &mut FramedRead<CR, FrameCodec>,
     mut a_write: FramedWrite<AW, FrameCodec>,
     rec: Shared,
-    (terminate, limits): (CancellationToken, Limits),
-    bytes: &mut u64,
+    (terminate, limits, deadlines): (CancellationToken, Limits, Deadlines),
+    pos: &mut UpPos,
 ) -> UpEnd
 where
     CR: AsyncRead + Unpin,
     AW: AsyncWrite + Unpin,
 {
-    let mut expect_seq = 0u64;
     let started = Instant::now();
-    let end_at = limits.max.map(|m| started + m);
+    let end_at = deadlines.end_at;
     let mut idle_at = limits.idle.map(|i| started + i);
+
     let end = loop {
         let next = tokio::select! {
             _ = terminate.cancelled() => {
@@ -227,22 +362,31 @@ where
             Some(Ok(frame)) => frame,
         };
         // Acknowledgements are bookkeeping, not activity: only input keeps a session alive.
-        let is_ack = frame.kind == FrameKind::Control && matches!(frame.to_control(), Ok(Control::Ack { .. }));
+        let is_ack =
+            frame.kind == FrameKind::Control && matches!(frame.to_control(), Ok(Control::Ack { .. }));
         if !is_ack {
             idle_at = limits.idle.map(|i| Instant::now() + i);
         }
         match frame.kind {
             FrameKind::Data => {
-                if frame.seq != expect_seq {
+                if frame.seq < pos.next || (pos.rewinding && frame.seq > pos.next) {
+                    continue; // the agent has it, or the client is about to resend it
+                }
+                if frame.seq != pos.next {
                     break UpEnd::Protocol(format!(
-                        "client: data frame {} out of order, expected {expect_seq}",
-                        frame.seq
+                        "client: data frame {} out of order, expected {}",
+                        frame.seq, pos.next
                     ));
                 }
-                expect_seq += 1;
-                *bytes += frame.payload.len() as u64;
-                if let Err(e) = rec.lock().await.input(&frame.payload).await {
-                    break UpEnd::RecordingFailed(e.to_string());
+                pos.rewinding = false;
+                pos.next += 1;
+                pos.bytes += frame.payload.len() as u64;
+                // Recorded once: a resend after a re-attach is forwarded, not recorded again.
+                if frame.seq >= pos.recorded {
+                    if let Err(e) = rec.lock().await.input(&frame.payload).await {
+                        break UpEnd::RecordingFailed(e.to_string());
+                    }
+                    pos.recorded = frame.seq + 1;
                 }
             }
             FrameKind::Control => match frame.to_control() {
@@ -297,6 +441,7 @@ struct Down {
     forwarding: bool,
     bytes: u64,
     exit_code: Option<i32>,
+    pos: DownPos,
 }
 
 async fn downstream<AR, CW>(
@@ -304,6 +449,7 @@ async fn downstream<AR, CW>(
     c_write: &mut FramedWrite<CW, FrameCodec>,
     rec: Shared,
     stops: Stops,
+    mut pos: DownPos,
 ) -> Down
 where
     AR: AsyncRead + Unpin,
@@ -311,7 +457,6 @@ where
 {
     let Stops { terminate, client_gone, stop } = stops;
     let (mut bytes, mut exit_code) = (0u64, None);
-    let mut expect_seq = 0u64;
     let mut forwarding = true;
     let mut stop_at: Option<Instant> = None;
     // A frame read while gathering a batch that is not data; handled next round.
@@ -377,19 +522,26 @@ where
         let mut text = Vec::with_capacity(size);
         let mut bad_seq = None;
         for f in &batch {
-            if f.seq != expect_seq {
+            if f.seq != pos.next {
                 bad_seq = Some(f.seq);
                 break;
             }
-            expect_seq += 1;
-            text.extend_from_slice(&f.payload);
+            pos.next += 1;
+            // Recorded once: output the agent resends after a re-attach is already there.
+            if f.seq >= pos.recorded {
+                text.extend_from_slice(&f.payload);
+                pos.recorded = f.seq + 1;
+            }
         }
         if let Some(seq) = bad_seq {
-            break DownEnd::Protocol(format!("agent: data frame {seq} out of order, expected {expect_seq}"));
+            let expected = pos.next;
+            break DownEnd::Protocol(format!("agent: data frame {seq} out of order, expected {expected}"));
         }
         bytes += size as u64;
-        if let Err(e) = rec.lock().await.output(&text).await {
-            break DownEnd::RecordingFailed(format!("recording failed, session stopped: {e}"));
+        if !text.is_empty() {
+            if let Err(e) = rec.lock().await.output(&text).await {
+                break DownEnd::RecordingFailed(format!("recording failed, session stopped: {e}"));
+            }
         }
         if forwarding {
             let mut sent = Ok(());
@@ -404,7 +556,7 @@ where
             }
         }
     };
-    Down { end, forwarding, bytes, exit_code }
+    Down { end, forwarding, bytes, exit_code, pos }
 }
 
 #[cfg(test)]

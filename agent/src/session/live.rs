@@ -176,7 +176,10 @@ pub(crate) async fn run(
                     continue;
                 }
                 Ok(None) | Err(_) => {
-                    tracing::info!(window_s = limits.resume_window.as_secs(), "not re-attached in time; ending");
+                    tracing::info!(
+                        window_s = limits.resume_window.as_secs(),
+                        "not re-attached in time; ending"
+                    );
                     shared.control.terminate(limits.kill_grace).await;
                     break None;
                 }
@@ -251,7 +254,11 @@ async fn pump(mut output: mpsc::Receiver<Output>, shared: Arc<Shared>) {
             let mut kept = shared.kept();
             let number = kept.next;
             kept.bytes += bytes.len();
-            kept.frames.push_back(if is_err { Frame::stderr(number, bytes) } else { Frame::data(number, bytes) });
+            kept.frames.push_back(if is_err {
+                Frame::stderr(number, bytes)
+            } else {
+                Frame::data(number, bytes)
+            });
             kept.next += 1;
         }
         shared.bump();
@@ -349,7 +356,11 @@ async fn send_output(mut writer: Writer, shared: Arc<Shared>, from: u64) -> Resu
 
 /// Broker → process: input exactly once (frames already delivered are skipped), resizes,
 /// acknowledgements of output, and `Close`.
-async fn receive_input(mut reader: Reader, shared: &Shared, input: &mut Option<mpsc::Sender<Bytes>>) -> Detach {
+async fn receive_input(
+    mut reader: Reader,
+    shared: &Shared,
+    input: &mut Option<mpsc::Sender<Bytes>>,
+) -> Detach {
     loop {
         let input_next = shared.input_next.load(Ordering::Acquire);
         let frame = match reader.next().await {

@@ -19,9 +19,7 @@ pub use live::{LiveSessions, OUTPUT_BUFFER};
 
 use std::time::Duration;
 
-use airlock_proto::{
-    CloseReason, Control, Frame, FrameCodec, FramedStream, SessionId, SessionSpec,
-};
+use airlock_proto::{CloseReason, Control, Frame, FrameCodec, FramedStream, SessionId, SessionSpec};
 use airlock_proto::{ProtoError, MAX_FRAME_LEN};
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -140,7 +138,10 @@ where
     let early = std::io::Cursor::new(parts.read_buf.freeze());
     let reader: Box<dyn AsyncRead + Unpin + Send> = Box::new(tokio::io::AsyncReadExt::chain(early, parts.io));
     let writer: Box<dyn AsyncWrite + Unpin + Send> = Box::new(writer.into_inner());
-    (FramedRead::new(reader, FrameCodec::new(MAX_FRAME_LEN)), FramedWrite::new(writer, FrameCodec::new(MAX_FRAME_LEN)))
+    (
+        FramedRead::new(reader, FrameCodec::new(MAX_FRAME_LEN)),
+        FramedWrite::new(writer, FrameCodec::new(MAX_FRAME_LEN)),
+    )
 }
 
 async fn run<R, W>(
@@ -204,7 +205,9 @@ where
     match stream.recv_control(deadline).await {
         Ok(Control::Open { session_id, spec }) => Ok(Request::Open(parse(session_id)?, spec)),
         Ok(Control::Dial { session_id, host, port }) => Ok(Request::Dial(parse(session_id)?, host, port)),
-        Ok(Control::Attach { session_id, resend_from }) => Ok(Request::Attach(parse(session_id)?, resend_from)),
+        Ok(Control::Attach { session_id, resend_from }) => {
+            Ok(Request::Attach(parse(session_id)?, resend_from))
+        }
         Ok(other) => Err(format!("expected Open, Attach or Dial, got {}", control_name(&other))),
         Err(ProtoError::Timeout) => Err(format!("no Open, Attach or Dial within {deadline:?}")),
         Err(e) => Err(format!("expected Open, Attach or Dial: {e}")),

@@ -3,8 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_proto::{ClientRequest, CloseReason, Control, FramedStream, SessionSpec, MAX_FRAME_LEN};
+use airlock_proto::{ClientRequest, CloseReason, Control, Frame, FramedStream, SessionSpec, MAX_FRAME_LEN};
 use airlock_recordings::{EndReason, Recorder, RecordingError, RecordingMeta};
+use airlock_relay::{
+    finish_recording, splice_attached, Attachment, Deadlines, Positions, SharedRecorder, SpliceOutcome,
+};
+use futures_util::SinkExt;
 
 use super::port_session::refuse;
 use crate::app::{now_us, App};
@@ -17,6 +21,11 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 const START_DEADLINE: Duration = Duration::from_secs(15);
 /// How long we wait for the client to read the final frames before closing.
 const LINGER: Duration = Duration::from_secs(5);
+/// How long a session waits for its agent to come back after the agent's link dropped
+/// (the agent keeps the process as long, `SessionLimits::resume_window`).
+const RESUME_WINDOW: Duration = Duration::from_secs(600);
+/// How often a detached session looks for its agent's new link.
+const REATTACH_POLL: Duration = Duration::from_millis(250);
 
 type Stream = FramedStream<quinn::RecvStream, quinn::SendStream>;
 
@@ -104,7 +113,48 @@ async fn process_session(
         tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
     }
     let limits = pending.launch.limits;
-    let outcome = airlock_relay::splice(client.split(), agent.split(), recorder, terminate, limits).await;
+    let deadlines = Deadlines::from_now(limits);
+    let rec: SharedRecorder = Arc::new(tokio::sync::Mutex::new(recorder));
+    let (mut c_read, mut c_write) = client.split();
+    let (mut agent, mut at) = (agent, Positions::default());
+    let outcome = loop {
+        let client = (&mut c_read, &mut c_write);
+        let a =
+            splice_attached(client, agent.split(), rec.clone(), terminate.clone(), (limits, deadlines), at)
+                .await;
+        if !a.agent_detached {
+            break a;
+        }
+        tracing::info!(session = %id, "the agent's link dropped; waiting for it to re-attach the session");
+        match reattach_agent(app, pending, a.positions.output_next, &terminate).await {
+            Ok((stream, input_next)) => {
+                tracing::info!(session = %id, input_next, output_next = a.positions.output_next, "agent re-attached");
+                if c_write.send(Frame::control(&Control::Resumed { input_next })).await.is_err() {
+                    break Attachment {
+                        end: EndReason::ClientLost,
+                        message: "the client went away".into(),
+                        ..a
+                    };
+                }
+                at = Positions { input_next, rewind: true, ..a.positions };
+                agent = stream;
+            }
+            Err((end, reason, message)) => {
+                let _ =
+                    c_write.send(Frame::control(&Control::Close { reason, message: message.clone() })).await;
+                let _ = c_write.close().await;
+                break Attachment { end, message, ..a };
+            }
+        }
+    };
+    let outcome = SpliceOutcome {
+        recording: finish_recording(rec, outcome.end, outcome.exit_code).await,
+        end: outcome.end,
+        exit_code: outcome.exit_code,
+        message: outcome.message,
+        bytes_from_client: outcome.bytes_from_client,
+        bytes_from_agent: outcome.bytes_from_agent,
+    };
     app.registry.session_ended(id);
     let status = match outcome.end {
         EndReason::ProtocolError => SessionStatus::Failed,
@@ -254,6 +304,75 @@ async fn start_on_agent(
             Err((CloseReason::ProtocolError, format!("the agent answered {other:?} instead of Started")))
         }
         Err(e) => Err((CloseReason::StartFailed, format!("the agent did not start the session: {e}"))),
+    }
+}
+
+/// Waits for the session's agent to be connected again (within the resume window) and
+/// re-attaches the session on a new stream: `Attach` from `resend_from`, answered by
+/// `Attached` with the next input frame the agent expects.
+async fn reattach_agent(
+    app: &App,
+    pending: &PendingSession,
+    resend_from: u64,
+    terminate: &CancellationToken,
+) -> Result<(Stream, u64), (EndReason, CloseReason, String)> {
+    let deadline = tokio::time::Instant::now() + RESUME_WINDOW;
+    let gone = || {
+        let window = RESUME_WINDOW.as_secs();
+        let message = format!("{} did not come back within the resume window of {window} s", pending.target);
+        (EndReason::AgentLost, CloseReason::AgentLost, message)
+    };
+    loop {
+        if terminate.is_cancelled() {
+            // The agent ends the process itself when nobody re-attaches it in its window.
+            return Err((EndReason::Terminated, CloseReason::Terminated, "session terminated".into()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(gone());
+        }
+        if let Some(link) = app.registry.agent(&pending.target) {
+            match attach_on(&link.connection, pending, resend_from).await {
+                Ok(attached) => return Ok(attached),
+                Err(AttachError::Gone(message)) => {
+                    return Err((EndReason::AgentLost, CloseReason::AgentLost, message))
+                }
+                Err(AttachError::Retry(e)) => {
+                    tracing::debug!(session = %pending.session_id, "re-attach failed: {e}")
+                }
+            }
+        }
+        tokio::select! {
+            _ = terminate.cancelled() => {}
+            _ = tokio::time::sleep(REATTACH_POLL) => {}
+        }
+    }
+}
+
+/// Why a re-attach attempt failed.
+enum AttachError {
+    /// The agent no longer has the session.
+    Gone(String),
+    /// The link failed; try again on the next one.
+    Retry(String),
+}
+
+async fn attach_on(
+    connection: &quinn::Connection,
+    pending: &PendingSession,
+    resend_from: u64,
+) -> Result<(Stream, u64), AttachError> {
+    let retry = |e: &dyn std::fmt::Display| AttachError::Retry(e.to_string());
+    let (send, recv) = connection.open_bi().await.map_err(|e| retry(&e))?;
+    let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);
+    let attach = Control::Attach { session_id: pending.session_id.clone(), resend_from };
+    stream.send_control(&attach).await.map_err(|e| retry(&e))?;
+    match stream.recv_control(START_DEADLINE).await {
+        Ok(Control::Attached { input_next }) => Ok((stream, input_next)),
+        Ok(Control::Close { message, .. }) => {
+            Err(AttachError::Gone(format!("the agent no longer has the session: {message}")))
+        }
+        Ok(other) => Err(AttachError::Retry(format!("the agent answered {other:?} instead of Attached"))),
+        Err(e) => Err(retry(&e)),
     }
 }
 
