@@ -141,13 +141,13 @@ async fn console_sessions_carry_mfa_presence_and_age() {
     let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ssm:*","Resource":"*",
       "Condition":{"Bool":{"aws:MultiFactorAuthPresent":"true"},"NumericLessThan":{"aws:MultiFactorAuthAge":"3600"}}}]}"#;
     let mfa_user = Caller { principal: user(app, "dave", Some(doc)).await, role_session: None };
-    let allowed = |facts: &RequestFacts| {
-        let gate = Gate { app, caller: &mfa_user, facts };
-        async move { gate.decide(&gate.context(), "ssm:StartSession", "arn:x", Service::Ssm, false).await.is_ok() }
-    };
-    assert!(allowed(&with).await);
-    assert!(!allowed(&without).await);
-    assert!(!allowed(&facts()).await, "signed requests carry no MFA");
+    async fn allowed(app: &App, caller: &Caller, facts: &RequestFacts) -> bool {
+        let gate = Gate { app, caller, facts };
+        gate.decide(&gate.context(), "ssm:StartSession", "arn:x", Service::Ssm, false).await.is_ok()
+    }
+    assert!(allowed(app, &mfa_user, &with).await);
+    assert!(!allowed(app, &mfa_user, &without).await);
+    assert!(!allowed(app, &mfa_user, &facts()).await, "signed requests carry no MFA");
     let stale = RequestFacts { console: Some(ConsoleAuth { mfa_at_us: Some(at_us - 3_600_000_000) }), ..facts() };
-    assert!(!allowed(&stale).await, "MFA older than the hour");
+    assert!(!allowed(app, &mfa_user, &stale).await, "MFA older than the hour");
 }
