@@ -148,6 +148,7 @@ async fn console_sessions_carry_mfa_presence_and_age() {
     assert!(allowed(app, &mfa_user, &with).await);
     assert!(!allowed(app, &mfa_user, &without).await);
     assert!(!allowed(app, &mfa_user, &facts()).await, "signed requests carry no MFA");
-    let stale = RequestFacts { console: Some(ConsoleAuth { mfa_at_us: Some(at_us - 3_600_000_000) }), ..facts() };
+    let stale =
+        RequestFacts { console: Some(ConsoleAuth { mfa_at_us: Some(at_us - 3_600_000_000) }), ..facts() };
     assert!(!allowed(app, &mfa_user, &stale).await, "MFA older than the hour");
 }

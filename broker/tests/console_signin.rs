@@ -1,6 +1,8 @@
 //! The console's sign-in, end to end: a real broker over HTTPS, credentials set up through the
 //! signed API (the `airlock` CLI), and a browser played by reqwest with a cookie jar.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +37,8 @@ impl Browser {
             .unwrap()
             .with_root_certificates(airlock_proto::quic::pinned_roots(&ca).unwrap())
             .with_no_client_auth();
-        let client = reqwest::Client::builder().cookie_store(true).use_preconfigured_tls(tls).build().unwrap();
+        let client =
+            reqwest::Client::builder().cookie_store(true).use_preconfigured_tls(tls).build().unwrap();
         Browser { client, base: broker.url.clone(), csrf: None }
     }
 
@@ -57,9 +60,11 @@ impl Browser {
         }
         // A test's own values replace the page's.
         for (k, v) in extra {
-            headers.insert(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            headers
+                .insert(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
-        self.send(self.client.post(format!("{}/console/api/{path}", self.base)).headers(headers).json(body)).await
+        self.send(self.client.post(format!("{}/console/api/{path}", self.base)).headers(headers).json(body))
+            .await
     }
 
     async fn signin(&mut self, user: &str, password: &str, mfa: Option<&str>) -> Answer {
@@ -106,17 +111,23 @@ async fn sign_in_mfa_csrf_calls_and_sign_out() {
     broker.api(&["iam", "create-user", "--user-name", "ops"]);
 
     // Login profiles through the signed API: the policy, then the profile.
-    let short = fails(&broker, &["iam", "create-login-profile", "--user-name", "ops", "--password", "Sh0rt!pw"]);
+    let short =
+        fails(&broker, &["iam", "create-login-profile", "--user-name", "ops", "--password", "Sh0rt!pw"]);
     assert!(short.contains("PasswordPolicyViolation") && short.contains("at least 12 characters"), "{short}");
-    let named = fails(&broker, &["iam", "create-login-profile", "--user-name", "ops", "--password", "my-name-is-ops-1"]);
+    let named = fails(
+        &broker,
+        &["iam", "create-login-profile", "--user-name", "ops", "--password", "my-name-is-ops-1"],
+    );
     assert!(named.contains("PasswordPolicyViolation") && named.contains("user name"), "{named}");
-    let nobody = fails(&broker, &["iam", "create-login-profile", "--user-name", "ghost", "--password", PASSWORD]);
+    let nobody =
+        fails(&broker, &["iam", "create-login-profile", "--user-name", "ghost", "--password", PASSWORD]);
     assert!(nobody.contains("NoSuchEntity"), "{nobody}");
     let created = broker.api(&["iam", "create-login-profile", "--user-name", "ops", "--password", PASSWORD]);
     assert_eq!(created["LoginProfile"]["UserName"], "ops");
     assert_eq!(created["LoginProfile"]["PasswordResetRequired"], false);
     assert!(!created.to_string().contains(PASSWORD));
-    let again = fails(&broker, &["iam", "create-login-profile", "--user-name", "ops", "--password", PASSWORD]);
+    let again =
+        fails(&broker, &["iam", "create-login-profile", "--user-name", "ops", "--password", PASSWORD]);
     assert!(again.contains("EntityAlreadyExists"), "{again}");
     let got = broker.api(&["iam", "get-login-profile", "--user-name", "ops"]);
     assert_eq!(got["LoginProfile"]["UserName"], "ops");
@@ -126,7 +137,16 @@ async fn sign_in_mfa_csrf_calls_and_sign_out() {
         "Action": "ssm:DescribeInstanceInformation", "Resource": "*",
         "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"},
                       "NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}}}]});
-    broker.api(&["iam", "put-user-policy", "--user-name", "ops", "--policy-name", "mfa", "--policy-document", &policy.to_string()]);
+    broker.api(&[
+        "iam",
+        "put-user-policy",
+        "--user-name",
+        "ops",
+        "--policy-name",
+        "mfa",
+        "--policy-document",
+        &policy.to_string(),
+    ]);
 
     let mut browser = Browser::new(&broker);
     assert_eq!(browser.whoami().await.status, 401, "not signed in yet");
@@ -157,9 +177,19 @@ async fn sign_in_mfa_csrf_calls_and_sign_out() {
     // Calls go through the API's gate: without MFA the condition fails, and the refusal
     // names the action and resource; an action no policy allows likewise.
     let denied = browser.call("DescribeInstanceInformation", json!({})).await;
-    assert_eq!((denied.status, denied.body["__type"].as_str()), (400, Some("AccessDeniedException")), "{}", denied.body);
+    assert_eq!(
+        (denied.status, denied.body["__type"].as_str()),
+        (400, Some("AccessDeniedException")),
+        "{}",
+        denied.body
+    );
     let message = denied.body["message"].as_str().unwrap();
-    assert!(message.contains(":user/ops is not authorized to perform: ssm:DescribeInstanceInformation on resource: *"), "{message}");
+    assert!(
+        message.contains(
+            ":user/ops is not authorized to perform: ssm:DescribeInstanceInformation on resource: *"
+        ),
+        "{message}"
+    );
     let iam = browser.call("AirlockIAM.ListUsers", json!({})).await;
     assert_eq!(iam.body["__type"], "AccessDenied", "{}", iam.body);
     assert!(iam.body["message"].as_str().unwrap().contains("perform: iam:ListUsers on resource: *"));
@@ -183,13 +213,36 @@ async fn sign_in_mfa_csrf_calls_and_sign_out() {
     let uri = device["VirtualMFADevice"]["OtpAuthUri"].as_str().unwrap();
     assert!(uri.starts_with("otpauth://totp/") && uri.contains(&format!("secret={seed}")), "{uri}");
     let secret = totp::base32_decode(&seed).unwrap();
-    let wrong = fails(&broker, &["iam", "enable-mfa-device", "--user-name", "ops", "--serial-number", &serial,
-        "--authentication-code1", "000000", "--authentication-code2", "000000"]);
+    let wrong = fails(
+        &broker,
+        &[
+            "iam",
+            "enable-mfa-device",
+            "--user-name",
+            "ops",
+            "--serial-number",
+            &serial,
+            "--authentication-code1",
+            "000000",
+            "--authentication-code2",
+            "000000",
+        ],
+    );
     assert!(wrong.contains("InvalidAuthenticationCode"), "{wrong}");
     let s = step_now() - 1;
     let (c1, c2) = (totp::code_text(&secret, s), totp::code_text(&secret, s + 1));
-    broker.api(&["iam", "enable-mfa-device", "--user-name", "ops", "--serial-number", &serial,
-        "--authentication-code1", &c1, "--authentication-code2", &c2]);
+    broker.api(&[
+        "iam",
+        "enable-mfa-device",
+        "--user-name",
+        "ops",
+        "--serial-number",
+        &serial,
+        "--authentication-code1",
+        &c1,
+        "--authentication-code2",
+        &c2,
+    ]);
     let listed = broker.api(&["iam", "list-mfa-devices", "--user-name", "ops"]);
     assert_eq!(listed["MFADevices"][0]["SerialNumber"], serial.as_str());
     let conflict = fails(&broker, &["iam", "delete-virtual-mfa-device", "--serial-number", &serial]);
@@ -225,12 +278,28 @@ async fn sign_in_mfa_csrf_calls_and_sign_out() {
         .unwrap()
         .iter()
         .filter(|e| e["Action"] == "signin:ConsoleLogin")
-        .map(|e| (e["Principal"].as_str().unwrap().rsplit('/').next().unwrap().to_owned(), e["Decision"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["Principal"].as_str().unwrap().rsplit('/').next().unwrap().to_owned(),
+                e["Decision"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    for expected in [("ops", "failedPassword"), ("nosuchuser", "failedNoSuchUser"), ("ops", "allowed"), ("ops", "failedMfaMissing")] {
-        assert!(signins.iter().any(|(u, d)| (u.as_str(), d.as_str()) == expected), "{expected:?} in {signins:?}");
+    for expected in [
+        ("ops", "failedPassword"),
+        ("nosuchuser", "failedNoSuchUser"),
+        ("ops", "allowed"),
+        ("ops", "failedMfaMissing"),
+    ] {
+        assert!(
+            signins.iter().any(|(u, d)| (u.as_str(), d.as_str()) == expected),
+            "{expected:?} in {signins:?}"
+        );
     }
-    assert!(signins.iter().any(|(u, d)| u == "ops" && d.starts_with("failedMfa") && d != "failedMfaMissing"), "{signins:?}");
+    assert!(
+        signins.iter().any(|(u, d)| u == "ops" && d.starts_with("failedMfa") && d != "failedMfaMissing"),
+        "{signins:?}"
+    );
     assert!(audit["Events"].as_array().unwrap().iter().any(|e| e["Action"] == "signin:ConsoleLogout"));
     assert!(audit["Events"].as_array().unwrap().iter().any(|e| e["Action"] == "iam:CreateLoginProfile"));
 
@@ -250,7 +319,10 @@ async fn the_sixth_failure_is_locked_out_even_with_the_right_password() {
     broker.api(&["iam", "create-login-profile", "--user-name", "target", "--password", PASSWORD]);
     let mut browser = Browser::new(&broker);
     for n in 1..=5 {
-        assert_generic_failure(&browser.signin("target", &format!("guess number {n} wrong"), None).await, "guess");
+        assert_generic_failure(
+            &browser.signin("target", &format!("guess number {n} wrong"), None).await,
+            "guess",
+        );
     }
     let locked = browser.signin("target", PASSWORD, None).await;
     assert_eq!(locked.status, 429, "{}", locked.body);
@@ -270,11 +342,29 @@ async fn plain_http_dev_cookie_and_a_required_password_change() {
     let broker = Broker::start_with(&["--insecure-http"]);
     assert!(broker.url.starts_with("http://127.0.0.1:"), "{}", broker.url);
     broker.api(&["iam", "create-user", "--user-name", "newbie"]);
-    broker.api(&["iam", "create-login-profile", "--user-name", "newbie", "--password", PASSWORD, "--password-reset-required"]);
-    let account = broker.api(&["iam", "get-user", "--user-name", "newbie"])["User"]["Arn"].as_str().unwrap().to_owned();
+    broker.api(&[
+        "iam",
+        "create-login-profile",
+        "--user-name",
+        "newbie",
+        "--password",
+        PASSWORD,
+        "--password-reset-required",
+    ]);
+    let account =
+        broker.api(&["iam", "get-user", "--user-name", "newbie"])["User"]["Arn"].as_str().unwrap().to_owned();
     let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iam:ChangePassword",
         "Resource": account}]});
-    broker.api(&["iam", "put-user-policy", "--user-name", "newbie", "--policy-name", "pw", "--policy-document", &policy.to_string()]);
+    broker.api(&[
+        "iam",
+        "put-user-policy",
+        "--user-name",
+        "newbie",
+        "--policy-name",
+        "pw",
+        "--policy-document",
+        &policy.to_string(),
+    ]);
     let mut browser = Browser::new(&broker);
     let ok = browser.signin("newbie", PASSWORD, None).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
@@ -282,8 +372,15 @@ async fn plain_http_dev_cookie_and_a_required_password_change() {
     assert!(cookie.contains("HttpOnly") && !cookie.contains("Secure"), "plain-HTTP loopback dev: {cookie}");
     assert_eq!(ok.body["passwordResetRequired"], true);
     let first = browser.call("ListUsers", json!({})).await;
-    assert_eq!((first.status, &first.body["__type"]), (403, &json!("PasswordResetRequired")), "{}", first.body);
-    let weak = browser.call("ChangePassword", json!({"OldPassword": PASSWORD, "NewPassword": "newbie-newbie-1"})).await;
+    assert_eq!(
+        (first.status, &first.body["__type"]),
+        (403, &json!("PasswordResetRequired")),
+        "{}",
+        first.body
+    );
+    let weak = browser
+        .call("ChangePassword", json!({"OldPassword": PASSWORD, "NewPassword": "newbie-newbie-1"}))
+        .await;
     assert_eq!(weak.body["__type"], "PasswordPolicyViolation", "{}", weak.body);
     let changed = browser
         .call("ChangePassword", json!({"OldPassword": PASSWORD, "NewPassword": "a brand new passphrase"}))

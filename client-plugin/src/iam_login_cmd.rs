@@ -125,7 +125,12 @@ impl LoginCommand {
     pub fn into_call(self) -> ApiCall {
         use LoginCommand as C;
         let (operation, body) = match self {
-            C::CreateLoginProfile { user_name, password, password_reset_required, no_password_reset_required } => (
+            C::CreateLoginProfile {
+                user_name,
+                password,
+                password_reset_required,
+                no_password_reset_required,
+            } => (
                 "CreateLoginProfile",
                 body(&[
                     ("UserName", Some(json!(user_name))),
@@ -136,7 +141,12 @@ impl LoginCommand {
                     ),
                 ]),
             ),
-            C::UpdateLoginProfile { user_name, password, password_reset_required, no_password_reset_required } => (
+            C::UpdateLoginProfile {
+                user_name,
+                password,
+                password_reset_required,
+                no_password_reset_required,
+            } => (
                 "UpdateLoginProfile",
                 body(&[
                     ("UserName", Some(json!(user_name))),
@@ -200,7 +210,14 @@ mod tests {
                 json!({"UserName": "u", "Password": "p w"}),
             ),
             (
-                vec!["create-login-profile", "--user-name", "u", "--password", "p", "--password-reset-required"],
+                vec![
+                    "create-login-profile",
+                    "--user-name",
+                    "u",
+                    "--password",
+                    "p",
+                    "--password-reset-required",
+                ],
                 "CreateLoginProfile",
                 json!({"UserName": "u", "Password": "p", "PasswordResetRequired": true}),
             ),
@@ -209,7 +226,11 @@ mod tests {
                 "UpdateLoginProfile",
                 json!({"UserName": "u", "PasswordResetRequired": false}),
             ),
-            (vec!["delete-login-profile", "--user-name", "u"], "DeleteLoginProfile", json!({"UserName": "u"})),
+            (
+                vec!["delete-login-profile", "--user-name", "u"],
+                "DeleteLoginProfile",
+                json!({"UserName": "u"}),
+            ),
             (vec!["get-login-profile", "--user-name", "u"], "GetLoginProfile", json!({"UserName": "u"})),
             (
                 vec!["change-password", "--old-password", "a", "--new-password", "b"],

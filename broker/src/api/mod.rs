@@ -32,8 +32,8 @@ use iam::{Role, User};
 
 pub use crate::error::ApiError;
 pub use crate::ops::{self, Op};
-pub use sessions::close_abandoned as close_abandoned_sessions;
 pub(crate) use iam::mfa::secret_of as mfa_secret;
+pub use sessions::close_abandoned as close_abandoned_sessions;
 
 /// The largest request body we read (SSM's largest inputs are far below this).
 const MAX_BODY: usize = 256 * 1024;

@@ -72,8 +72,7 @@ async fn call_inner(
         });
     }
     // Looked up on every call, so a deleted user's session ends at once.
-    let Some(principal) =
-        app.store.principal(&session.user).await?.filter(|p| p.kind == PrincipalKind::User)
+    let Some(principal) = app.store.principal(&session.user).await?.filter(|p| p.kind == PrincipalKind::User)
     else {
         app.console.close(&key);
         return Err(not_signed_in());

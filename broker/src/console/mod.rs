@@ -30,8 +30,8 @@ use axum::Router;
 
 use crate::app::App;
 use crate::error::ApiError;
-pub use sessions::{ConsoleSettings, Session, SessionKey};
 use sessions::{key_of, SessionTable};
+pub use sessions::{ConsoleSettings, Session, SessionKey};
 use throttle::Throttle;
 
 /// The session cookie's name.

@@ -162,7 +162,10 @@ mod tests {
         t.insert(k, session("alice", now), &settings, now);
         assert!(t.touch(&k, &settings, now + Duration::from_secs(59)).is_some());
         assert!(t.touch(&k, &settings, now + Duration::from_secs(118)).is_some(), "use keeps it alive");
-        assert!(t.touch(&k, &settings, now + Duration::from_secs(150)).is_none(), "but not past the lifetime");
+        assert!(
+            t.touch(&k, &settings, now + Duration::from_secs(150)).is_none(),
+            "but not past the lifetime"
+        );
         assert!(t.is_empty(), "an expired session is dropped");
         t.insert(k, session("alice", now), &settings, now);
         assert!(t.touch(&k, &settings, now + Duration::from_secs(60)).is_none(), "idle");
@@ -174,7 +177,12 @@ mod tests {
         let mut t = SessionTable::default();
         let now = Instant::now();
         for (i, user) in ["a", "a", "a"].iter().enumerate() {
-            t.insert(key_of(&format!("a{i}")), session(user, now + Duration::from_secs(i as u64)), &settings, now);
+            t.insert(
+                key_of(&format!("a{i}")),
+                session(user, now + Duration::from_secs(i as u64)),
+                &settings,
+                now,
+            );
         }
         assert_eq!(t.len(), 2, "a user's oldest session made room");
         assert!(t.touch(&key_of("a0"), &settings, now).is_none());

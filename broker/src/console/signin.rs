@@ -204,7 +204,8 @@ pub(super) async fn signout(
         Err(e) => return refuse(e),
     };
     app.console.close(&key);
-    if let Err(e) = audit(&app, &session.user, "signin:ConsoleLogout", "allowed", peer.ip().to_canonical()).await
+    if let Err(e) =
+        audit(&app, &session.user, "signin:ConsoleLogout", "allowed", peer.ip().to_canonical()).await
     {
         return refuse(e);
     }

@@ -63,7 +63,8 @@ impl<K: Eq + Hash + Clone> Counter<K> {
         if !self.map.contains_key(key) && self.map.len() >= self.max {
             self.prune(now);
         }
-        let entry = self.map.entry(key.clone()).or_insert(Entry { failures: 0, last: now, locked_until: now });
+        let entry =
+            self.map.entry(key.clone()).or_insert(Entry { failures: 0, last: now, locked_until: now });
         if now.saturating_duration_since(entry.last) >= FORGET_AFTER && entry.locked_until <= now {
             entry.failures = 0;
         }

@@ -71,8 +71,10 @@ impl LoginStore for SqliteStore {
     }
 
     async fn delete_login_profile(&self, user: &str) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM login_profiles WHERE user_name = ?").bind(user).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM login_profiles WHERE user_name = ?")
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -158,12 +160,13 @@ impl LoginStore for SqliteStore {
     }
 
     async fn spend_mfa_step(&self, serial_number: &str, step: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE mfa_devices SET last_step = ? WHERE serial_number = ? AND last_step < ?")
-            .bind(step)
-            .bind(serial_number)
-            .bind(step)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE mfa_devices SET last_step = ? WHERE serial_number = ? AND last_step < ?")
+                .bind(step)
+                .bind(serial_number)
+                .bind(step)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -62,8 +62,9 @@ pub(crate) async fn create_login_profile(
     let app = gate.app;
     gate.require(Op::CreateLoginProfile, &req.arn(app)).await?;
     req.existing(app).await?;
-    let exists =
-        || ApiError::bad("EntityAlreadyExists", format!("Login Profile for user {} already exists.", req.name));
+    let exists = || {
+        ApiError::bad("EntityAlreadyExists", format!("Login Profile for user {} already exists.", req.name))
+    };
     // Checked before the (slow) hash; the insert below settles a race.
     if app.store.login_profile(&req.name).await?.is_some() {
         return Err(exists());
@@ -148,7 +149,10 @@ pub(crate) async fn change_password(gate: &Gate<'_>, req: ChangePassword) -> Res
         return Err(ApiError::bad("InvalidInput", "The old password is incorrect."));
     }
     if req.new_password == req.old_password {
-        return Err(ApiError::bad("PasswordPolicyViolation", "The new password must differ from the old one."));
+        return Err(ApiError::bad(
+            "PasswordPolicyViolation",
+            "The new password must differ from the old one.",
+        ));
     }
     let hash = checked_hash(user, req.new_password).await?;
     if !app.store.update_login_profile(user, Some(&hash), Some(false)).await? {

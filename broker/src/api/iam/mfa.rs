@@ -124,7 +124,10 @@ pub(crate) async fn create_virtual_mfa_device(gate: &Gate<'_>, req: CreateDevice
         last_step: 0,
     };
     if !app.store.create_mfa_device(&device).await? {
-        return Err(ApiError::bad("EntityAlreadyExists", "MFADevice entity at the same path and name already exists."));
+        return Err(ApiError::bad(
+            "EntityAlreadyExists",
+            "MFADevice entity at the same path and name already exists.",
+        ));
     }
     let uri = otpauth_uri(&app.settings.account, &req.name, &seed);
     Ok(json!({ "VirtualMFADevice": { "SerialNumber": serial, "Base32StringSeed": seed, "OtpAuthUri": uri } }))
@@ -132,7 +135,10 @@ pub(crate) async fn create_virtual_mfa_device(gate: &Gate<'_>, req: CreateDevice
 
 /// EnableMFADevice: two consecutive codes prove the user's app holds the seed; both are
 /// spent, so neither signs in later.
-pub(crate) async fn enable_mfa_device(gate: &Gate<'_>, req: On<User, EnableMembers>) -> Result<Value, ApiError> {
+pub(crate) async fn enable_mfa_device(
+    gate: &Gate<'_>,
+    req: On<User, EnableMembers>,
+) -> Result<Value, ApiError> {
     let app = gate.app;
     gate.require(Op::EnableMFADevice, &req.arn(app)).await?;
     req.existing(app).await?;
@@ -151,7 +157,10 @@ pub(crate) async fn enable_mfa_device(gate: &Gate<'_>, req: On<User, EnableMembe
     // Code 1 from one of the last few steps and code 2 from the step after it (a user may
     // wait for the app to show the second code; one step of clock skew either way).
     let first = (now.saturating_sub(3)..=now)
-        .find(|s| totp::code_at(&secret, *s, totp::DIGITS) == code1 && totp::code_at(&secret, s + 1, totp::DIGITS) == code2)
+        .find(|s| {
+            totp::code_at(&secret, *s, totp::DIGITS) == code1
+                && totp::code_at(&secret, s + 1, totp::DIGITS) == code2
+        })
         .ok_or_else(bad_codes)?;
     let spent = i64::try_from(first + 1).unwrap_or(i64::MAX);
     if !app.store.enable_mfa_device(serial, &req.name, spent, now_us()).await? {
@@ -185,7 +194,10 @@ pub(crate) async fn list_mfa_devices(gate: &Gate<'_>, req: ListDevices) -> Resul
         (None, None) => {
             // Authorized first, as every handler: on the account's users.
             gate.require(Op::ListMFADevices, &principal_arn(app, PrincipalKind::User, "*")).await?;
-            return Err(ApiError::bad("ValidationError", "UserName is required when the caller is not a user."));
+            return Err(ApiError::bad(
+                "ValidationError",
+                "UserName is required when the caller is not a user.",
+            ));
         }
     };
     gate.require(Op::ListMFADevices, &principal_arn(app, PrincipalKind::User, &user)).await?;
