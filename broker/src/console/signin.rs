@@ -77,8 +77,7 @@ async fn audit(app: &App, user: &str, action: &str, decision: &str, ip: IpAddr) 
 /// Checks the password (or a decoy) and, for a user with MFA devices, the code.
 async fn authenticate(app: &App, form: &SignIn) -> Result<Outcome, ApiError> {
     let name = form.user_name.as_str();
-    let sane = !name.is_empty() && name.len() <= 64 && form.password.len() <= 4 * password::MAX_LEN;
-    let profile = if sane { app.store.login_profile(name).await? } else { None };
+    let profile = if !name.is_empty() && name.len() <= 64 { app.store.login_profile(name).await? } else { None };
     let known = profile.is_some();
     let hash = profile.as_ref().map(|p| p.password_hash.clone());
     let ok = password::verify(hash, form.password.clone()).await.map_err(ApiError::internal)?;
@@ -137,6 +136,10 @@ async fn signin_inner(
     }
     let form: SignIn = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("SerializationException", format!("malformed sign-in form: {e}")))?;
+    // Bounded before anything is kept or hashed: the throttle keys on the name.
+    if form.user_name.len() > 128 || form.password.len() > 4 * password::MAX_LEN {
+        return Err(ApiError::bad("ValidationError", "The user name or password is too long."));
+    }
     const SIGNIN: &str = "signin:ConsoleLogin";
     if let Some(wait) = app.console.throttled(&form.user_name, ip) {
         audit(app, &form.user_name, SIGNIN, "throttled", ip).await?;
