@@ -134,6 +134,14 @@ pub async fn verify(stored: Option<String>, password: String) -> Result<bool, Pa
     Ok(ok && known)
 }
 
+/// Makes the decoy hash now, so that the first unknown user's sign-in costs no more than
+/// any other.
+pub async fn warm_up() {
+    if let Err(e) = decoy().await {
+        tracing::error!(error = %e, "cannot make the decoy password hash");
+    }
+}
+
 /// A hash of a random password, made once, with the same parameters as real ones.
 async fn decoy() -> Result<String, PasswordError> {
     static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();

@@ -237,5 +237,6 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     tokio::spawn(crate::http::serve(tcp, router, tls, opts.http.clone()));
     tokio::spawn(crate::quic::serve(app.clone(), quic.clone(), opts.quic.clone()));
     tokio::spawn(crate::api::close_abandoned_sessions(app.clone()));
+    tokio::spawn(crate::password::warm_up());
     Ok(Broker { app, url, local_addr, first_admin_key, quic })
 }

@@ -77,7 +77,8 @@ async fn audit(app: &App, user: &str, action: &str, decision: &str, ip: IpAddr) 
 /// Checks the password (or a decoy) and, for a user with MFA devices, the code.
 async fn authenticate(app: &App, form: &SignIn) -> Result<Outcome, ApiError> {
     let name = form.user_name.as_str();
-    let profile = if !name.is_empty() && name.len() <= 64 { app.store.login_profile(name).await? } else { None };
+    let profile =
+        if !name.is_empty() && name.len() <= 64 { app.store.login_profile(name).await? } else { None };
     let known = profile.is_some();
     let hash = profile.as_ref().map(|p| p.password_hash.clone());
     let ok = password::verify(hash, form.password.clone()).await.map_err(ApiError::internal)?;
