@@ -100,14 +100,25 @@ impl Console {
     }
 }
 
+/// Whole seconds to wait, rounded up (never 0 while a lockout runs).
+fn wait_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
 /// The refusal of a throttled sign-in (HTTP 429, with how long to wait).
 pub fn throttled_error(wait: Duration) -> ApiError {
-    let secs = wait.as_secs().max(1);
     ApiError {
         status: StatusCode::TOO_MANY_REQUESTS,
         code: "Throttling",
-        message: format!("Too many failed sign-in attempts. Try again in {secs} seconds."),
+        message: format!("Too many failed sign-in attempts. Try again in {} seconds.", wait_secs(wait)),
     }
+}
+
+/// The console's answer to a throttled sign-in: the refusal and a `Retry-After` header.
+fn throttled_answer(wait: Duration) -> Response {
+    let mut r = refuse(throttled_error(wait));
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait_secs(wait)));
+    r
 }
 
 /// The console's routes.
@@ -133,13 +144,7 @@ fn answer(status: StatusCode, body: &serde_json::Value) -> Response {
 
 /// An error in the API's shape, `{"__type", "message"}`, with its status.
 fn refuse(e: ApiError) -> Response {
-    let mut r = answer(e.status, &serde_json::json!({ "__type": e.code, "message": e.message }));
-    if e.status == StatusCode::TOO_MANY_REQUESTS {
-        if let Some(secs) = e.message.split_whitespace().find_map(|w| w.parse::<u64>().ok()) {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-    }
-    r
+    answer(e.status, &serde_json::json!({ "__type": e.code, "message": e.message }))
 }
 
 fn forbidden(message: &str) -> ApiError {
@@ -236,6 +241,16 @@ mod tests {
         h.append(header::COOKIE, HeaderValue::from_static("x_airlock_console=abc"));
         h.append(header::COOKIE, HeaderValue::from_static("airlock_console="));
         assert_eq!(cookie_value(&h), None);
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        assert_eq!(wait_secs(Duration::from_secs(30)), 30);
+        assert_eq!(wait_secs(Duration::from_millis(29_100)), 30);
+        assert_eq!(wait_secs(Duration::from_millis(200)), 1);
+        let r = throttled_answer(Duration::from_millis(1500));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "2");
     }
 
     #[test]

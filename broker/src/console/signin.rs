@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::sessions::{random_token, Session};
-use super::{answer, refuse, same_origin, session_of, set_cookie, throttled_error};
+use super::{answer, refuse, same_origin, session_of, set_cookie, throttled_answer};
 use crate::app::{now_us, App};
 use crate::error::ApiError;
 use crate::store::{AuditEvent, PrincipalKind};
@@ -144,7 +144,7 @@ async fn signin_inner(
     const SIGNIN: &str = "signin:ConsoleLogin";
     if let Some(wait) = app.console.throttled(&form.user_name, ip) {
         audit(app, &form.user_name, SIGNIN, "throttled", ip).await?;
-        return Err(throttled_error(wait));
+        return Ok(throttled_answer(wait));
     }
     let (mfa_at_us, reset_required) = match authenticate(app, &form).await? {
         Outcome::Allowed { mfa_at_us, reset_required } => (mfa_at_us, reset_required),

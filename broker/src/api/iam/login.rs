@@ -130,9 +130,8 @@ pub(crate) async fn get_login_profile(gate: &Gate<'_>, req: On<User, Nothing>) -
 /// ChangePassword: an IAM user replaces its own password (and clears a required reset).
 /// Wrong old passwords count towards the sign-in slow-down of the user.
 pub(crate) async fn change_password(gate: &Gate<'_>, req: ChangePassword) -> Result<Value, ApiError> {
+    gate.require(Op::ChangePassword, &gate.caller.principal.arn).await?;
     let app = gate.app;
-    let own = gate.caller.principal.arn.clone();
-    gate.require(Op::ChangePassword, &own).await?;
     let Some(user) = gate.caller.user_name() else {
         return Err(ApiError::bad("InvalidUserType", "Only IAM users can change their own password."));
     };

@@ -100,9 +100,9 @@ pub(crate) fn secret_of(app: &App, device: &MfaDevice) -> Result<Vec<u8>, ApiErr
 
 /// CreateVirtualMFADevice: the seed (base32) and its `otpauth://` URI, shown this once.
 pub(crate) async fn create_virtual_mfa_device(gate: &Gate<'_>, req: CreateDevice) -> Result<Value, ApiError> {
+    gate.require(Op::CreateVirtualMFADevice, &mfa_arn(gate.app, &req.name)).await?;
     let app = gate.app;
     let serial = mfa_arn(app, &req.name);
-    gate.require(Op::CreateVirtualMFADevice, &serial).await?;
     if !valid_name(&req.name) {
         return Err(ApiError::bad(
             "InvalidInput",
@@ -188,19 +188,13 @@ pub(crate) async fn deactivate_mfa_device(gate: &Gate<'_>, req: On<User, Serial>
 /// ListMFADevices: a user's enabled devices (the caller's own without `UserName`).
 pub(crate) async fn list_mfa_devices(gate: &Gate<'_>, req: ListDevices) -> Result<Value, ApiError> {
     let app = gate.app;
-    let user = match (&req.user_name, gate.caller.user_name()) {
-        (Some(name), _) => name.clone(),
-        (None, Some(own)) => own.to_owned(),
-        (None, None) => {
-            // Authorized first, as every handler: on the account's users.
-            gate.require(Op::ListMFADevices, &principal_arn(app, PrincipalKind::User, "*")).await?;
-            return Err(ApiError::bad(
-                "ValidationError",
-                "UserName is required when the caller is not a user.",
-            ));
-        }
+    let user = req.user_name.clone().or_else(|| gate.caller.user_name().map(str::to_owned));
+    // Without a name and from a role session: authorized on every user, then refused.
+    let resource = principal_arn(app, PrincipalKind::User, user.as_deref().unwrap_or("*"));
+    gate.require(Op::ListMFADevices, &resource).await?;
+    let Some(user) = user else {
+        return Err(ApiError::bad("ValidationError", "UserName is required when the caller is not a user."));
     };
-    gate.require(Op::ListMFADevices, &principal_arn(app, PrincipalKind::User, &user)).await?;
     if !app.store.principal(&user).await?.is_some_and(|p| p.kind == PrincipalKind::User) {
         return Err(no_such("user", &user));
     }
