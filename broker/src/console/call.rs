@@ -14,7 +14,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{answer, not_signed_in, refuse, session_of};
+use super::{answer, not_signed_in, refuse, session_of, Session, SessionKey};
 use crate::api::Op;
 use crate::app::App;
 use crate::authz::{ConsoleAuth, RequestFacts};
@@ -71,24 +71,35 @@ async fn call_inner(
             message: "Choose a new password (ChangePassword) before anything else.".to_owned(),
         });
     }
-    // Looked up on every call, so a deleted user's session ends at once.
+    let (caller, facts) = caller_of(app, &key, &session, peer).await?;
+    let body = match req.body {
+        Value::Null => b"{}".to_vec(),
+        v => serde_json::to_vec(&v).map_err(ApiError::internal)?,
+    };
+    crate::api::serve_as(app, &caller, &facts, op, &body).await
+}
+
+/// The caller and request facts of a console session, for the [`crate::authz::Gate`]: the
+/// signed-in user (looked up now, so a deleted user's session ends at once) and how it
+/// signed in.
+pub async fn caller_of(
+    app: &App,
+    key: &SessionKey,
+    session: &Session,
+    peer: SocketAddr,
+) -> Result<(Caller, RequestFacts), ApiError> {
     let Some(principal) = app.store.principal(&session.user).await?.filter(|p| p.kind == PrincipalKind::User)
     else {
-        app.console.close(&key);
+        app.console.close(key);
         return Err(not_signed_in());
     };
-    let caller = Caller { principal, role_session: None };
     let facts = RequestFacts {
         source_ip: peer.ip().to_canonical(),
         secure: app.settings.public_url.starts_with("https://"),
         region: app.settings.region.clone(),
         console: Some(ConsoleAuth { mfa_at_us: session.mfa_at_us }),
     };
-    let body = match req.body {
-        Value::Null => b"{}".to_vec(),
-        v => serde_json::to_vec(&v).map_err(ApiError::internal)?,
-    };
-    crate::api::serve_as(app, &caller, &facts, op, &body).await
+    Ok((Caller { principal, role_session: None }, facts))
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use axum::Router;
 
 use crate::app::App;
 use crate::error::ApiError;
+pub use call::caller_of;
 use sessions::{key_of, SessionTable};
 pub use sessions::{ConsoleSettings, Session, SessionKey};
 use throttle::Throttle;
@@ -158,7 +159,7 @@ fn not_signed_in() -> ApiError {
 /// Whether the request comes from the console's own origin: `Sec-Fetch-Site`, when sent,
 /// must say `same-origin`, and `Origin`, when sent, must be the broker's public URL or this
 /// request's own scheme and host; one of the two must be there.
-fn same_origin(app: &App, headers: &HeaderMap, uri: &Uri) -> bool {
+pub fn same_origin(app: &App, headers: &HeaderMap, uri: &Uri) -> bool {
     let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
     if site.is_some_and(|s| s != b"same-origin") {
         return false;
@@ -207,8 +208,10 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The signed-in session of a request. With `changes_state`, the request must also come
-/// from the console's origin and carry the session's CSRF token.
-fn session_of(
+/// from the console's origin and carry the session's CSRF token. (A WebSocket upgrade from
+/// the console passes `false` and checks [`same_origin`] itself: browsers send no custom
+/// header with it.)
+pub fn session_of(
     app: &App,
     headers: &HeaderMap,
     uri: &Uri,
