@@ -136,7 +136,8 @@ async fn sign_in_mfa_csrf_calls_and_sign_out() {
     let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
         "Action": "ssm:DescribeInstanceInformation", "Resource": "*",
         "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"},
-                      "NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}}}]});
+                      "NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}}},
+        {"Effect": "Allow", "Action": "iam:ListMFADevices", "Resource": "arn:airlock:iam::*:user/ops"}]});
     broker.api(&[
         "iam",
         "put-user-policy",
@@ -266,6 +267,9 @@ async fn sign_in_mfa_csrf_calls_and_sign_out() {
     let allowed = browser.call("DescribeInstanceInformation", json!({})).await;
     assert_eq!(allowed.status, 200, "MFA present: {}", allowed.body);
     assert!(allowed.body["InstanceInformationList"].is_array(), "{}", allowed.body);
+    // An IAM operation on the caller's own user: without UserName, the signed-in user's.
+    let own = browser.call("ListMFADevices", json!({})).await;
+    assert_eq!(own.body["MFADevices"][0]["SerialNumber"], serial.as_str(), "{}", own.body);
     // The same code again is a replay.
     let mut other = Browser::new(&broker);
     assert_generic_failure(&other.signin("ops", PASSWORD, Some(&code)).await, "replayed code");

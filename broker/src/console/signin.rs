@@ -151,7 +151,7 @@ async fn signin_inner(
         Outcome::Refused(why) => {
             app.console.failed(&form.user_name, ip);
             audit(app, &form.user_name, SIGNIN, why, ip).await?;
-            tracing::info!(user = %form.user_name, %ip, why, "console sign-in refused");
+            tracing::info!(user = ?form.user_name, %ip, why, "console sign-in refused");
             return Err(failed());
         }
     };
