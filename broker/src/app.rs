@@ -44,6 +44,8 @@ pub struct App {
     pub settings: Settings,
     /// Delivers recordings from the spool to their sinks.
     pub shipper: Shipper,
+    /// Browser console sessions and the sign-in slow-down.
+    pub console: crate::console::Console,
 }
 
 /// Compiled policies per principal; cleared on every identity change (one broker process

@@ -20,6 +20,16 @@ pub struct RequestFacts {
     pub secure: bool,
     /// The broker's region (`aws:RequestedRegion`).
     pub region: String,
+    /// Set when the caller is a signed-in console session rather than a signed request.
+    pub console: Option<ConsoleAuth>,
+}
+
+/// How a console session signed in: what `aws:MultiFactorAuthPresent` and
+/// `aws:MultiFactorAuthAge` say about its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleAuth {
+    /// When the session's sign-in passed an MFA code, Unix time in microseconds.
+    pub mfa_at_us: Option<i64>,
 }
 
 /// Loads and compiles a principal's policies (inline, then attached), cached until the next
@@ -85,9 +95,19 @@ impl Gate<'_> {
         if let Some(name) = caller.user_name() {
             ctx.insert("aws:username", name.to_owned());
         }
-        if caller.role_session.is_some() {
-            // Temporary credentials always carry the key; no MFA exists yet, so it is false.
-            ctx.insert("aws:MultiFactorAuthPresent", "false".to_owned());
+        match (facts.console, caller.role_session.is_some()) {
+            (Some(ConsoleAuth { mfa_at_us: Some(at_us) }), _) => {
+                // Whole seconds since the code was given, as IAM counts the age.
+                let age = (now.timestamp_micros() - at_us).max(0) / 1_000_000;
+                ctx.insert("aws:MultiFactorAuthPresent", "true".to_owned())
+                    .insert("aws:MultiFactorAuthAge", age.to_string());
+            }
+            // Console sessions and temporary credentials always carry the key (long-term
+            // access keys never do); AssumeRole takes no MFA code yet, so it is false there.
+            (Some(_), _) | (None, true) => {
+                ctx.insert("aws:MultiFactorAuthPresent", "false".to_owned());
+            }
+            (None, false) => {}
         }
         for (k, v) in caller.tags() {
             ctx.insert(&format!("aws:PrincipalTag/{k}"), v.clone());

@@ -14,7 +14,12 @@ async fn refusal(gate: &Gate<'_>, action: &str, service: Service) -> (u16, &'sta
 }
 
 fn facts() -> RequestFacts {
-    RequestFacts { source_ip: "127.0.0.1".parse().unwrap(), secure: true, region: "us-east-1".into() }
+    RequestFacts {
+        source_ip: "127.0.0.1".parse().unwrap(),
+        secure: true,
+        region: "us-east-1".into(),
+        console: None,
+    }
 }
 
 #[tokio::test]
@@ -114,4 +119,36 @@ async fn the_context_carries_the_caller_and_request_facts() {
     assert_eq!(ctx.get("aws:username"), None);
     // A role session's principal ARN is its role's, not the session's, as in AWS.
     assert_eq!(ctx.get("aws:PrincipalArn").map(|v| v.join(",")), Some(session.principal.arn.clone()));
+}
+
+#[tokio::test]
+async fn console_sessions_carry_mfa_presence_and_age() {
+    let t = app().await;
+    let app = &t.app;
+    let caller = Caller { principal: user(app, "carol", None).await, role_session: None };
+    let get = |facts: &RequestFacts, k: &str| {
+        Gate { app, caller: &caller, facts }.context().get(k).map(|v| v.join(","))
+    };
+    let without = RequestFacts { console: Some(ConsoleAuth { mfa_at_us: None }), ..facts() };
+    assert_eq!(get(&without, "aws:MultiFactorAuthPresent").as_deref(), Some("false"));
+    assert_eq!(get(&without, "aws:MultiFactorAuthAge"), None);
+    let at_us = crate::app::now_us() - 125_000_000;
+    let with = RequestFacts { console: Some(ConsoleAuth { mfa_at_us: Some(at_us) }), ..facts() };
+    assert_eq!(get(&with, "aws:MultiFactorAuthPresent").as_deref(), Some("true"));
+    let age: i64 = get(&with, "aws:MultiFactorAuthAge").unwrap().parse().unwrap();
+    assert!((125..=135).contains(&age), "{age}");
+    // A policy that wants MFA within the hour, through the real evaluator.
+    let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ssm:*","Resource":"*",
+      "Condition":{"Bool":{"aws:MultiFactorAuthPresent":"true"},"NumericLessThan":{"aws:MultiFactorAuthAge":"3600"}}}]}"#;
+    let mfa_user = Caller { principal: user(app, "dave", Some(doc)).await, role_session: None };
+    async fn allowed(app: &App, caller: &Caller, facts: &RequestFacts) -> bool {
+        let gate = Gate { app, caller, facts };
+        gate.decide(&gate.context(), "ssm:StartSession", "arn:x", Service::Ssm, false).await.is_ok()
+    }
+    assert!(allowed(app, &mfa_user, &with).await);
+    assert!(!allowed(app, &mfa_user, &without).await);
+    assert!(!allowed(app, &mfa_user, &facts()).await, "signed requests carry no MFA");
+    let stale =
+        RequestFacts { console: Some(ConsoleAuth { mfa_at_us: Some(at_us - 3_600_000_000) }), ..facts() };
+    assert!(!allowed(app, &mfa_user, &stale).await, "MFA older than the hour");
 }

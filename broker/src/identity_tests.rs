@@ -44,6 +44,7 @@ pub(crate) async fn app() -> TestApp {
             recordings_dir,
         },
         shipper,
+        console: crate::console::Console::new(Default::default()),
     };
     TestApp { app, _dir: dir }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use airlock_broker::console::ConsoleSettings;
 use airlock_broker::http::HttpLimits;
 use airlock_broker::quic::QuicLimits;
 use airlock_broker::server::{self, Options};
@@ -52,6 +53,9 @@ enum Command {
         /// Connection deadlines and caps (boxed: they would make every command as large).
         #[command(flatten)]
         limits: Box<LimitFlags>,
+        /// Browser console session lifetimes.
+        #[command(flatten)]
+        console: Box<ConsoleFlags>,
     },
     /// Mints a new admin access key and prints it as environment variable lines.
     AdminKey {
@@ -89,6 +93,17 @@ struct LimitFlags {
     max_unauthenticated_quic: usize,
 }
 
+/// Lifetimes of browser console sessions.
+#[derive(clap::Args)]
+struct ConsoleFlags {
+    /// A console session unused for this long is signed out, e.g. 30m, 1h.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    console_idle_timeout: Duration,
+    /// A console session ends this long after sign-in, however busy, e.g. 8h, 12h.
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    console_session_lifetime: Duration,
+}
+
 /// A byte count with an optional binary unit: 1048576, 512KiB, 500MiB, 20GiB, 1TiB.
 fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -106,7 +121,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// A duration with a unit: 500ms, 10s, 2m.
+/// A duration with a unit: 500ms, 10s, 2m, 1h.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -116,7 +131,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(|| format!("{text:?} is too long"))?),
-        other => return Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(|| format!("{text:?} is too long"))?),
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m or h)")),
     };
     if d.is_zero() {
         return Err("a duration must be more than zero".into());
@@ -146,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                 aws_endpoint_url,
                 aws_region,
                 limits,
+                console,
             } => {
                 let aws_region = aws_region
                     .or_else(|| std::env::var("AWS_REGION").ok())
@@ -174,6 +191,11 @@ fn main() -> anyhow::Result<()> {
                     quic: QuicLimits {
                         hello_timeout: limits.quic_hello_timeout,
                         max_unauthenticated: limits.max_unauthenticated_quic,
+                    },
+                    console: ConsoleSettings {
+                        idle_timeout: console.console_idle_timeout,
+                        absolute_timeout: console.console_session_lifetime,
+                        ..ConsoleSettings::default()
                     },
                 })
                 .await
@@ -236,6 +258,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
         assert!(parse_duration("10").unwrap_err().contains("unknown duration unit"));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("s").is_err());

@@ -78,6 +78,9 @@ operations! {
         AttachUserPolicy, DetachUserPolicy, ListAttachedUserPolicies,
         AttachRolePolicy, DetachRolePolicy, ListAttachedRolePolicies,
         SimulatePrincipalPolicy, ListAuditEvents, VerifyAuditLog,
+        CreateLoginProfile, UpdateLoginProfile, DeleteLoginProfile, GetLoginProfile, ChangePassword,
+        CreateVirtualMFADevice, EnableMFADevice, DeactivateMFADevice, ListMFADevices,
+        DeleteVirtualMFADevice,
     }
     Sts "sts:" { AssumeRole }
     Recordings "airlock:" { ListRecordings, GetRecording, GetRecordingStatus, SearchRecordings }

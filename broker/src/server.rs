@@ -38,6 +38,8 @@ pub struct Options {
     pub http: crate::http::HttpLimits,
     /// Bounds on QUIC connections that have not authenticated yet.
     pub quic: crate::quic::QuicLimits,
+    /// Lifetimes and bounds of browser console sessions.
+    pub console: crate::console::ConsoleSettings,
 }
 
 /// The default spool cap.
@@ -228,10 +230,13 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
         policy_cache: Default::default(),
         settings: Settings { account, public_url: url.clone(), region: opts.region.clone(), recordings_dir },
         shipper,
+        console: crate::console::Console::new(opts.console.clone()),
     });
     let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };
-    tokio::spawn(crate::http::serve(tcp, crate::api::router(app.clone()), tls, opts.http.clone()));
+    let router = crate::api::router(app.clone()).merge(crate::console::router(app.clone()));
+    tokio::spawn(crate::http::serve(tcp, router, tls, opts.http.clone()));
     tokio::spawn(crate::quic::serve(app.clone(), quic.clone(), opts.quic.clone()));
     tokio::spawn(crate::api::close_abandoned_sessions(app.clone()));
+    tokio::spawn(crate::password::warm_up());
     Ok(Broker { app, url, local_addr, first_admin_key, quic })
 }

@@ -22,6 +22,7 @@ fn sample(op: Op, account: &str) -> Value {
     .to_string();
     let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
     let victim_policy = format!("arn:airlock:iam::{account}:policy/victim-policy");
+    let victim_mfa = format!("arn:airlock:iam::{account}:mfa/victim-mfa");
     match op {
         Op::CreateActivation => json!({"IamRole": "r"}),
         Op::DescribeActivations
@@ -95,6 +96,16 @@ fn sample(op: Op, account: &str) -> Value {
         }
         Op::AssumeRole => json!({"RoleArn": format!("arn:airlock:iam::{account}:role/victim-role"),
             "RoleSessionName": "s1"}),
+        Op::CreateLoginProfile => json!({"UserName": "victim", "Password": "a fine long password"}),
+        Op::UpdateLoginProfile => json!({"UserName": "victim", "Password": "another long password"}),
+        Op::DeleteLoginProfile | Op::GetLoginProfile | Op::ListMFADevices => json!({"UserName": "victim"}),
+        // On the caller's own user, which neither test principal may change.
+        Op::ChangePassword => json!({"OldPassword": "a fine long password", "NewPassword": "x"}),
+        Op::CreateVirtualMFADevice => json!({"VirtualMFADeviceName": "victim-mfa"}),
+        Op::EnableMFADevice => json!({"UserName": "victim", "SerialNumber": victim_mfa,
+            "AuthenticationCode1": "123456", "AuthenticationCode2": "654321"}),
+        Op::DeactivateMFADevice => json!({"UserName": "victim", "SerialNumber": victim_mfa}),
+        Op::DeleteVirtualMFADevice => json!({"SerialNumber": victim_mfa}),
     }
 }
 
@@ -158,6 +169,7 @@ fn every_operation_refuses_no_rights_and_rights_elsewhere() {
         format!("arn:airlock:iam::{account}:user/other"),
         format!("arn:airlock:iam::{account}:role/other-role"),
         format!("arn:airlock:iam::{account}:policy/other-policy"),
+        format!("arn:airlock:iam::{account}:mfa/other-mfa"),
     ];
     let elsewhere = user(
         &broker,

@@ -444,6 +444,9 @@ pub enum IamCommand {
     Simulate(SimulateArgs),
     /// List audit events (who did what, which statement decided), newest first.
     ListAuditEvents(AuditPage),
+    /// Console passwords and virtual MFA devices.
+    #[command(flatten)]
+    Login(crate::iam_login_cmd::LoginCommand),
 }
 
 impl IamCommand {
@@ -496,6 +499,7 @@ impl IamCommand {
             C::DetachRolePolicy { role, arn } => ("DetachRolePolicy", body([role.member(), arn.member()])),
             C::ListAttachedUserPolicies { user } => ("ListAttachedUserPolicies", body([user.member()])),
             C::ListAttachedRolePolicies { role } => ("ListAttachedRolePolicies", body([role.member()])),
+            C::Login(cmd) => return cmd.into_call(),
             C::Simulate(args) => {
                 let call = ApiCall::new(Service::Iam, "SimulatePrincipalPolicy", args.body());
                 return ApiCall { output: Output::Simulation(args.output), ..call };

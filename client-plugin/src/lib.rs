@@ -16,6 +16,7 @@ pub mod error;
 pub mod fetch;
 pub mod forward;
 pub mod iam_cmd;
+pub mod iam_login_cmd;
 pub mod iam_params;
 pub mod link;
 pub mod params;

@@ -32,6 +32,7 @@ use iam::{Role, User};
 
 pub use crate::error::ApiError;
 pub use crate::ops::{self, Op};
+pub(crate) use iam::mfa::secret_of as mfa_secret;
 pub use sessions::close_abandoned as close_abandoned_sessions;
 
 /// The largest request body we read (SSM's largest inputs are far below this).
@@ -144,8 +145,23 @@ async fn run(
     let call = Call { peer, method, uri, headers, body };
     let (caller, region) = authenticate(app, &call).await?;
     let secure = app.settings.public_url.starts_with("https://");
-    let facts = RequestFacts { source_ip: peer.ip().to_canonical(), secure, region };
-    let gate = Gate { app, caller: &caller, facts: &facts };
+    let facts = RequestFacts { source_ip: peer.ip().to_canonical(), secure, region, console: None };
+    serve_as(app, &caller, &facts, op, body).await
+}
+
+/// Runs one operation for a caller already authenticated (by SigV4 here, by a console
+/// session in [`crate::console`]): the same handlers, gate and audit either way.
+pub(crate) async fn serve_as(
+    app: &App,
+    caller: &Caller,
+    facts: &RequestFacts,
+    op: Op,
+    body: &[u8],
+) -> Result<serde_json::Value, ApiError> {
+    if op == Op::RegisterManagedInstance {
+        return Err(ApiError::bad("UnknownOperationException", "RegisterManagedInstance takes no caller"));
+    }
+    let gate = Gate { app, caller, facts };
     let result = serve(&gate, op, body).await;
     if result.is_ok() && op.service() == ops::Service::Iam && !op.reads_only() {
         app.policy_cache.clear();
@@ -220,6 +236,16 @@ async fn serve(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<serde_json::Value
         Op::ListAttachedRolePolicies => iam::list_attached_policies::<Role>(gate, op, parse(body)?).await,
         Op::ListAuditEvents => iam::list_audit_events(gate, parse(body)?).await,
         Op::VerifyAuditLog => iam::verify_audit_log(gate, parse(body)?).await,
+        Op::CreateLoginProfile => iam::create_login_profile(gate, parse(body)?).await,
+        Op::UpdateLoginProfile => iam::update_login_profile(gate, parse(body)?).await,
+        Op::DeleteLoginProfile => iam::delete_login_profile(gate, parse(body)?).await,
+        Op::GetLoginProfile => iam::get_login_profile(gate, parse(body)?).await,
+        Op::ChangePassword => iam::change_password(gate, parse(body)?).await,
+        Op::CreateVirtualMFADevice => iam::create_virtual_mfa_device(gate, parse(body)?).await,
+        Op::EnableMFADevice => iam::enable_mfa_device(gate, parse(body)?).await,
+        Op::DeactivateMFADevice => iam::deactivate_mfa_device(gate, parse(body)?).await,
+        Op::ListMFADevices => iam::list_mfa_devices(gate, parse(body)?).await,
+        Op::DeleteVirtualMFADevice => iam::delete_virtual_mfa_device(gate, parse(body)?).await,
     }
 }
 
@@ -352,6 +378,11 @@ mod decode_tests {
         let _ = parse::<On<Role, super::iam::principals::TagMembers>>(body);
         let _ = parse::<On<User, super::iam::Page>>(body);
         let _ = parse::<super::NoMembers>(body);
+        let _ = parse::<On<User, super::iam::login::CreateProfile>>(body);
+        let _ = parse::<super::iam::login::ChangePassword>(body);
+        let _ = parse::<On<User, super::iam::mfa::EnableMembers>>(body);
+        let _ = parse::<super::iam::mfa::ListDevices>(body);
+        let _ = parse::<super::iam::mfa::CreateDevice>(body);
     }
 
     proptest! {

@@ -6,14 +6,17 @@
 
 pub mod documents;
 pub mod iam;
+pub mod login;
 pub mod sqlite;
 mod sqlite_documents;
 mod sqlite_iam;
+mod sqlite_login;
 
 use async_trait::async_trait;
 
 pub use documents::*;
 pub use iam::*;
+pub use login::*;
 pub use sqlite::SqliteStore;
 
 /// Errors of the store.
@@ -222,7 +225,7 @@ pub struct SessionEnd {
 
 /// The broker's persistent state.
 #[async_trait]
-pub trait Store: IamStore + DocumentStore + Send + Sync {
+pub trait Store: IamStore + LoginStore + DocumentStore + Send + Sync {
     /// Whether any principal exists yet (first start creates the admin).
     async fn has_principals(&self) -> Result<bool, StoreError>;
     /// Every activation, newest first.

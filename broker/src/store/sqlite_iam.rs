@@ -121,6 +121,15 @@ impl IamStore for SqliteStore {
                 "{name} still has {keys} access keys, {inline} inline and {attached} attached policies"
             )));
         }
+        // As in IAM, a console password and enabled MFA devices are removed first, too.
+        let login =
+            count("SELECT COUNT(*) FROM login_profiles WHERE user_name = ?").fetch_one(&mut *tx).await?;
+        let mfa = count("SELECT COUNT(*) FROM mfa_devices WHERE user_name = ?").fetch_one(&mut *tx).await?;
+        if login + mfa > 0 {
+            return Ok(Deleted::Conflict(format!(
+                "{name} still has {login} login profile and {mfa} enabled MFA devices"
+            )));
+        }
         sqlx::query("DELETE FROM access_keys WHERE principal = ?").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM principals WHERE name = ?").bind(name).execute(&mut *tx).await?;
         tx.commit().await?;

@@ -9,6 +9,8 @@
 
 mod access_keys;
 mod audit;
+pub(crate) mod login;
+pub(crate) mod mfa;
 pub(crate) mod policies;
 pub(crate) mod principals;
 pub(crate) mod sts;
@@ -27,6 +29,13 @@ use crate::store::{PrincipalKind, PrincipalRecord};
 
 pub(super) use access_keys::{create_access_key, delete_access_key, list_access_keys, update_access_key};
 pub(super) use audit::{list_audit_events, verify_audit_log};
+pub(super) use login::{
+    change_password, create_login_profile, delete_login_profile, get_login_profile, update_login_profile,
+};
+pub(super) use mfa::{
+    create_virtual_mfa_device, deactivate_mfa_device, delete_virtual_mfa_device, enable_mfa_device,
+    list_mfa_devices,
+};
 pub(super) use policies::{
     attach_policy, create_policy, delete_inline_policy, delete_policy, detach_policy, get_inline_policy,
     list_attached_policies, list_inline_policies, list_policies, put_inline_policy,
