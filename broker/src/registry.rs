@@ -80,7 +80,34 @@ pub enum TokenRefusal {
 
 enum TokenState {
     Pending(Box<PendingSession>),
+    /// A ResumeSession token for this live session.
+    Resume(String),
     Redeemed,
+}
+
+/// A client connection come back to its session (a redeemed ResumeSession token).
+pub struct ClientReturn {
+    /// The client's new session stream, after its `ClientResume`.
+    pub stream: airlock_proto::FramedStream<quinn::RecvStream, quinn::SendStream>,
+    /// The number of the first output frame the client has not received.
+    pub output_next: u64,
+    /// The connection the stream came on.
+    pub connection: quinn::Connection,
+}
+
+/// Why ResumeSession cannot give a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeRefusal {
+    /// The session is not live on this broker (ended, or not a session that resumes).
+    NotLive,
+    /// The session belongs to another principal.
+    NotOwner,
+}
+
+/// Where a live session takes its client back.
+struct Resumable {
+    owner_arn: String,
+    returns: tokio::sync::mpsc::Sender<ClientReturn>,
 }
 
 struct TokenEntry {
@@ -107,6 +134,7 @@ pub struct Registry {
     agents: Mutex<HashMap<String, AgentLink>>,
     sessions: Mutex<HashMap<String, CancellationToken>>,
     tokens: Mutex<HashMap<String, TokenEntry>>,
+    resumable: Mutex<HashMap<String, Resumable>>,
     generation: AtomicU64,
 }
 
@@ -184,11 +212,70 @@ impl Registry {
         if entry.expires <= Instant::now() {
             return Err(TokenRefusal::Expired);
         }
+        if let TokenState::Resume(_) = entry.state {
+            // A resume token opens no new session.
+            return Err(TokenRefusal::Unknown);
+        }
         match std::mem::replace(&mut entry.state, TokenState::Redeemed) {
             TokenState::Pending(session) => {
                 let cancel = CancellationToken::new();
                 lock(&self.sessions).insert(session.session_id.clone(), cancel.clone());
                 Ok((*session, cancel))
+            }
+            TokenState::Resume(_) | TokenState::Redeemed => Err(TokenRefusal::AlreadyUsed),
+        }
+    }
+
+    /// Lets the live session `session_id` of `owner_arn` take its client back after a lost
+    /// connection, through `returns`.
+    pub fn set_resumable(
+        &self,
+        session_id: &str,
+        owner_arn: &str,
+        returns: tokio::sync::mpsc::Sender<ClientReturn>,
+    ) {
+        let entry = Resumable { owner_arn: owner_arn.to_owned(), returns };
+        lock(&self.resumable).insert(session_id.to_owned(), entry);
+    }
+
+    /// Mints a single-use ResumeSession token for the caller's own live session.
+    pub fn mint_resume_token(&self, session_id: &str, caller_arn: &str) -> Result<String, ResumeRefusal> {
+        match lock(&self.resumable).get(session_id) {
+            None => return Err(ResumeRefusal::NotLive),
+            Some(r) if r.owner_arn != caller_arn => return Err(ResumeRefusal::NotOwner),
+            Some(_) => {}
+        }
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let now = Instant::now();
+        let mut tokens = lock(&self.tokens);
+        tokens.retain(|_, e| e.expires > now || matches!(e.state, TokenState::Pending(_)));
+        let entry = TokenEntry { state: TokenState::Resume(session_id.to_owned()), expires: now + TOKEN_TTL };
+        tokens.insert(token_hash(&token), entry);
+        Ok(token)
+    }
+
+    /// Redeems a ResumeSession token once: the session it resumes and where to hand the
+    /// client back.
+    pub fn redeem_resume(
+        &self,
+        token: &str,
+    ) -> Result<(String, tokio::sync::mpsc::Sender<ClientReturn>), TokenRefusal> {
+        let mut tokens = lock(&self.tokens);
+        let entry = tokens.get_mut(&token_hash(token)).ok_or(TokenRefusal::Unknown)?;
+        if entry.expires <= Instant::now() {
+            return Err(TokenRefusal::Expired);
+        }
+        match std::mem::replace(&mut entry.state, TokenState::Redeemed) {
+            TokenState::Resume(id) => match lock(&self.resumable).get(&id) {
+                Some(r) => Ok((id, r.returns.clone())),
+                None => Err(TokenRefusal::Expired),
+            },
+            TokenState::Pending(session) => {
+                // Not a resume token: put it back untouched.
+                entry.state = TokenState::Pending(session);
+                Err(TokenRefusal::Unknown)
             }
             TokenState::Redeemed => Err(TokenRefusal::AlreadyUsed),
         }
@@ -236,6 +323,7 @@ impl Registry {
     /// Forgets a finished session.
     pub fn session_ended(&self, session_id: &str) {
         lock(&self.sessions).remove(session_id);
+        lock(&self.resumable).remove(session_id);
     }
 }
 
@@ -262,6 +350,28 @@ mod tests {
         assert_eq!(r.redeem(&t).unwrap().0.session_id, "a-1");
         assert_eq!(r.redeem(&t).unwrap_err(), TokenRefusal::AlreadyUsed);
         assert_eq!(r.redeem("forged").unwrap_err(), TokenRefusal::Unknown);
+    }
+
+    #[test]
+    fn resume_tokens_are_single_use_owner_only_and_never_open_a_session() {
+        let r = Registry::default();
+        assert_eq!(r.mint_resume_token("a-9", "arn:me"), Err(ResumeRefusal::NotLive));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        r.set_resumable("a-9", "arn:me", tx);
+        assert_eq!(r.mint_resume_token("a-9", "arn:other"), Err(ResumeRefusal::NotOwner));
+        let t = r.mint_resume_token("a-9", "arn:me").unwrap();
+        assert_eq!(r.redeem(&t).unwrap_err(), TokenRefusal::Unknown, "a resume token starts nothing");
+        assert_eq!(r.redeem_resume(&t).unwrap().0, "a-9");
+        assert_eq!(r.redeem_resume(&t).unwrap_err(), TokenRefusal::AlreadyUsed);
+        // A StartSession token is not a resume token, and stays usable.
+        let start = r.mint_token(pending("a-10"));
+        assert_eq!(r.redeem_resume(&start).unwrap_err(), TokenRefusal::Unknown);
+        assert_eq!(r.redeem(&start).unwrap().0.session_id, "a-10");
+        // An ended session cannot be resumed, even with a token minted before.
+        let late = r.mint_resume_token("a-9", "arn:me").unwrap();
+        r.session_ended("a-9");
+        assert_eq!(r.redeem_resume(&late).unwrap_err(), TokenRefusal::Expired);
+        assert_eq!(r.mint_resume_token("a-9", "arn:me"), Err(ResumeRefusal::NotLive));
     }
 
     #[test]

@@ -261,7 +261,7 @@ fn activations_are_listed_without_codes_and_deleted() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
     let (_, v) = call("DeleteActivation", format!(r#"{{"ActivationId":"{id}"}}"#));
     assert_eq!(v["__type"], "InvalidActivationId");
-    // Resume is not offered yet: SSM's "cannot be resumed" answer, an empty token.
+    // An unknown session cannot be resumed.
     let (_, v) = call("ResumeSession", r#"{"SessionId":"admin-00000000000000000"}"#.into());
     assert_eq!(v["__type"], "DoesNotExistException");
 }

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use airlock_faultproxy::UdpProxy;
+use airlock_faultproxy::{ProxyConfig, TcpProxy, UdpProxy};
 use common::{wait_for, Agent, Broker};
 
 /// Longer than QUIC's 30 s idle timeout: both ends see the link die.
@@ -88,4 +88,136 @@ fn output_produced_while_the_agents_link_is_cut_arrives_once_in_order() {
     for i in [1, 100, 200, 300, 450] {
         assert_eq!(cast.matches(&format!("line-{i}\\")).count(), 1, "line-{i} in the recording");
     }
+}
+
+/// A TCP proxy (the API) and a UDP proxy (QUIC) on one loopback port, in front of the broker.
+fn proxies_for(rt: &tokio::runtime::Runtime, broker: &Broker) -> (TcpProxy, UdpProxy) {
+    let upstream = broker_addr(broker);
+    rt.block_on(async {
+        for _ in 0..20 {
+            let tcp = TcpProxy::start(upstream).await.unwrap();
+            let config = ProxyConfig::default().with_listen(tcp.local_addr());
+            if let Ok(udp) = UdpProxy::start_with(upstream, config).await {
+                return (tcp, udp);
+            }
+        }
+        panic!("no loopback port free for both TCP and UDP");
+    })
+}
+
+#[test]
+fn a_cli_whose_connection_is_cut_resumes_with_nothing_lost_or_repeated() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = Broker::start();
+    let agent = broker.agent("a");
+    let (tcp, udp) = proxies_for(&rt, &broker);
+
+    let script = "i=0; while [ $i -lt 450 ]; do i=$((i+1)); echo line-$i; sleep 0.1; done; echo done; exit 6";
+    let child = broker
+        .command(&agent.instance_id, script)
+        .env("AIRLOCK_ENDPOINT", format!("https://{}", tcp.local_addr()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the session to be Connected", Duration::from_secs(20), || {
+        let v = broker.api(&["describe-sessions", "--state", "Active"]);
+        v["Sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Status"] == "Connected")
+            .map(|s| s["SessionId"].as_str().unwrap().to_owned())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    tcp.faults().cut_for(CUT);
+    udp.faults().cut_for(CUT);
+    // While the client is away the session says so.
+    wait_for("the session to be Disconnected", Duration::from_secs(40), || {
+        let v = broker.api(&["describe-sessions", "--state", "Active"]);
+        v["Sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["SessionId"] == id.as_str() && s["Status"] == "Disconnected")
+            .cloned()
+    });
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stats = udp.faults().stats();
+    assert!(
+        stats.to_upstream.dropped > 0 && stats.to_client.dropped > 0,
+        "the cut dropped nothing: {stats:?}"
+    );
+    assert_eq!(out.status.code(), Some(6), "stderr: {stderr}\nbroker: {}", broker.log.lock().unwrap());
+    let expected: String = (1..=450).map(|i| format!("line-{i}\n")).collect::<String>() + "done\n";
+    assert!(
+        stdout == expected,
+        "output differs: {} bytes, expected {}; stderr: {stderr}",
+        stdout.len(),
+        expected.len()
+    );
+    assert!(stderr.contains("connection lost") && stderr.contains("resumed after"), "stderr: {stderr}");
+
+    let cast = wait_for("the recording", Duration::from_secs(10), || {
+        std::fs::read_to_string(broker.data_dir().join("recordings").join(format!("{id}.cast"))).ok()
+    });
+    for i in [1, 100, 200, 300, 450] {
+        assert_eq!(cast.matches(&format!("line-{i}\\")).count(), 1, "line-{i} in the recording");
+    }
+}
+
+#[test]
+fn resume_session_is_for_the_owner_of_a_live_session_only() {
+    let broker = Broker::start();
+    let agent = broker.agent("a");
+    let mut child = broker
+        .command(&agent.instance_id, "echo started; sleep 60")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the session to be Connected", Duration::from_secs(20), || {
+        let v = broker.api(&["describe-sessions", "--state", "Active"]);
+        v["Sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Status"] == "Connected")
+            .map(|s| s["SessionId"].as_str().unwrap().to_owned())
+    });
+    let body = format!(r#"{{"SessionId":"{id}"}}"#);
+    let (status, v) =
+        broker.raw_call("ResumeSession", &body, &broker.key_id, &broker.secret, std::time::SystemTime::now());
+    assert_eq!(status, 200, "{v}");
+    assert!(v["TokenValue"].as_str().unwrap().len() >= 43, "{v}");
+    assert!(v["StreamUrl"].as_str().unwrap().contains(&id), "{v}");
+    // Another principal allowed ssm:ResumeSession on every session still cannot take it over.
+    let other = broker.api(&["iam", "create-user", "--user-name", "mallory"]);
+    assert!(other.is_object());
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ssm:ResumeSession","Resource":"*"}]}"#;
+    broker.api(&[
+        "iam",
+        "put-user-policy",
+        "--user-name",
+        "mallory",
+        "--policy-name",
+        "resume",
+        "--policy-document",
+        policy,
+    ]);
+    let key = broker.api(&["iam", "create-access-key", "--user-name", "mallory"]);
+    let (kid, secret) = (
+        key["AccessKey"]["AccessKeyId"].as_str().unwrap(),
+        key["AccessKey"]["SecretAccessKey"].as_str().unwrap(),
+    );
+    let (status, v) = broker.raw_call("ResumeSession", &body, kid, secret, std::time::SystemTime::now());
+    assert_eq!((status, v["__type"].as_str()), (400, Some("AccessDeniedException")), "{v}");
+    broker.api(&["terminate-session", "--session-id", &id]);
+    let _ = child.wait();
+    // An ended session cannot be resumed.
+    let (status, v) =
+        broker.raw_call("ResumeSession", &body, &broker.key_id, &broker.secret, std::time::SystemTime::now());
+    assert_eq!((status, v["__type"].as_str()), (400, Some("InvalidParameters")), "{v}");
 }

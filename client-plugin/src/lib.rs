@@ -23,6 +23,7 @@ pub mod params;
 pub mod playback;
 pub mod ports;
 pub mod recordings_cmd;
+pub mod resume;
 pub mod session;
 pub mod signing;
 pub mod simulate;

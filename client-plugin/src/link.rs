@@ -54,6 +54,15 @@ impl Link {
         Ok(Link { endpoint, connection })
     }
 
+    /// Whether the connection was lost (timed out or reset by the network or a restarted
+    /// peer) rather than closed: then the session may be resumed.
+    pub fn lost(&self) -> bool {
+        matches!(
+            self.connection.close_reason(),
+            Some(quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset)
+        )
+    }
+
     /// Opens the session's bidirectional stream.
     pub async fn open_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream), Error> {
         self.opener().open().await

@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 
@@ -193,69 +194,125 @@ async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io:
 /// ends, because a finished client stream would read as the client leaving.
 pub async fn pump_input<W>(
     writer: &mut FramedWrite<W, FrameCodec>,
-    mut stdin: Option<mpsc::Receiver<Bytes>>,
-    mut resize: Option<watch::Receiver<(u16, u16)>>,
-    mut feedback: Option<watch::Receiver<Feedback>>,
+    stdin: Option<mpsc::Receiver<Bytes>>,
+    resize: Option<watch::Receiver<(u16, u16)>>,
+    feedback: Option<watch::Receiver<Feedback>>,
 ) -> Result<(), Error>
 where
     W: AsyncWrite + Unpin,
 {
-    let mut seq = 0u64;
-    // Input the agent has not acknowledged yet, kept to resend after a re-attach.
-    let mut kept: std::collections::VecDeque<Frame> = std::collections::VecDeque::new();
-    let mut kept_bytes = 0usize;
-    let mut seen = Feedback::default();
-    loop {
-        let frame = tokio::select! {
-            chunk = recv(&mut stdin), if stdin.is_some() && kept_bytes < INPUT_KEPT => match chunk {
-                Some(bytes) => {
-                    let f = Frame::data(seq, bytes);
-                    seq += 1;
-                    if feedback.is_some() {
-                        kept_bytes += f.payload.len();
-                        kept.push_back(f.clone());
+    Input::new(stdin, resize, feedback).pump(writer, &CancellationToken::new()).await
+}
+
+/// The input side of a session, kept across the streams of a resumed session: its sources,
+/// the numbering of input frames, and the input the agent has not acknowledged yet.
+pub struct Input {
+    stdin: Option<mpsc::Receiver<Bytes>>,
+    resize: Option<watch::Receiver<(u16, u16)>>,
+    feedback: Option<watch::Receiver<Feedback>>,
+    /// Number of the next input frame.
+    seq: u64,
+    /// Input the agent has not acknowledged yet, kept to resend after a re-attach.
+    kept: std::collections::VecDeque<Frame>,
+    kept_bytes: usize,
+    seen: Feedback,
+}
+
+impl Input {
+    /// Input from these sources; without `feedback` nothing is kept or acknowledged.
+    pub fn new(
+        stdin: Option<mpsc::Receiver<Bytes>>,
+        resize: Option<watch::Receiver<(u16, u16)>>,
+        feedback: Option<watch::Receiver<Feedback>>,
+    ) -> Self {
+        let seen = feedback.as_ref().map(|f| *f.borrow()).unwrap_or_default();
+        Input { stdin, resize, feedback, seq: 0, kept: Default::default(), kept_bytes: 0, seen }
+    }
+
+    /// Resends the kept input from frame `from` (the agent has everything before it).
+    pub async fn resend<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut FramedWrite<W, FrameCodec>,
+        from: u64,
+    ) -> Result<(), Error> {
+        let resend: Vec<Frame> = self.kept.iter().filter(|f| f.seq >= from).cloned().collect();
+        for f in resend {
+            send_within(writer, f).await?;
+        }
+        Ok(())
+    }
+
+    /// Pumps until the sources are exhausted, the stream fails, or `stop` is cancelled.
+    pub async fn pump<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut FramedWrite<W, FrameCodec>,
+        stop: &CancellationToken,
+    ) -> Result<(), Error> {
+        loop {
+            let frame = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                chunk = recv(&mut self.stdin), if self.stdin.is_some() && self.kept_bytes < INPUT_KEPT => match chunk {
+                    Some(bytes) => {
+                        let f = Frame::data(self.seq, bytes);
+                        self.seq += 1;
+                        if self.feedback.is_some() {
+                            self.kept_bytes += f.payload.len();
+                            self.kept.push_back(f.clone());
+                        }
+                        f
                     }
-                    f
-                }
-                None => {
-                    stdin = None;
-                    continue;
-                }
-            },
-            // A burst of output frames collapses into one acknowledgement of the latest.
-            now = changed(&mut feedback), if feedback.is_some() => {
-                let Some(now) = now else {
-                    feedback = None;
-                    continue;
-                };
-                while kept.front().is_some_and(|f| f.seq < now.input_acked) {
-                    if let Some(f) = kept.pop_front() {
-                        kept_bytes -= f.payload.len();
+                    None => {
+                        self.stdin = None;
+                        continue;
                     }
-                }
-                if now.resumes != seen.resumes {
-                    let resend: Vec<Frame> = kept.iter().filter(|f| f.seq >= now.resume_from).cloned().collect();
-                    for f in resend {
-                        send_within(writer, f).await?;
+                },
+                // A burst of output frames collapses into one acknowledgement of the latest.
+                now = changed(&mut self.feedback), if self.feedback.is_some() => {
+                    let Some(now) = now else {
+                        self.feedback = None;
+                        continue;
+                    };
+                    while self.kept.front().is_some_and(|f| f.seq < now.input_acked) {
+                        if let Some(f) = self.kept.pop_front() {
+                            self.kept_bytes -= f.payload.len();
+                        }
                     }
-                }
-                let ack = now.output_next != seen.output_next;
-                seen = now;
-                if !ack {
-                    continue;
-                }
-                Frame::control(&Control::Ack { next: now.output_next })
-            },
-            size = changed(&mut resize), if resize.is_some() => match size {
-                Some((cols, rows)) => Frame::control(&Control::Resize { cols, rows }),
-                None => {
-                    resize = None;
-                    continue;
-                }
-            },
-            else => return Ok(()),
-        };
-        send_within(writer, frame).await?;
+                    let resumed = now.resumes != self.seen.resumes;
+                    let ack = now.output_next != self.seen.output_next;
+                    self.seen = now;
+                    if resumed {
+                        self.resend(writer, now.resume_from).await?;
+                    }
+                    if !ack {
+                        continue;
+                    }
+                    Frame::control(&Control::Ack { next: now.output_next })
+                },
+                size = changed(&mut self.resize), if self.resize.is_some() => match size {
+                    Some((cols, rows)) => Frame::control(&Control::Resize { cols, rows }),
+                    None => {
+                        self.resize = None;
+                        continue;
+                    }
+                },
+                else => return Ok(()),
+            };
+            send_within(writer, frame).await?;
+        }
+    }
+
+    /// Acknowledges all output received so far (on a fresh stream after a resume).
+    pub async fn acknowledge<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut FramedWrite<W, FrameCodec>,
+    ) -> Result<(), Error> {
+        if let Some(now) = self.feedback.as_mut().map(|f| *f.borrow_and_update()) {
+            self.seen.output_next = now.output_next;
+            if now.output_next > 0 {
+                send_within(writer, Frame::control(&Control::Ack { next: now.output_next })).await?;
+            }
+        }
+        Ok(())
     }
 }
 

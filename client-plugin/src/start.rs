@@ -3,6 +3,7 @@
 
 use std::future::pending;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_proto::stream::FramedStream;
@@ -10,6 +11,7 @@ use airlock_proto::MAX_FRAME_LEN;
 use serde_json::{json, Map, Value};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 use crate::error::Error;
@@ -17,6 +19,7 @@ use crate::forward::{self, Listener, Note};
 use crate::link::Link;
 use crate::params::{parameters_json, Parameters};
 use crate::ports::SessionKind;
+use crate::resume;
 use crate::session::{self, Outcome};
 use crate::stdio;
 use crate::terminal::{self, note, RawMode};
@@ -152,7 +155,7 @@ async fn connect_and_run(
     };
     let link = Link::connect(client.endpoint(), ca, peer).await?;
     let result = match job {
-        Job::Terminal(mode) => run(&link, session_id, token, mode).await,
+        Job::Terminal(mode) => run((client, ca, peer), &link, session_id, token, mode).await,
         Job::Forward(listeners) => run_forward(&link, session_id, token, listeners).await,
         Job::Stdio { port } => run_stdio(&link, session_id, token, port).await,
     };
@@ -266,50 +269,124 @@ async fn run_stdio(
 
 /// Hello, Ready, then pumps until the session ends or a signal stops us. Returns the exit
 /// status and the message to print once the terminal is restored.
-async fn run(link: &Link, session_id: &str, token: &str, mode: Mode) -> Result<(i32, Option<String>), Error> {
+async fn run(
+    (client, ca, peer): (&Client, &[u8], Option<IpAddr>),
+    link: &Link,
+    session_id: &str,
+    token: &str,
+    mode: Mode,
+) -> Result<(i32, Option<String>), Error> {
     let size = if mode.stdin_tty { terminal::window_size() } else { None };
-    let stream = open_session(link, token, session_id, size).await?;
+    let mut stream = open_session(link, token, session_id, size).await?;
 
     // Handlers first: a SIGTERM arriving after raw mode is on must find them in place.
     let mut signals = Signals::install(mode.stdin_tty)?;
     let raw = if mode.interactive { Some(RawMode::enter()?) } else { None };
 
-    let (reader, writer) = stream.split();
     let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE);
     terminal::spawn_stdin_reader(stdin_tx)?;
     let (size_tx, size_rx) = watch::channel(size.unwrap_or((0, 0)));
-    let (acks, acks_rx) = watch::channel(session::Feedback::default());
-    let input = tokio::spawn(async move {
-        let mut writer = writer;
-        if let Err(e) = session::pump_input(&mut writer, Some(stdin_rx), Some(size_rx), Some(acks_rx)).await {
-            tracing::debug!(error = %e, "input stopped");
-        }
-        // Keep the stream open (not finished) until the session ends and this is aborted.
-        pending::<()>().await;
-    });
-    let mut output = tokio::spawn(async move {
-        let mut reader = reader;
-        session::pump_output(&mut reader, &mut tokio::io::stdout(), &mut tokio::io::stderr(), &acks).await
-    });
-
-    let ended = loop {
-        tokio::select! {
-            joined = &mut output => break Ended::Outcome(joined.unwrap_or_else(|e| Outcome {
-                exit: None,
-                end: session::End::Failed(format!("output task failed: {e}")),
-            })),
-            _ = signals.terminate.recv() => break Ended::Signal(libc::SIGTERM),
-            _ = signals.hangup.recv() => break Ended::Signal(libc::SIGHUP),
-            _ = signals.interrupt.recv() => break Ended::Signal(libc::SIGINT),
-            Some(()) = recv_opt(&mut signals.winch) => {
-                if let Some(size) = terminal::window_size() {
-                    size_tx.send_replace(size);
+    let feedback = Arc::new(watch::channel(session::Feedback::default()).0);
+    let mut input = Some(session::Input::new(Some(stdin_rx), Some(size_rx), Some(feedback.subscribe())));
+    // After a resume: the link the stream runs on, and where the input resumes.
+    let mut resumed_link: Option<Link> = None;
+    let mut resend_from: Option<u64> = None;
+    let ended = 'session: loop {
+        let (reader, writer) = stream.split();
+        let stop = CancellationToken::new();
+        let mut state = input.take().ok_or_else(|| Error::Protocol("input state lost".to_owned()))?;
+        let input_task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut writer = writer;
+                let pumped = async {
+                    if let Some(from) = resend_from {
+                        state.acknowledge(&mut writer).await?;
+                        state.resend(&mut writer, from).await?;
+                    }
+                    state.pump(&mut writer, &stop).await
+                };
+                if let Err(e) = pumped.await {
+                    tracing::debug!(error = %e, "input stopped");
                 }
+                // Keep the stream open (not finished) until the session ends or detaches.
+                stop.cancelled().await;
+                state
+            }
+        });
+        let mut output = tokio::spawn({
+            let feedback = feedback.clone();
+            async move {
+                let mut reader = reader;
+                session::pump_output(
+                    &mut reader,
+                    &mut tokio::io::stdout(),
+                    &mut tokio::io::stderr(),
+                    &feedback,
+                )
+                .await
+            }
+        });
+        let ended = loop {
+            tokio::select! {
+                joined = &mut output => break Ended::Outcome(joined.unwrap_or_else(|e| Outcome {
+                    exit: None,
+                    end: session::End::Failed(format!("output task failed: {e}")),
+                })),
+                _ = signals.terminate.recv() => break Ended::Signal(libc::SIGTERM),
+                _ = signals.hangup.recv() => break Ended::Signal(libc::SIGHUP),
+                _ = signals.interrupt.recv() => break Ended::Signal(libc::SIGINT),
+                Some(()) = recv_opt(&mut signals.winch) => {
+                    if let Some(size) = terminal::window_size() {
+                        size_tx.send_replace(size);
+                    }
+                }
+            }
+        };
+        output.abort();
+        stop.cancel();
+        let current = resumed_link.as_ref().unwrap_or(link);
+        let lost = matches!(&ended, Ended::Outcome(o) if o.exit.is_none() && matches!(o.end, session::End::Failed(_)))
+            && current.lost();
+        if !lost {
+            input_task.abort();
+            break 'session ended;
+        }
+        input = input_task.await.ok();
+        note("\r\nconnection lost \u{2014} resuming\u{2026}\r\n").await;
+        let since = tokio::time::Instant::now();
+        let output_next = feedback.borrow().output_next;
+        let back = tokio::select! {
+            back = resume::resume(client, ca, peer, session_id, output_next) => back,
+            _ = signals.terminate.recv() => break 'session Ended::Signal(libc::SIGTERM),
+            _ = signals.hangup.recv() => break 'session Ended::Signal(libc::SIGHUP),
+        };
+        match back {
+            Ok(resume::Resumed { link: next, stream: s, input_next }) => {
+                note(&format!("resumed after {} s\r\n", since.elapsed().as_secs())).await;
+                if let Some(old) = resumed_link.replace(next) {
+                    old.close("resumed elsewhere").await;
+                }
+                stream = s;
+                resend_from = Some(input_next);
+            }
+            Err(Error::Rejected { reason, message, .. }) => {
+                break 'session Ended::Outcome(Outcome {
+                    exit: None,
+                    end: session::End::Closed { reason, message },
+                })
+            }
+            Err(e) => {
+                break 'session Ended::Outcome(Outcome {
+                    exit: None,
+                    end: session::End::Failed(format!("the session could not be resumed: {e}")),
+                })
             }
         }
     };
-    input.abort();
-    output.abort();
+    if let Some(l) = resumed_link {
+        l.close("client done").await;
+    }
     drop(raw);
     Ok(match ended {
         Ended::Outcome(outcome) => match session::conclude(&outcome, session_id) {

@@ -88,6 +88,9 @@ pub struct Attachment {
     /// The agent's stream broke (its link dropped) while the client is still there: the
     /// session may re-attach the agent; nothing was sent to the client.
     pub agent_detached: bool,
+    /// The client's connection was lost (not ended on purpose): the session may wait for
+    /// the client to resume; the agent's stream was dropped without a `Close`.
+    pub client_detached: bool,
 }
 
 enum UpEnd {
@@ -95,6 +98,8 @@ enum UpEnd {
     Idle(Duration),
     MaxDuration(Duration),
     ClientGone(String),
+    /// The client's stream broke (not a deliberate end): the session may wait for it.
+    ClientLost(String),
     AgentUnwritable,
     Protocol(String),
     RecordingFailed(String),
@@ -106,6 +111,8 @@ enum DownEnd {
     Protocol(String),
     RecordingFailed(String),
     StopTimeout,
+    /// The client detached: stopped between frames, never inside a recording write.
+    Detached,
 }
 
 /// Relays frames between `client` and `agent` until the session ends, recording into
@@ -131,7 +138,7 @@ where
         agent,
         rec.clone(),
         terminate,
-        (limits, deadlines),
+        (limits, deadlines, &|| false),
         Positions::default(),
     )
     .await;
@@ -175,13 +182,15 @@ impl Deadlines {
 
 /// Relays one attachment: the session's client stream (borrowed: it outlives an agent
 /// re-attach) and one agent stream, from `at`. Ends like [`splice`], or with
-/// `agent_detached` when the agent's stream broke, in which case the client was told nothing.
+/// `agent_detached` when the agent's stream broke (the client was told nothing), or with
+/// `client_detached` when the client's stream broke and `client_resumable` says the
+/// connection was lost rather than closed (the agent was told nothing).
 pub async fn splice_attached<CR, CW, AR, AW>(
     client: (&mut FramedRead<CR, FrameCodec>, &mut FramedWrite<CW, FrameCodec>),
     agent: (FramedRead<AR, FrameCodec>, FramedWrite<AW, FrameCodec>),
     rec: SharedRecorder,
     terminate: CancellationToken,
-    (limits, deadlines): (Limits, Deadlines),
+    (limits, deadlines, client_resumable): (Limits, Deadlines, &(dyn Fn() -> bool + Sync)),
     at: Positions,
 ) -> Attachment
 where
@@ -194,28 +203,52 @@ where
     let (a_read, a_write) = agent;
     let client_gone = CancellationToken::new();
     let stop = CancellationToken::new();
+    let detach = CancellationToken::new();
     let mut up_pos =
         UpPos { next: at.input_next, recorded: at.input_recorded, bytes: 0, rewinding: at.rewind };
-    let down_pos = DownPos { next: at.output_next, recorded: at.output_recorded };
+    let mut down_pos = DownPos { next: at.output_next, recorded: at.output_recorded };
 
     let (up_end, down) = {
-        let up = upstream(c_read, a_write, rec.clone(), (terminate.clone(), limits, deadlines), &mut up_pos);
-        let stops =
-            Stops { terminate: terminate.clone(), client_gone: client_gone.clone(), stop: stop.clone() };
-        let down = downstream(a_read, &mut *c_write, rec.clone(), stops, down_pos);
+        let up = upstream(
+            c_read,
+            a_write,
+            rec.clone(),
+            (terminate.clone(), limits, deadlines),
+            (&mut up_pos, client_resumable),
+        );
+        let stops = Stops {
+            terminate: terminate.clone(),
+            client_gone: client_gone.clone(),
+            stop: stop.clone(),
+            detach: detach.clone(),
+        };
+        let down = downstream(a_read, &mut *c_write, rec.clone(), stops, &mut down_pos);
         tokio::pin!(up, down);
         tokio::select! {
-            d = &mut down => (None, d),
+            d = &mut down => (None, Some(d)),
             u = &mut up => {
-                match u {
-                    UpEnd::ClientGone(_) => client_gone.cancel(),
-                    _ => stop.cancel(),
+                if matches!(u, UpEnd::ClientLost(_)) && client_resumable() {
+                    // Detached: the agent's stream is dropped without a Close (the agent
+                    // keeps the session) and the client is told nothing. The other
+                    // direction stops between frames, so what it recorded is whole.
+                    detach.cancel();
+                    let _ = down.await;
+                    (Some(u), None)
+                } else {
+                    match u {
+                        UpEnd::ClientGone(_) | UpEnd::ClientLost(_) => client_gone.cancel(),
+                        _ => stop.cancel(),
+                    }
+                    (Some(u), Some(down.await))
                 }
-                (Some(u), down.await)
             }
         }
     };
-    let Down { end: down_end, forwarding, bytes: bytes_down, exit_code, pos } = down;
+    let Some(down) = down else {
+        return detached_client(up_end, up_pos, down_pos);
+    };
+    let Down { end: down_end, forwarding, bytes: bytes_down, exit_code } = down;
+    let pos = down_pos;
     let positions = Positions {
         input_next: up_pos.next,
         output_next: pos.next,
@@ -242,6 +275,32 @@ where
         bytes_from_agent: bytes_down,
         positions,
         agent_detached,
+        client_detached: false,
+    }
+}
+
+/// The outcome of an attachment whose client went away: where the input stands (the output
+/// position is the client's to say when it resumes).
+fn detached_client(up: Option<UpEnd>, pos: UpPos, down: DownPos) -> Attachment {
+    let message = match up {
+        Some(UpEnd::ClientLost(m)) => m,
+        _ => String::new(),
+    };
+    Attachment {
+        end: EndReason::ClientLost,
+        exit_code: None,
+        message,
+        bytes_from_client: pos.bytes,
+        bytes_from_agent: 0,
+        positions: Positions {
+            input_next: pos.next,
+            input_recorded: pos.recorded,
+            rewind: pos.rewinding,
+            output_next: down.next,
+            output_recorded: down.recorded,
+        },
+        agent_detached: false,
+        client_detached: true,
     }
 }
 
@@ -275,11 +334,16 @@ fn classify(
         return (EndReason::Terminated, CloseReason::Terminated, "session terminated".into());
     }
     match (up, down) {
-        (Some(UpEnd::ClientGone(m)), _) => (EndReason::ClientLost, CloseReason::ClientLost, m),
+        (Some(UpEnd::ClientGone(m) | UpEnd::ClientLost(m)), _) => {
+            (EndReason::ClientLost, CloseReason::ClientLost, m)
+        }
         (_, DownEnd::Finished) if exit_code.is_some() => {
             (EndReason::Exited, CloseReason::Exited, format!("exited with code {}", exit_code.unwrap_or(0)))
         }
         (_, DownEnd::AgentClosed(reason, m)) => (EndReason::AgentLost, reason, m),
+        (_, DownEnd::Detached) => {
+            (EndReason::ClientLost, CloseReason::ClientLost, "the client's connection was lost".into())
+        }
         (_, DownEnd::StopTimeout) => {
             (EndReason::AgentLost, CloseReason::AgentLost, "agent did not stop the session in time".into())
         }
@@ -332,7 +396,7 @@ async fn upstream<CR, AW>(
     mut a_write: FramedWrite<AW, FrameCodec>,
     rec: Shared,
     (terminate, limits, deadlines): (CancellationToken, Limits, Deadlines),
-    pos: &mut UpPos,
+    (pos, resumable): (&mut UpPos, &(dyn Fn() -> bool + Sync)),
 ) -> UpEnd
 where
     CR: AsyncRead + Unpin,
@@ -356,7 +420,7 @@ where
         let frame = match next {
             None => break UpEnd::ClientGone("the client disconnected".into()),
             Some(Err(ProtoError::Io(e))) => {
-                break UpEnd::ClientGone(format!("the client's stream failed: {e}"))
+                break UpEnd::ClientLost(format!("the client's stream failed: {e}"))
             }
             Some(Err(e)) => break UpEnd::Protocol(format!("client: {e}")),
             Some(Ok(frame)) => frame,
@@ -412,9 +476,16 @@ where
             Control::Close { reason: CloseReason::Terminated, message: "session time limit reached".into() };
         let _ = a_write.send(Frame::control(&msg)).await;
     }
-    if let UpEnd::ClientGone(m) | UpEnd::Protocol(m) | UpEnd::RecordingFailed(m) = &end {
+    if let UpEnd::ClientLost(_) = &end {
+        if resumable() {
+            // A detach: the agent keeps the session for the resume window.
+            return end;
+        }
+    }
+    if let UpEnd::ClientGone(m) | UpEnd::ClientLost(m) | UpEnd::Protocol(m) | UpEnd::RecordingFailed(m) = &end
+    {
         let reason = match end {
-            UpEnd::ClientGone(_) => CloseReason::ClientLost,
+            UpEnd::ClientGone(_) | UpEnd::ClientLost(_) => CloseReason::ClientLost,
             UpEnd::Protocol(_) => CloseReason::ProtocolError,
             _ => CloseReason::Internal,
         };
@@ -432,6 +503,8 @@ struct Stops {
     client_gone: CancellationToken,
     /// The other direction ended for another reason: give the agent its grace period.
     stop: CancellationToken,
+    /// The client detached: stop reading the agent at once.
+    detach: CancellationToken,
 }
 
 /// How the agent-to-client direction ended.
@@ -441,7 +514,6 @@ struct Down {
     forwarding: bool,
     bytes: u64,
     exit_code: Option<i32>,
-    pos: DownPos,
 }
 
 async fn downstream<AR, CW>(
@@ -449,13 +521,13 @@ async fn downstream<AR, CW>(
     c_write: &mut FramedWrite<CW, FrameCodec>,
     rec: Shared,
     stops: Stops,
-    mut pos: DownPos,
+    pos: &mut DownPos,
 ) -> Down
 where
     AR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
 {
-    let Stops { terminate, client_gone, stop } = stops;
+    let Stops { terminate, client_gone, stop, detach } = stops;
     let (mut bytes, mut exit_code) = (0u64, None);
     let mut forwarding = true;
     let mut stop_at: Option<Instant> = None;
@@ -469,6 +541,7 @@ where
                 Err(_) => break DownEnd::StopTimeout,
             },
             (None, None) => tokio::select! {
+                _ = detach.cancelled() => break DownEnd::Detached,
                 next = a_read.next() => next,
                 _ = terminate.cancelled() => { stop_at = Some(Instant::now() + STOP_GRACE); continue; }
                 _ = stop.cancelled() => { stop_at = Some(Instant::now() + STOP_GRACE); continue; }
@@ -556,7 +629,7 @@ where
             }
         }
     };
-    Down { end, forwarding, bytes, exit_code, pos }
+    Down { end, forwarding, bytes, exit_code }
 }
 
 #[cfg(test)]

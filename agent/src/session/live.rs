@@ -316,12 +316,16 @@ async fn send_output(mut writer: Writer, shared: Arc<Shared>, from: u64) -> Resu
     let mut cursor = {
         let kept = shared.kept();
         if from < kept.first || from > kept.next {
-            return Err(format!(
-                "asked to resend from output frame {from}, but only {}..{} are kept",
-                kept.first, kept.next
-            ));
+            // Only a broker that lost track asks for this (or one that re-attaches just to
+            // send `Close`); sending what there is beats refusing.
+            tracing::warn!(
+                from,
+                first = kept.first,
+                next = kept.next,
+                "resend asked from outside the kept output"
+            );
         }
-        from
+        from.clamp(kept.first, kept.next)
     };
     // Input acknowledged on this stream so far; the first `Ack` goes out with the first batch.
     let mut acked_input = 0u64;

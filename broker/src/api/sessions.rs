@@ -10,7 +10,7 @@ use crate::app::now_us;
 use crate::app::App;
 use crate::authz::Gate;
 use crate::launch::{Launch, RUN_AS_TAG};
-use crate::registry::{PendingSession, PortTarget, SessionPlan, Termination};
+use crate::registry::{PendingSession, PortTarget, ResumeRefusal, SessionPlan, Termination};
 use crate::store::{Principal, SessionEnd, SessionRecord, SessionStatus};
 use airlock_proto::{InstanceId, SessionId};
 use airlock_recordings::sink::s3::ObjectKeys;
@@ -321,18 +321,47 @@ pub async fn close_abandoned(app: std::sync::Arc<App>) {
     }
 }
 
-/// Reconnecting a session's stream is not offered yet: as SSM says "this session can no
-/// longer be resumed", with an empty token, after the same checks a real resume would pass.
+/// Gives the caller a fresh single-use token to reconnect its own live session after its
+/// connection was lost (the CLI's resume, the browser terminal's and the stock plugin's).
 pub(super) async fn resume(gate: &Gate<'_>, req: TerminateSession) -> Result<serde_json::Value, ApiError> {
     gate.require(Op::ResumeSession, &session_arn(gate.app, &req.session_id)).await?;
     let app = gate.app;
-    if app.store.session(&req.session_id).await?.is_none() {
+    let Some(session) = app.store.session(&req.session_id).await? else {
         return Err(ApiError::bad(
             "DoesNotExistException",
             format!("Session {} does not exist.", req.session_id),
         ));
-    }
-    Ok(json!({ "SessionId": req.session_id, "TokenValue": "", "StreamUrl": "" }))
+    };
+    // The owner as StartSession recorded it: an assumed role's session ARN is its own.
+    let caller = gate.caller.arn(&app.settings.account);
+    let token = match app.registry.mint_resume_token(&session.session_id, &caller) {
+        Ok(token) => token,
+        Err(ResumeRefusal::NotOwner) => {
+            return Err(ApiError::bad(
+                "AccessDeniedException",
+                format!(
+                    "Session {} belongs to another principal; only its owner may resume it.",
+                    session.session_id
+                ),
+            ))
+        }
+        Err(ResumeRefusal::NotLive) => {
+            return Err(ApiError::bad(
+                "InvalidParameters",
+                format!(
+                    "Session {} can no longer be resumed: it is {}.",
+                    session.session_id,
+                    session.status.as_str()
+                ),
+            ))
+        }
+    };
+    let ws = app.settings.public_url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+    Ok(json!({
+        "SessionId": session.session_id,
+        "TokenValue": token,
+        "StreamUrl": format!("{ws}/v1/data-channel/{}?role=publish_subscribe", session.session_id),
+    }))
 }
 
 fn session_json(s: &SessionRecord) -> serde_json::Value {

@@ -3,31 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_proto::{ClientRequest, CloseReason, Control, Frame, FramedStream, SessionSpec, MAX_FRAME_LEN};
+use airlock_proto::{ClientRequest, CloseReason, Control, FramedStream, SessionSpec, MAX_FRAME_LEN};
 use airlock_recordings::{EndReason, Recorder, RecordingError, RecordingMeta};
-use airlock_relay::{
-    finish_recording, splice_attached, Attachment, Deadlines, Positions, SharedRecorder, SpliceOutcome,
-};
-use futures_util::SinkExt;
 
 use super::port_session::refuse;
 use crate::app::{now_us, App};
-use crate::registry::{PendingSession, SessionPlan};
+use crate::registry::{ClientReturn, PendingSession, SessionPlan, TokenRefusal};
 use crate::store::{SessionEnd, SessionStatus};
-use tokio_util::sync::CancellationToken;
 
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the agent may take to start a shell or command.
-const START_DEADLINE: Duration = Duration::from_secs(15);
+pub(super) const START_DEADLINE: Duration = Duration::from_secs(15);
 /// How long we wait for the client to read the final frames before closing.
 const LINGER: Duration = Duration::from_secs(5);
-/// How long a session waits for its agent to come back after the agent's link dropped
-/// (the agent keeps the process as long, `SessionLimits::resume_window`).
-const RESUME_WINDOW: Duration = Duration::from_secs(600);
-/// How often a detached session looks for its agent's new link.
-const REATTACH_POLL: Duration = Duration::from_millis(250);
 
-type Stream = FramedStream<quinn::RecvStream, quinn::SendStream>;
+pub(super) type Stream = FramedStream<quinn::RecvStream, quinn::SendStream>;
 
 pub(super) async fn run(app: Arc<App>, connection: quinn::Connection) {
     let remote = connection.remote_address();
@@ -38,6 +28,9 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection) {
     let mut client = FramedStream::new(recv, send, MAX_FRAME_LEN);
     let hello = match client.recv_control(HELLO_DEADLINE).await {
         Ok(Control::ClientHello(h)) => h,
+        Ok(Control::ClientResume { token, output_next }) => {
+            return resume(&app, &connection, client, &token, output_next).await;
+        }
         other => {
             tracing::info!(%remote, ?other, "client did not present a token");
             refuse(&mut client, CloseReason::ProtocolError, "expected ClientHello".into()).await;
@@ -85,7 +78,18 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection) {
             // Terminated while the agent was starting it: the splice sees the cancelled token
             // at once and ends the process on the agent like any terminate.
             Ok((agent, recorder)) => {
-                process_session(&app, client, agent, recorder, &pending, terminate).await
+                let last = super::process_session::run(
+                    &app,
+                    (client, connection.clone()),
+                    agent,
+                    recorder,
+                    &pending,
+                    terminate,
+                )
+                .await;
+                app.registry.session_ended(&id);
+                linger(&last).await;
+                return;
             }
         }
     }
@@ -93,94 +97,38 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection) {
     linger(&connection).await;
 }
 
-/// Splices a shell or command session until it ends, then records how.
-async fn process_session(
+/// A client back after a lost connection (`ClientResume` with a ResumeSession token): hands
+/// the stream to its live session, then keeps the connection until the session is done
+/// with it.
+async fn resume(
     app: &App,
+    connection: &quinn::Connection,
     mut client: Stream,
-    agent: Stream,
-    recorder: Recorder,
-    pending: &PendingSession,
-    terminate: CancellationToken,
+    token: &str,
+    output_next: u64,
 ) {
-    let id = &pending.session_id;
-    // A session terminated while it was starting stays Terminating until it has ended.
-    if !terminate.is_cancelled() {
-        if let Err(e) = app.store.set_session_status(id, SessionStatus::Connected).await {
-            tracing::error!(error = %e, "cannot record session start");
-        }
-    }
-    if client.send_control(&Control::Ready { session_id: id.clone() }).await.is_ok() {
-        tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
-    }
-    let limits = pending.launch.limits;
-    let deadlines = Deadlines::from_now(limits);
-    let rec: SharedRecorder = Arc::new(tokio::sync::Mutex::new(recorder));
-    let (mut c_read, mut c_write) = client.split();
-    let (mut agent, mut at) = (agent, Positions::default());
-    let outcome = loop {
-        let client = (&mut c_read, &mut c_write);
-        let a =
-            splice_attached(client, agent.split(), rec.clone(), terminate.clone(), (limits, deadlines), at)
-                .await;
-        if !a.agent_detached {
-            break a;
-        }
-        tracing::info!(session = %id, "the agent's link dropped; waiting for it to re-attach the session");
-        match reattach_agent(app, pending, a.positions.output_next, &terminate).await {
-            Ok((stream, input_next)) => {
-                tracing::info!(session = %id, input_next, output_next = a.positions.output_next, "agent re-attached");
-                if c_write.send(Frame::control(&Control::Resumed { input_next })).await.is_err() {
-                    break Attachment {
-                        end: EndReason::ClientLost,
-                        message: "the client went away".into(),
-                        ..a
-                    };
-                }
-                at = Positions { input_next, rewind: true, ..a.positions };
-                agent = stream;
-            }
-            Err((end, reason, message)) => {
-                let _ =
-                    c_write.send(Frame::control(&Control::Close { reason, message: message.clone() })).await;
-                let _ = c_write.close().await;
-                break Attachment { end, message, ..a };
-            }
+    let remote = connection.remote_address();
+    let (id, returns) = match app.registry.redeem_resume(token) {
+        Ok(found) => found,
+        Err(refusal) => {
+            tracing::warn!(%remote, %refusal, "resume token refused");
+            let reason =
+                if refusal == TokenRefusal::Expired { CloseReason::Gone } else { CloseReason::Unauthorized };
+            refuse(&mut client, reason, refusal.to_string()).await;
+            linger(connection).await;
+            return;
         }
     };
-    let outcome = SpliceOutcome {
-        recording: finish_recording(rec, outcome.end, outcome.exit_code).await,
-        end: outcome.end,
-        exit_code: outcome.exit_code,
-        message: outcome.message,
-        bytes_from_client: outcome.bytes_from_client,
-        bytes_from_agent: outcome.bytes_from_agent,
-    };
-    app.registry.session_ended(id);
-    let status = match outcome.end {
-        EndReason::ProtocolError => SessionStatus::Failed,
-        _ => SessionStatus::Terminated,
-    };
-    let end = SessionEnd {
-        status,
-        end_us: now_us(),
-        details: outcome.message.clone(),
-        exit_code: outcome.exit_code,
-    };
-    if let Err(e) = app.store.finish_session(id, &end).await {
-        tracing::error!(error = %e, "cannot record session end");
+    super::admitted(connection);
+    tracing::info!(session = %id, %remote, output_next, "client resuming");
+    let back = ClientReturn { stream: client, output_next, connection: connection.clone() };
+    if returns.send(back).await.is_err() {
+        // The session ended meanwhile; its stream went with the message.
+        connection.close(0u32.into(), b"session ended");
+        return;
     }
-    match &outcome.recording {
-        Ok(m) => tracing::info!(
-            session = %id, end = ?outcome.end, exit = ?outcome.exit_code, bytes_in = outcome.bytes_from_client,
-            bytes_out = outcome.bytes_from_agent, recording_sha256 = %m.sha256, "session ended"
-        ),
-        Err(RecordingError::NotRecorded(_)) => tracing::info!(
-            session = %id, end = ?outcome.end, exit = ?outcome.exit_code, "unrecorded session ended"
-        ),
-        Err(e) => {
-            tracing::error!(session = %id, error = %e, "session ended but its recording could not be finished")
-        }
-    }
+    // The session owns the stream now and closes the connection when it ends.
+    connection.closed().await;
 }
 
 /// Records a session that never ran: Terminated when a terminate came while it was starting
@@ -307,77 +255,8 @@ async fn start_on_agent(
     }
 }
 
-/// Waits for the session's agent to be connected again (within the resume window) and
-/// re-attaches the session on a new stream: `Attach` from `resend_from`, answered by
-/// `Attached` with the next input frame the agent expects.
-async fn reattach_agent(
-    app: &App,
-    pending: &PendingSession,
-    resend_from: u64,
-    terminate: &CancellationToken,
-) -> Result<(Stream, u64), (EndReason, CloseReason, String)> {
-    let deadline = tokio::time::Instant::now() + RESUME_WINDOW;
-    let gone = || {
-        let window = RESUME_WINDOW.as_secs();
-        let message = format!("{} did not come back within the resume window of {window} s", pending.target);
-        (EndReason::AgentLost, CloseReason::AgentLost, message)
-    };
-    loop {
-        if terminate.is_cancelled() {
-            // The agent ends the process itself when nobody re-attaches it in its window.
-            return Err((EndReason::Terminated, CloseReason::Terminated, "session terminated".into()));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(gone());
-        }
-        if let Some(link) = app.registry.agent(&pending.target) {
-            match attach_on(&link.connection, pending, resend_from).await {
-                Ok(attached) => return Ok(attached),
-                Err(AttachError::Gone(message)) => {
-                    return Err((EndReason::AgentLost, CloseReason::AgentLost, message))
-                }
-                Err(AttachError::Retry(e)) => {
-                    tracing::debug!(session = %pending.session_id, "re-attach failed: {e}")
-                }
-            }
-        }
-        tokio::select! {
-            _ = terminate.cancelled() => {}
-            _ = tokio::time::sleep(REATTACH_POLL) => {}
-        }
-    }
-}
-
-/// Why a re-attach attempt failed.
-enum AttachError {
-    /// The agent no longer has the session.
-    Gone(String),
-    /// The link failed; try again on the next one.
-    Retry(String),
-}
-
-async fn attach_on(
-    connection: &quinn::Connection,
-    pending: &PendingSession,
-    resend_from: u64,
-) -> Result<(Stream, u64), AttachError> {
-    let retry = |e: &dyn std::fmt::Display| AttachError::Retry(e.to_string());
-    let (send, recv) = connection.open_bi().await.map_err(|e| retry(&e))?;
-    let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);
-    let attach = Control::Attach { session_id: pending.session_id.clone(), resend_from };
-    stream.send_control(&attach).await.map_err(|e| retry(&e))?;
-    match stream.recv_control(START_DEADLINE).await {
-        Ok(Control::Attached { input_next }) => Ok((stream, input_next)),
-        Ok(Control::Close { message, .. }) => {
-            Err(AttachError::Gone(format!("the agent no longer has the session: {message}")))
-        }
-        Ok(other) => Err(AttachError::Retry(format!("the agent answered {other:?} instead of Attached"))),
-        Err(e) => Err(retry(&e)),
-    }
-}
-
 /// Gives the client time to read what was sent, then closes.
-async fn linger(connection: &quinn::Connection) {
+pub(super) async fn linger(connection: &quinn::Connection) {
     let stats = connection.stats();
     tracing::debug!(
         remote = %connection.remote_address(), mtu = stats.path.current_mtu, rtt_us = stats.path.rtt.as_micros() as u64,

@@ -5,6 +5,7 @@
 mod agent_link;
 mod client_link;
 mod port_session;
+mod process_session;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -132,6 +132,9 @@ pub enum SessionStatus {
     Connecting,
     /// Client and agent are connected.
     Connected,
+    /// The client's or the agent's connection was lost; the session waits for it to come
+    /// back within the resume window.
+    Disconnected,
     /// TerminateSession was called; the session is ending.
     Terminating,
     /// The session ended.
@@ -146,6 +149,7 @@ impl SessionStatus {
         match self {
             SessionStatus::Connecting => "Connecting",
             SessionStatus::Connected => "Connected",
+            SessionStatus::Disconnected => "Disconnected",
             SessionStatus::Terminating => "Terminating",
             SessionStatus::Terminated => "Terminated",
             SessionStatus::Failed => "Failed",
@@ -154,14 +158,21 @@ impl SessionStatus {
 
     /// Parses SSM's name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Connecting, Self::Connected, Self::Terminating, Self::Terminated, Self::Failed]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Self::Connecting,
+            Self::Connected,
+            Self::Disconnected,
+            Self::Terminating,
+            Self::Terminated,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 
     /// Whether DescribeSessions lists it under `Active` (else `History`).
     pub fn is_active(self) -> bool {
-        matches!(self, Self::Connecting | Self::Connected | Self::Terminating)
+        matches!(self, Self::Connecting | Self::Connected | Self::Disconnected | Self::Terminating)
     }
 }
 
