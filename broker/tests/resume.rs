@@ -221,3 +221,88 @@ fn resume_session_is_for_the_owner_of_a_live_session_only() {
         broker.raw_call("ResumeSession", &body, &broker.key_id, &broker.secret, std::time::SystemTime::now());
     assert_eq!((status, v["__type"].as_str()), (400, Some("InvalidParameters")), "{v}");
 }
+
+fn session_status(broker: &Broker, id: &str) -> Option<String> {
+    let v = broker.api(&["describe-sessions", "--state", "Active"]);
+    let active = v["Sessions"].as_array().unwrap().iter().find(|s| s["SessionId"] == id).cloned();
+    let found = active.or_else(|| {
+        let v = broker.api(&["describe-sessions", "--state", "History"]);
+        v["Sessions"].as_array().unwrap().iter().find(|s| s["SessionId"] == id).cloned()
+    });
+    found.map(|s| s["Status"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn keys_typed_during_a_cut_reach_the_shell_once_after_the_resume() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = Broker::start();
+    let agent = broker.agent("a");
+    let (tcp, udp) = proxies_for(&rt, &broker);
+    let mut cmd = common::pty_cli(&broker, &["start-session", "--target", &agent.instance_id]);
+    cmd.env("AIRLOCK_ENDPOINT", format!("https://{}", tcp.local_addr()));
+    let mut term = common::Terminal::spawn(cmd);
+    term.send("echo k-$((40+2))\r");
+    term.expect("k-42");
+    tcp.faults().cut_for(CUT);
+    udp.faults().cut_for(CUT);
+    std::thread::sleep(Duration::from_secs(1));
+    term.send("echo typed-$((100+1))\r");
+    wait_for("the resume", Duration::from_secs(90), || {
+        term.screen.lock().unwrap().contains("resumed after").then_some(())
+    });
+    term.expect("typed-101");
+    term.send("echo after-$((1+1))\r");
+    term.expect("after-2");
+    let screen = term.screen.lock().unwrap().clone();
+    assert_eq!(screen.matches("typed-101").count(), 1, "typed once, run once: {screen}");
+    assert!(screen.contains("connection lost"), "{screen}");
+    term.send("exit 4\r");
+    assert_eq!(term.wait(), 4, "{}", term.screen.lock().unwrap());
+}
+
+#[test]
+fn terminate_reaches_the_agent_while_the_client_is_away() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = Broker::start();
+    let agent = broker.agent("a");
+    let (tcp, udp) = proxies_for(&rt, &broker);
+    let pid_file = broker.dir.path().join("remote.pid");
+    let script = format!("echo $$ > {}; exec sleep 300", pid_file.display());
+    let mut child = broker
+        .command(&agent.instance_id, &script)
+        .env("AIRLOCK_ENDPOINT", format!("https://{}", tcp.local_addr()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid: i32 = wait_for("the remote pid", Duration::from_secs(20), || {
+        std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok())
+    });
+    let id = wait_for("the session", Duration::from_secs(20), || {
+        let v = broker.api(&["describe-sessions", "--state", "Active"]);
+        v["Sessions"].as_array().unwrap().first().map(|s| s["SessionId"].as_str().unwrap().to_owned())
+    });
+    tcp.faults().cut_for(CUT + Duration::from_secs(20));
+    udp.faults().cut_for(CUT + Duration::from_secs(20));
+    wait_for("the session to be Disconnected", Duration::from_secs(45), || {
+        (session_status(&broker, &id).as_deref() == Some("Disconnected")).then_some(())
+    });
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the process lives while the client is away"
+    );
+    broker.api(&["terminate-session", "--session-id", &id]);
+    wait_for("the session to be Terminated", Duration::from_secs(5), || {
+        (session_status(&broker, &id).as_deref() == Some("Terminated")).then_some(())
+    });
+    wait_for("the remote process to end", Duration::from_secs(5), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')).then_some(())
+    });
+    // The CLI learns it when its network is back: the session cannot be resumed any more.
+    let status = wait_for("the CLI to exit", Duration::from_secs(90), || child.try_wait().unwrap());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_ne!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("can no longer be resumed"), "{stderr}");
+}

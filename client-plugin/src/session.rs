@@ -249,6 +249,9 @@ impl Input {
         stop: &CancellationToken,
     ) -> Result<(), Error> {
         loop {
+            if self.stdin.is_none() && self.resize.is_none() && self.feedback.is_none() {
+                return Ok(());
+            }
             let frame = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 chunk = recv(&mut self.stdin), if self.stdin.is_some() && self.kept_bytes < INPUT_KEPT => match chunk {
@@ -295,7 +298,6 @@ impl Input {
                         continue;
                     }
                 },
-                else => return Ok(()),
             };
             send_within(writer, frame).await?;
         }
