@@ -1,6 +1,7 @@
 //! The QUIC connection from the CLI to the broker (wire contract §2.3).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use airlock_proto::FrameCodec;
@@ -16,12 +17,15 @@ pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for our CONNECTION_CLOSE to go out before exiting.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How often a settled close checks whether its CONNECTION_CLOSE has gone out.
+const CLOSE_POLL: Duration = Duration::from_millis(1);
 
 /// An open QUIC connection to the broker.
 #[derive(Debug)]
 pub struct Link {
     endpoint: quinn::Endpoint,
     connection: quinn::Connection,
+    settled: AtomicBool,
 }
 
 impl Link {
@@ -51,7 +55,7 @@ impl Link {
             )))
             }
         };
-        Ok(Link { endpoint, connection })
+        Ok(Link { endpoint, connection, settled: AtomicBool::new(false) })
     }
 
     /// Opens the session's bidirectional stream.
@@ -64,9 +68,35 @@ impl Link {
         Opener { connection: self.connection.clone() }
     }
 
-    /// Closes the connection and waits briefly so the broker learns at once that we left.
+    /// Records that the session ended on the broker's word (its `Close` arrived), so nothing
+    /// we sent is still needed: [`Link::close`] may then exit as soon as its
+    /// CONNECTION_CLOSE is on the wire instead of draining.
+    pub fn settle(&self) {
+        self.settled.store(true, Ordering::Relaxed);
+    }
+
+    /// Closes the connection so the broker learns at once that we left. A settled link returns
+    /// once the CONNECTION_CLOSE datagram is handed to the socket (about a millisecond);
+    /// otherwise we wait (at most [`CLOSE_GRACE`]) for the draining period, three probe
+    /// timeouts (~70 ms on loopback), in which quinn repeats the close if the broker still
+    /// sends, in case the first was lost.
     pub async fn close(self, reason: &str) {
+        let before = self.connection.stats().udp_tx.datagrams;
         self.connection.close(quinn::VarInt::from_u32(0), reason.as_bytes());
+        let after = self.connection.stats().udp_tx.datagrams;
+        // Once closed, quinn sends nothing but CONNECTION_CLOSE, so the first datagram after
+        // `before` is it -- unless one (an ACK) went out between the two reads, when we cannot
+        // tell which it was and drain as for an unsettled link.
+        if self.settled.load(Ordering::Relaxed) && after == before {
+            let sent = async {
+                while self.connection.stats().udp_tx.datagrams == before {
+                    tokio::time::sleep(CLOSE_POLL).await;
+                }
+            };
+            if tokio::time::timeout(CLOSE_GRACE, sent).await.is_ok() {
+                return;
+            }
+        }
         let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
     }
 }

@@ -310,6 +310,10 @@ async fn run(link: &Link, session_id: &str, token: &str, mode: Mode) -> Result<(
     input.abort();
     output.abort();
     drop(raw);
+    if let Ended::Outcome(Outcome { end: session::End::Closed { .. }, .. }) = &ended {
+        // The broker ended the session: nothing we sent is still needed, exit without a drain.
+        link.settle();
+    }
     Ok(match ended {
         Ended::Outcome(outcome) => match session::conclude(&outcome, session_id) {
             (code, None) if mode.banner => {
