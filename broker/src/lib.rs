@@ -13,6 +13,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod launch;
+pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod preferences;

@@ -49,6 +49,10 @@ enum Command {
         /// else --region).
         #[arg(long)]
         aws_region: Option<String>,
+        /// Serve Prometheus metrics at GET /metrics on the API port, only to requests with
+        /// `Authorization: Bearer <token>`, the token (16+ bytes) read from this file.
+        #[arg(long, value_name = "FILE")]
+        metrics_token_file: Option<PathBuf>,
         /// Connection deadlines and caps (boxed: they would make every command as large).
         #[command(flatten)]
         limits: Box<LimitFlags>,
@@ -145,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                 spool_cap,
                 aws_endpoint_url,
                 aws_region,
+                metrics_token_file,
                 limits,
             } => {
                 let aws_region = aws_region
@@ -175,6 +180,7 @@ fn main() -> anyhow::Result<()> {
                         hello_timeout: limits.quic_hello_timeout,
                         max_unauthenticated: limits.max_unauthenticated_quic,
                     },
+                    metrics_token_file,
                 })
                 .await
                 .context("cannot start the broker")?;
