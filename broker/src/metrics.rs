@@ -52,8 +52,10 @@ const MAX_TOKEN_FILE: u64 = 4096;
 /// How often histograms are folded and idle series trimmed when nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// API latency buckets, in microseconds (rendered in seconds, Prometheus's unit).
-const API_BUCKETS_US: [u32; 14] =
-    [250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
+const API_BUCKETS_US: [u32; 14] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    10_000_000,
+];
 
 /// Why metrics could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +144,10 @@ fn read_token(path: &Path) -> Result<Vec<u8>, MetricsError> {
 
 fn describe() {
     metrics::describe_gauge!(AGENTS_CONNECTED, "Agents with a live control link.");
-    metrics::describe_counter!(API_REQUESTS, "API requests by operation and outcome (ok or the AWS error code).");
+    metrics::describe_counter!(
+        API_REQUESTS,
+        "API requests by operation and outcome (ok or the AWS error code)."
+    );
     metrics::describe_histogram!(
         API_DURATION,
         metrics::Unit::Seconds,

@@ -1,6 +1,8 @@
 //! `GET /metrics`: absent unless the broker is started with a token file, and then served
 //! only to requests bearing that token, with live figures (agents connected, API calls).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{wait_for, Broker};
@@ -56,9 +58,14 @@ fn metrics_need_the_flag_and_the_token() {
     };
     let described = "airlock_api_requests_total{operation=\"DescribeInstanceInformation\",outcome=\"ok\"}";
     assert!(count(described) >= 1, "{body}");
-    assert!(body.contains("airlock_api_requests_total{operation=\"GetConnectionStatus\",outcome=\""), "{body}");
     assert!(
-        body.contains("airlock_api_request_duration_seconds_bucket{operation=\"DescribeInstanceInformation\""),
+        body.contains("airlock_api_requests_total{operation=\"GetConnectionStatus\",outcome=\""),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "airlock_api_request_duration_seconds_bucket{operation=\"DescribeInstanceInformation\""
+        ),
         "a histogram, not a summary: {body}"
     );
     assert!(body.contains("airlock_spool_bytes_waiting "), "{body}");

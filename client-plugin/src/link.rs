@@ -232,6 +232,24 @@ mod quic_tests {
     }
 
     #[tokio::test]
+    async fn settled_close_still_tells_the_broker() {
+        let broker = fake_broker(&["127.0.0.1"]);
+        let server = broker.endpoint.clone();
+        let served = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            conn.closed().await
+        });
+        let target = parse_endpoint(&format!("https://127.0.0.1:{}", broker.addr.port())).unwrap();
+        let link = Link::connect(&target, broker.ca_pem.as_bytes(), None).await.unwrap();
+        link.settle();
+        // Returns without draining, once the CONNECTION_CLOSE is out: the broker must get it.
+        link.close("client done").await;
+        let closed = tokio::time::timeout(Duration::from_secs(5), served).await.unwrap().unwrap();
+        let quinn::ConnectionError::ApplicationClosed(close) = closed else { panic!("{closed:?}") };
+        assert_eq!(&close.reason[..], b"client done");
+    }
+
+    #[tokio::test]
     async fn wrong_ca_is_refused() {
         let broker = fake_broker(&["127.0.0.1"]);
         let other = fake_broker(&["127.0.0.1"]);
