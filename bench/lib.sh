@@ -13,7 +13,8 @@ need_apt() {
     fi
 }
 
-cargo build --locked --release --bins
+# BENCH_NO_BUILD=1 runs the binaries already in target/release.
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --locked --release --bins
 bin="$root/target/release"
 work=$(mktemp -d)
 pids=()
@@ -21,7 +22,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# OpenSSH on a loopback port with its own host and user keys.
+# OpenSSH on a loopback port with its own host and user keys; sets $ssh_port, $ssh_opts and
+# $sshd_pid.
 start_sshd() {
     need_apt openssh-server openssh-client
     mkdir -p /run/sshd "$work/ssh"
@@ -43,19 +45,22 @@ StrictModes no
 PidFile $work/ssh/sshd.pid
 CFG
     "$(command -v sshd)" -D -e -f "$work/ssh/sshd_config" 2>"$work/sshd.log" &
+    sshd_pid=$!
     pids+=($!)
     ssh_opts=(-q -p "$ssh_port" -i "$work/ssh/user_key" -o StrictHostKeyChecking=no
               -o UserKnownHostsFile=/dev/null -o BatchMode=yes)
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$ssh_port") 2>/dev/null && break; sleep 0.05; done
 }
 
-# An Airlock broker and one agent on loopback; sets AIRLOCK_* and AWS_* and $target.
+# An Airlock broker and one agent on loopback; sets AIRLOCK_* and AWS_*, $target, $broker_pid
+# and $agent_pid.
 # Arguments go to `airlock-broker serve`; the array broker_env, if set, holds NAME=VALUE
 # variables for the broker alone.
 start_airlock() {
     local port act id code
     port=$(free_port)
     env ${broker_env[@]+"${broker_env[@]}"} AIRLOCK_LOG=info,airlock_broker=debug "$bin/airlock-broker" serve --data-dir "$work/broker" --listen "127.0.0.1:$port" "$@" >"$work/broker.out" 2>"$work/broker.log" &
+    broker_pid=$!
     pids+=($!)
     for _ in $(seq 100); do grep -q "listening on" "$work/broker.out" 2>/dev/null && break; sleep 0.1; done
     set -a; eval "$(grep '^AWS_' "$work/broker.out")"; set +a
@@ -66,6 +71,7 @@ start_airlock() {
     "$bin/airlock-agent" register --data-dir "$work/agent" --endpoint "$AIRLOCK_ENDPOINT" --activation-code "$code" \
         --activation-id "$id" --ca-file "$AIRLOCK_CA_FILE" >/dev/null
     SHELL=/bin/bash "$bin/airlock-agent" run --data-dir "$work/agent" 2>"$work/agent.log" &
+    agent_pid=$!
     pids+=($!)
     target=$(sed -n 's/.*"instance_id": *"\([^"]*\)".*/\1/p' "$work/agent/agent.json")
     for _ in $(seq 100); do "$bin/airlock" describe-instance-information | grep -q '"Online"' && break; sleep 0.1; done

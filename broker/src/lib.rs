@@ -14,6 +14,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod launch;
+pub mod metrics;
 pub mod ops;
 pub mod password;
 pub mod policy;

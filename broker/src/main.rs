@@ -50,6 +50,10 @@ enum Command {
         /// else --region).
         #[arg(long)]
         aws_region: Option<String>,
+        /// Serve Prometheus metrics at GET /metrics on the API port, only to requests with
+        /// `Authorization: Bearer <token>`, the token (16+ bytes) read from this file.
+        #[arg(long, value_name = "FILE")]
+        metrics_token_file: Option<PathBuf>,
         /// Connection deadlines and caps (boxed: they would make every command as large).
         #[command(flatten)]
         limits: Box<LimitFlags>,
@@ -161,6 +165,7 @@ fn main() -> anyhow::Result<()> {
                 spool_cap,
                 aws_endpoint_url,
                 aws_region,
+                metrics_token_file,
                 limits,
                 console,
             } => {
@@ -197,6 +202,7 @@ fn main() -> anyhow::Result<()> {
                         absolute_timeout: console.console_session_lifetime,
                         ..ConsoleSettings::default()
                     },
+                    metrics_token_file,
                 })
                 .await
                 .context("cannot start the broker")?;

@@ -40,6 +40,8 @@ pub struct Options {
     pub quic: crate::quic::QuicLimits,
     /// Lifetimes and bounds of browser console sessions.
     pub console: crate::console::ConsoleSettings,
+    /// Serve `GET /metrics` to requests bearing the token in this file (none: no `/metrics`).
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// The default spool cap.
@@ -91,6 +93,9 @@ pub enum StartError {
     /// The recording sinks could not be set up.
     #[error("recording sinks: {0}")]
     Sinks(#[from] airlock_recordings::sink::SinkError),
+    /// Metrics were asked for but could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// A running broker.
@@ -159,6 +164,8 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     let dir = &opts.data_dir;
     crate::private_files::secure_data_dir(dir)
         .map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+    // First, so every agent and request from the start is counted.
+    let exporter = opts.metrics_token_file.as_deref().map(crate::metrics::Exporter::install).transpose()?;
     let store = open_store(dir).await?;
     let account = account_id(dir)?;
     let orphans = store.fail_orphaned_sessions(now_us()).await?;
@@ -233,7 +240,10 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
         console: crate::console::Console::new(opts.console.clone()),
     });
     let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };
-    let router = crate::api::router(app.clone()).merge(crate::console::router(app.clone()));
+    let mut router = crate::api::router(app.clone()).merge(crate::console::router(app.clone()));
+    if let Some(exporter) = exporter {
+        router = router.merge(crate::metrics::router(app.clone(), exporter));
+    }
     tokio::spawn(crate::http::serve(tcp, router, tls, opts.http.clone()));
     tokio::spawn(crate::quic::serve(app.clone(), quic.clone(), opts.quic.clone()));
     tokio::spawn(crate::api::close_abandoned_sessions(app.clone()));

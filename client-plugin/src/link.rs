@@ -1,6 +1,7 @@
 //! The QUIC connection from the CLI to the broker (wire contract §2.3).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use airlock_proto::FrameCodec;
@@ -16,12 +17,15 @@ pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for our CONNECTION_CLOSE to go out before exiting.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How often a settled close checks whether its CONNECTION_CLOSE has gone out.
+const CLOSE_POLL: Duration = Duration::from_millis(1);
 
 /// An open QUIC connection to the broker.
 #[derive(Debug)]
 pub struct Link {
     endpoint: quinn::Endpoint,
     connection: quinn::Connection,
+    settled: AtomicBool,
 }
 
 impl Link {
@@ -51,7 +55,7 @@ impl Link {
             )))
             }
         };
-        Ok(Link { endpoint, connection })
+        Ok(Link { endpoint, connection, settled: AtomicBool::new(false) })
     }
 
     /// Whether the connection was lost (timed out or reset by the network or a restarted
@@ -73,10 +77,45 @@ impl Link {
         Opener { connection: self.connection.clone() }
     }
 
-    /// Closes the connection and waits briefly so the broker learns at once that we left.
+    /// Records that the session ended on the broker's word (its `Close` arrived), so nothing
+    /// we sent is still needed: [`Link::close`] may then exit as soon as its
+    /// CONNECTION_CLOSE is on the wire instead of draining.
+    pub fn settle(&self) {
+        self.settled.store(true, Ordering::Relaxed);
+    }
+
+    /// Closes the connection so the broker learns at once that we left. A settled link returns
+    /// once the CONNECTION_CLOSE datagram is handed to the socket (about a millisecond);
+    /// otherwise we wait (at most [`CLOSE_GRACE`]) for the draining period, three probe
+    /// timeouts (~70 ms on loopback), in which quinn repeats the close if the broker still
+    /// sends, in case the first was lost.
     pub async fn close(self, reason: &str) {
+        let before = self.connection.stats().udp_tx.datagrams;
         self.connection.close(quinn::VarInt::from_u32(0), reason.as_bytes());
-        let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
+        let after = self.connection.stats().udp_tx.datagrams;
+        // Once closed, quinn sends nothing but CONNECTION_CLOSE, so the first datagram after
+        // `before` is it -- unless one (an ACK) went out between the two reads, when we cannot
+        // tell which it was and drain as for an unsettled link.
+        let settled = self.settled.load(Ordering::Relaxed) && after == before;
+        let sent = async {
+            while self.connection.stats().udp_tx.datagrams == before {
+                tokio::time::sleep(CLOSE_POLL).await;
+            }
+        };
+        let idle = self.endpoint.wait_idle();
+        let waited = async {
+            if settled {
+                // Quinn may also drain without ever sending the close (seen on loopback): then
+                // the end of the drain ends the wait, as it always did.
+                tokio::select! {
+                    _ = sent => tracing::debug!("CONNECTION_CLOSE sent; not draining"),
+                    _ = idle => tracing::debug!("drained before CONNECTION_CLOSE was seen sent"),
+                }
+            } else {
+                idle.await
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, waited).await;
     }
 }
 
@@ -214,6 +253,24 @@ mod quic_tests {
         link.close("done").await;
         let closed = tokio::time::timeout(Duration::from_secs(5), served).await.unwrap().unwrap();
         assert!(matches!(closed, quinn::ConnectionError::ApplicationClosed(_)), "{closed:?}");
+    }
+
+    #[tokio::test]
+    async fn settled_close_still_tells_the_broker() {
+        let broker = fake_broker(&["127.0.0.1"]);
+        let server = broker.endpoint.clone();
+        let served = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            conn.closed().await
+        });
+        let target = parse_endpoint(&format!("https://127.0.0.1:{}", broker.addr.port())).unwrap();
+        let link = Link::connect(&target, broker.ca_pem.as_bytes(), None).await.unwrap();
+        link.settle();
+        // Returns without draining, once the CONNECTION_CLOSE is out: the broker must get it.
+        link.close("client done").await;
+        let closed = tokio::time::timeout(Duration::from_secs(5), served).await.unwrap().unwrap();
+        let quinn::ConnectionError::ApplicationClosed(close) = closed else { panic!("{closed:?}") };
+        assert_eq!(&close.reason[..], b"client done");
     }
 
     #[tokio::test]

@@ -384,6 +384,10 @@ async fn run(
             }
         }
     };
+    if let Ended::Outcome(Outcome { end: session::End::Closed { .. }, .. }) = &ended {
+        // The broker ended the session: nothing we sent is still needed, exit without a drain.
+        resumed_link.as_ref().unwrap_or(link).settle();
+    }
     if let Some(l) = resumed_link {
         l.close("client done").await;
     }

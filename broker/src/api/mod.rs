@@ -170,8 +170,15 @@ pub(crate) async fn serve_as(
 }
 
 /// Runs one authenticated operation: its typed request, then its handler, which authorizes
-/// the operation on its own resource before it does anything else.
+/// the operation on its own resource before it does anything else. Counted and timed.
 async fn serve(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let started = crate::metrics::api_started();
+    let result = handle(gate, op, body).await;
+    crate::metrics::api_finished(op.name(), started, &result);
+    result
+}
+
+async fn handle(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<serde_json::Value, ApiError> {
     let app = gate.app;
     match op {
         Op::RegisterManagedInstance => activations::register(app, parse(body)?).await,

@@ -72,6 +72,7 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection, cert: Cert
         tracing::error!(error = %e, "cannot record agent host info");
     }
     let generation = app.registry.agent_connected(&id, connection.clone());
+    let _counted = crate::metrics::agent_connected();
     // A deregistration between the lookup above and this point found no live link to
     // close; it has marked the store by now, so looking again closes the gap.
     if !matches!(app.store.instance_by_certificate(&presented, now_us()).await, Ok(Some(_))) {
