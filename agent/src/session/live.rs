@@ -63,13 +63,13 @@ impl LiveSessions {
     }
 
     /// Hands `attachment` to the live session `id`; gives it back when there is none.
-    pub(crate) fn attach(&self, id: &SessionId, attachment: Attachment) -> Result<(), Attachment> {
+    pub(crate) fn attach(&self, id: &SessionId, attachment: Attachment) -> Result<(), Box<Attachment>> {
         let sender = self.lock().get(id).cloned();
         match sender {
             Some(tx) => tx.try_send(attachment).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => a,
+                mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => Box::new(a),
             }),
-            None => Err(attachment),
+            None => Err(Box::new(attachment)),
         }
     }
 
@@ -205,10 +205,7 @@ pub(crate) async fn run(
 /// After `Close`: stop the process; its exit code is the session's.
 async fn finish(shared: &Shared, limits: &SessionLimits) -> Option<i32> {
     shared.control.terminate(limits.kill_grace).await;
-    match tokio::time::timeout(limits.kill_grace + limits.drain_timeout, shared.control.wait()).await {
-        Ok(code) => Some(code),
-        Err(_) => None,
-    }
+    tokio::time::timeout(limits.kill_grace + limits.drain_timeout, shared.control.wait()).await.ok()
 }
 
 /// Reads the process's output into numbered frames while there is room, then records the
