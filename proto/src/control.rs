@@ -342,3 +342,48 @@ mod fuzz {
         }
     }
 }
+
+/// The encoding agents and CLIs already in the field speak: postcard names a variant by its
+/// index, so new messages are only ever appended. These bytes were produced by the release
+/// before resume; a change that reorders or reshapes an existing message fails here.
+#[cfg(test)]
+mod frozen {
+    use super::*;
+
+    #[test]
+    fn existing_messages_keep_their_bytes() {
+        let cases: Vec<(Control, &str)> = vec![
+            (
+                Control::ClientHello(ClientRequest {
+                    token: "t".into(),
+                    client_version: "1".into(),
+                    cols: 80,
+                    rows: 24,
+                    term: "xterm".into(),
+                }),
+                "0001740131501805787465726d",
+            ),
+            (Control::Ready { session_id: "s".into() }, "010173"),
+            (Control::Heartbeat { seq: 300 }, "03ac02"),
+            (
+                Control::Open {
+                    session_id: "s".into(),
+                    spec: SessionSpec::Command { command: "ls".into(), run_as: None },
+                },
+                "04017301026c7300",
+            ),
+            (Control::Started, "05"),
+            (Control::Resize { cols: 120, rows: 40 }, "067828"),
+            (Control::Exit { code: -1 }, "0701"),
+            (Control::Close { reason: CloseReason::ConnectFailed, message: "m".into() }, "080a016d"),
+            (Control::Connect { target: 3 }, "0903"),
+            (Control::Dial { session_id: "s".into(), host: "h".into(), port: 22 }, "0a0173016816"),
+            (Control::RenewalRefused { message: "m".into() }, "0d016d"),
+        ];
+        for (msg, hex) in cases {
+            let bytes = postcard::to_allocvec(&msg).unwrap();
+            let got: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(got, hex, "{msg:?}");
+        }
+    }
+}
