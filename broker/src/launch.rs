@@ -21,6 +21,8 @@ pub struct Launch {
     pub record_port_data: bool,
     /// Idle and maximum session durations.
     pub limits: Limits,
+    /// How long a session waits for a lost client or agent connection to come back.
+    pub resume_window: std::time::Duration,
     /// The OS user on the host; None for the agent's own.
     pub run_as: Option<String>,
     /// Typed into a shell right after it starts.
@@ -100,6 +102,7 @@ impl Launch {
             require_recording: prefs.require_recording,
             record_port_data: prefs.record_port_data,
             limits: Limits { idle: Some(prefs.idle_timeout), max: prefs.max_duration },
+            resume_window: prefs.resume_window,
             run_as: None,
             shell_profile: prefs.shell_profile.clone(),
         }

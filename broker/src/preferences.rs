@@ -22,7 +22,9 @@ pub const DEFAULT_IDLE_MINUTES: u64 = 20;
 
 const TOP_LEVEL: [&str; 6] =
     ["schemaVersion", "description", "sessionType", "inputs", "parameters", "properties"];
-const INPUTS: [&str; 14] = [
+/// The resume window when the preferences do not set one: 10 minutes.
+const DEFAULT_RESUME_WINDOW_SECONDS: u64 = 600;
+const INPUTS: [&str; 15] = [
     "s3BucketName",
     "s3KeyPrefix",
     "s3EncryptionEnabled",
@@ -37,6 +39,7 @@ const INPUTS: [&str; 14] = [
     "shellProfile",
     "requireRecording",
     "recordPortData",
+    "resumeWindowSeconds",
 ];
 const SHELL_PROFILE: [&str; 2] = ["linux", "windows"];
 
@@ -65,6 +68,9 @@ pub struct SessionPreferences {
     /// Airlock: record the bytes of port-forward connections, not only their open, close and
     /// byte counts (default false).
     pub record_port_data: bool,
+    /// Airlock: how long a session whose client or agent connection was lost waits for it to
+    /// come back (`resumeWindowSeconds`, default 600; 0 ends the session at once).
+    pub resume_window: Duration,
 }
 
 /// Where and how transcripts go to S3.
@@ -103,6 +109,7 @@ impl Default for SessionPreferences {
             shell_profile: None,
             require_recording: true,
             record_port_data: false,
+            resume_window: Duration::from_secs(DEFAULT_RESUME_WINDOW_SECONDS),
         }
     }
 }
@@ -335,10 +342,21 @@ fn minutes(
     lo: u64,
     hi: u64,
 ) -> Result<Option<u64>, PreferencesError> {
+    whole(inputs, key, lo, hi, "minutes")
+}
+
+/// A whole number of `unit` from `lo` to `hi`, as a JSON number or string; `None` when absent.
+fn whole(
+    inputs: &Map<String, Value>,
+    key: &str,
+    lo: u64,
+    hi: u64,
+    unit: &str,
+) -> Result<Option<u64>, PreferencesError> {
     let bad = |shown: String| {
         invalid(
             &format!("inputs.{key}"),
-            format!("must be a whole number of minutes from {lo} to {hi}, got {shown}"),
+            format!("must be a whole number of {unit} from {lo} to {hi}, got {shown}"),
         )
     };
     let n = match inputs.get(key) {
@@ -477,6 +495,10 @@ fn preferences(inputs: &Map<String, Value>) -> Result<SessionPreferences, Prefer
         shell_profile,
         require_recording: boolean(inputs, "requireRecording", true)?,
         record_port_data: boolean(inputs, "recordPortData", false)?,
+        resume_window: Duration::from_secs(
+            whole(inputs, "resumeWindowSeconds", 0, 86_400, "seconds")?
+                .unwrap_or(DEFAULT_RESUME_WINDOW_SECONDS),
+        ),
     })
 }
 

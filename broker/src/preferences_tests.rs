@@ -54,7 +54,8 @@ fn every_field() {
         "maxSessionDuration": "120",
         "shellProfile": {"linux": "  exec bash -l\n", "windows": "cmd"},
         "requireRecording": false,
-        "recordPortData": true
+        "recordPortData": true,
+        "resumeWindowSeconds": 90
     }));
     assert_eq!(
         p,
@@ -77,8 +78,20 @@ fn every_field() {
             shell_profile: Some("exec bash -l".into()),
             require_recording: false,
             record_port_data: true,
+            resume_window: Duration::from_secs(90),
         }
     );
+}
+
+#[test]
+fn resume_window_is_whole_seconds_up_to_a_day() {
+    assert_eq!(prefs(json!({})).resume_window, Duration::from_secs(600));
+    assert_eq!(prefs(json!({"resumeWindowSeconds": 0})).resume_window, Duration::ZERO);
+    assert_eq!(prefs(json!({"resumeWindowSeconds": "86400"})).resume_window, Duration::from_secs(86_400));
+    for bad in [json!(86_401), json!(-1), json!(1.5), json!("ten")] {
+        let err = refused(json!({"resumeWindowSeconds": bad})).to_string();
+        assert!(err.contains("inputs.resumeWindowSeconds") && err.contains("seconds"), "{bad}: {err}");
+    }
 }
 
 #[test]

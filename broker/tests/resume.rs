@@ -222,6 +222,20 @@ fn resume_session_is_for_the_owner_of_a_live_session_only() {
     assert_eq!((status, v["__type"].as_str()), (400, Some("InvalidParameters")), "{v}");
 }
 
+/// Waits until the CLI printed its first line: the session is spliced end to end.
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut out, &mut line);
+        let _ = tx.send(line);
+        // Keep reading so the CLI never blocks on a full pipe.
+        let _ = std::io::copy(&mut out, &mut std::io::sink());
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("the CLI printed nothing")
+}
+
 fn session_status(broker: &Broker, id: &str) -> Option<String> {
     let v = broker.api(&["describe-sessions", "--state", "Active"]);
     let active = v["Sessions"].as_array().unwrap().iter().find(|s| s["SessionId"] == id).cloned();
@@ -267,14 +281,15 @@ fn terminate_reaches_the_agent_while_the_client_is_away() {
     let agent = broker.agent("a");
     let (tcp, udp) = proxies_for(&rt, &broker);
     let pid_file = broker.dir.path().join("remote.pid");
-    let script = format!("echo $$ > {}; exec sleep 300", pid_file.display());
+    let script = format!("echo $$ > {}; echo started; exec sleep 300", pid_file.display());
     let mut child = broker
         .command(&agent.instance_id, &script)
         .env("AIRLOCK_ENDPOINT", format!("https://{}", tcp.local_addr()))
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    assert_eq!(first_line(&mut child), "started\n");
     let pid: i32 = wait_for("the remote pid", Duration::from_secs(20), || {
         std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok())
     });
@@ -305,4 +320,46 @@ fn terminate_reaches_the_agent_while_the_client_is_away() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_ne!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("can no longer be resumed"), "{stderr}");
+}
+
+#[test]
+fn past_the_resume_window_the_session_ends_with_a_clear_reason_and_the_process_goes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let broker = Broker::start();
+    broker.set_preferences(serde_json::json!({ "resumeWindowSeconds": 2 }));
+    let proxy = rt.block_on(UdpProxy::start(broker_addr(&broker))).unwrap();
+    let agent = agent_behind(&broker, &proxy);
+    let pid_file = broker.dir.path().join("window.pid");
+    let script = format!("echo $$ > {}; echo started; exec sleep 300", pid_file.display());
+    let mut child = broker
+        .command(&agent.instance_id, &script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(first_line(&mut child), "started\n");
+    // The window went to the agent before the first output; give it time to arrive.
+    std::thread::sleep(Duration::from_secs(1));
+    let pid: i32 = wait_for("the remote pid", Duration::from_secs(20), || {
+        std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok())
+    });
+    let id = wait_for("the session", Duration::from_secs(20), || {
+        let v = broker.api(&["describe-sessions", "--state", "Active"]);
+        v["Sessions"].as_array().unwrap().first().map(|s| s["SessionId"].as_str().unwrap().to_owned())
+    });
+    proxy.faults().cut_for(CUT);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(stderr.contains("resume window of 2 s"), "{stderr}");
+    let v = broker.api(&["describe-sessions", "--state", "History"]);
+    let s =
+        v["Sessions"].as_array().unwrap().iter().find(|s| s["SessionId"] == id.as_str()).cloned().unwrap();
+    assert_eq!(s["Status"], "Terminated", "{s}");
+    assert!(s["Details"].as_str().unwrap().contains("resume window of 2 s"), "{s}");
+    // The agent ended the process when its own window (the preference, sent to it) passed.
+    wait_for("the remote process to end", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')).then_some(())
+    });
 }

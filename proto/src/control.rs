@@ -209,6 +209,13 @@ pub enum Control {
         /// The number of the first input frame the agent has not received.
         input_next: u64,
     },
+    /// broker → agent on a session stream: how long to keep the session when its stream goes
+    /// away (the preferences' `resumeWindowSeconds`). Agents that predate it ignore it and
+    /// use their own default.
+    ResumeWindow {
+        /// The window in seconds; 0 ends the session as soon as its stream goes away.
+        seconds: u32,
+    },
 }
 
 #[cfg(test)]
@@ -271,6 +278,7 @@ mod tests {
             Control::Attached { input_next: 9 },
             Control::ClientResume { token: "t".into(), output_next: 12 },
             Control::Resumed { input_next: 4 },
+            Control::ResumeWindow { seconds: 600 },
             Control::Close { reason: CloseReason::Gone, message: "expired".into() },
         ];
         for msg in msgs {

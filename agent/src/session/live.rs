@@ -12,6 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use airlock_proto::{CloseReason, Control, Frame, FrameCodec, FrameKind, SessionId};
 use bytes::{Bytes, BytesMut};
@@ -120,6 +121,8 @@ struct Shared {
     /// The number of the next input frame expected; acknowledged to the client by the
     /// output side.
     input_next: std::sync::atomic::AtomicU64,
+    /// The resume window in seconds, as the broker set it (else the agent's default).
+    window_secs: std::sync::atomic::AtomicU64,
     /// Bumped on every change of `kept` (new output, release, exit).
     changed: watch::Sender<u64>,
     control: ProcessControl,
@@ -161,6 +164,7 @@ pub(crate) async fn run(
     let shared = Arc::new(Shared {
         kept: Mutex::new(Kept::default()),
         input_next: std::sync::atomic::AtomicU64::new(0),
+        window_secs: std::sync::atomic::AtomicU64::new(limits.resume_window.as_secs()),
         changed,
         control,
     });
@@ -169,7 +173,8 @@ pub(crate) async fn run(
     let mut attachment = Some(first);
     let code = loop {
         let Some(a) = attachment.take() else {
-            let wait = tokio::time::timeout(limits.resume_window, attachments.recv());
+            let window = Duration::from_secs(shared.window_secs.load(Ordering::Acquire));
+            let wait = tokio::time::timeout(window, attachments.recv());
             match wait.await {
                 Ok(Some(a)) => {
                     attachment = Some(a);
@@ -391,6 +396,9 @@ async fn receive_input(
             FrameKind::Stderr => tracing::debug!("ignoring a Stderr frame from the broker"),
             FrameKind::Control => match frame.to_control() {
                 Ok(Control::Resize { cols, rows }) => shared.control.resize(cols, rows),
+                Ok(Control::ResumeWindow { seconds }) => {
+                    shared.window_secs.store(u64::from(seconds), Ordering::Release);
+                }
                 Ok(Control::Ack { next }) => {
                     shared.kept().release(next);
                     shared.bump();

@@ -265,5 +265,6 @@ fn control_name(msg: &Control) -> &'static str {
         Control::Attached { .. } => "Attached",
         Control::ClientResume { .. } => "ClientResume",
         Control::Resumed { .. } => "Resumed",
+        Control::ResumeWindow { .. } => "ResumeWindow",
     }
 }

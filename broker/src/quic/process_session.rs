@@ -31,9 +31,6 @@ use crate::app::{now_us, App};
 use crate::registry::{ClientReturn, PendingSession};
 use crate::store::{SessionEnd, SessionStatus};
 
-/// How long a session waits for its client or agent to come back after a lost connection
-/// (the agent keeps the process as long: `SessionLimits::resume_window`).
-pub(crate) const RESUME_WINDOW: Duration = Duration::from_secs(600);
 /// How often a detached session looks for its agent's new link.
 const REATTACH_POLL: Duration = Duration::from_millis(250);
 
@@ -60,7 +57,13 @@ pub(super) async fn run(
     let rec: SharedRecorder = Arc::new(tokio::sync::Mutex::new(recorder));
     let (mut c_read, mut c_write) = client.split();
     let (mut agent, mut at) = (agent, Positions::default());
+    let window = pending.launch.resume_window;
     let outcome = loop {
+        // The agent keeps the process as long as we wait for it.
+        let seconds = u32::try_from(window.as_secs()).unwrap_or(u32::MAX);
+        if let Err(e) = agent.send_control(&Control::ResumeWindow { seconds }).await {
+            tracing::debug!(session = %id, "cannot send the resume window: {e}");
+        }
         let lost = {
             let connection = connection.clone();
             move || connection_lost(&connection)
@@ -75,19 +78,23 @@ pub(super) async fn run(
             at,
         )
         .await;
+        if a.client_detached && window.is_zero() {
+            close_on_agent(app, pending).await;
+            break Attachment { end: EndReason::ClientLost, ..a };
+        }
         if a.client_detached {
             tracing::info!(session = %id, reason = %a.message, "the client's connection was lost; waiting for it to resume");
             set_status(app, id, SessionStatus::Disconnected, &terminate).await;
             let back = tokio::select! {
                 back = returns.recv() => back,
                 _ = terminate.cancelled() => None,
-                _ = tokio::time::sleep(RESUME_WINDOW) => None,
+                _ = tokio::time::sleep(window) => None,
             };
             let Some(back) = back else {
                 let (end, message) = if terminate.is_cancelled() {
                     (EndReason::Terminated, "session terminated while its client was away".to_owned())
                 } else {
-                    let window = RESUME_WINDOW.as_secs();
+                    let window = window.as_secs();
                     (
                         EndReason::ClientLost,
                         format!("the client did not come back within the resume window of {window} s"),
@@ -231,14 +238,15 @@ async fn reattach_agent(
     resend_from: u64,
     terminate: &CancellationToken,
 ) -> Result<(Stream, u64), (EndReason, CloseReason, String)> {
-    let deadline = tokio::time::Instant::now() + RESUME_WINDOW;
+    let window = pending.launch.resume_window;
+    let deadline = tokio::time::Instant::now() + window;
     loop {
         if terminate.is_cancelled() {
             close_on_agent(app, pending).await;
             return Err((EndReason::Terminated, CloseReason::Terminated, "session terminated".into()));
         }
         if tokio::time::Instant::now() >= deadline {
-            let window = RESUME_WINDOW.as_secs();
+            let window = window.as_secs();
             let message =
                 format!("{} did not come back within the resume window of {window} s", pending.target);
             return Err((EndReason::AgentLost, CloseReason::AgentLost, message));
