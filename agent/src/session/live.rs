@@ -63,14 +63,21 @@ impl LiveSessions {
         self.len() == 0
     }
 
-    /// Hands `attachment` to the live session `id`; gives it back when there is none.
-    pub(crate) fn attach(&self, id: &SessionId, attachment: Attachment) -> Result<(), Box<Attachment>> {
+    /// Hands `attachment` to the live session `id` (waiting, at most `patience`, while the
+    /// session takes an earlier one); gives it back when there is no such session.
+    pub(crate) async fn attach(
+        &self,
+        id: &SessionId,
+        attachment: Attachment,
+        patience: std::time::Duration,
+    ) -> Result<(), Box<Attachment>> {
         let sender = self.lock().get(id).cloned();
-        match sender {
-            Some(tx) => tx.try_send(attachment).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(a) | mpsc::error::TrySendError::Closed(a) => Box::new(a),
-            }),
-            None => Err(Box::new(attachment)),
+        let Some(tx) = sender else { return Err(Box::new(attachment)) };
+        match tx.send_timeout(attachment, patience).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(a) | mpsc::error::SendTimeoutError::Closed(a)) => {
+                Err(Box::new(a))
+            }
         }
     }
 
@@ -121,8 +128,8 @@ struct Shared {
     /// The number of the next input frame expected; acknowledged to the client by the
     /// output side.
     input_next: std::sync::atomic::AtomicU64,
-    /// The resume window in seconds, as the broker set it (else the agent's default).
-    window_secs: std::sync::atomic::AtomicU64,
+    /// The resume window in milliseconds, as the broker set it (else the agent's default).
+    window_ms: std::sync::atomic::AtomicU64,
     /// Bumped on every change of `kept` (new output, release, exit).
     changed: watch::Sender<u64>,
     control: ProcessControl,
@@ -164,7 +171,9 @@ pub(crate) async fn run(
     let shared = Arc::new(Shared {
         kept: Mutex::new(Kept::default()),
         input_next: std::sync::atomic::AtomicU64::new(0),
-        window_secs: std::sync::atomic::AtomicU64::new(limits.resume_window.as_secs()),
+        window_ms: std::sync::atomic::AtomicU64::new(
+            u64::try_from(limits.resume_window.as_millis()).unwrap_or(u64::MAX),
+        ),
         changed,
         control,
     });
@@ -173,7 +182,7 @@ pub(crate) async fn run(
     let mut attachment = Some(first);
     let code = loop {
         let Some(a) = attachment.take() else {
-            let window = Duration::from_secs(shared.window_secs.load(Ordering::Acquire));
+            let window = Duration::from_millis(shared.window_ms.load(Ordering::Acquire));
             let wait = tokio::time::timeout(window, attachments.recv());
             match wait.await {
                 Ok(Some(a)) => {
@@ -397,7 +406,7 @@ async fn receive_input(
             FrameKind::Control => match frame.to_control() {
                 Ok(Control::Resize { cols, rows }) => shared.control.resize(cols, rows),
                 Ok(Control::ResumeWindow { seconds }) => {
-                    shared.window_secs.store(u64::from(seconds), Ordering::Release);
+                    shared.window_ms.store(u64::from(seconds) * 1000, Ordering::Release);
                 }
                 Ok(Control::Ack { next }) => {
                     shared.kept().release(next);

@@ -107,7 +107,7 @@ where
         Ok(Request::Attach(session_id, resend_from)) => {
             let (reader, writer) = boxed(stream);
             let attachment = live::Attachment { reader, writer, resend_from, announce: true };
-            match live.attach(&session_id, attachment) {
+            match live.attach(&session_id, attachment, limits.send_timeout).await {
                 Ok(()) => Ok(StreamReport::Attached(session_id)),
                 Err(back) => {
                     let message = format!("session {session_id} is not live on this agent");
