@@ -50,15 +50,7 @@ fn output_produced_while_the_agents_link_is_cut_arrives_once_in_order() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let id = wait_for("the session to be Connected", Duration::from_secs(20), || {
-        let v = broker.api(&["describe-sessions", "--state", "Active"]);
-        v["Sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["Status"] == "Connected")
-            .map(|s| s["SessionId"].as_str().unwrap().to_owned())
-    });
+    let id = connected_session(&broker);
     std::thread::sleep(Duration::from_secs(2));
     let faults = proxy.faults();
     faults.cut_for(CUT);
@@ -120,27 +112,13 @@ fn a_cli_whose_connection_is_cut_resumes_with_nothing_lost_or_repeated() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let id = wait_for("the session to be Connected", Duration::from_secs(20), || {
-        let v = broker.api(&["describe-sessions", "--state", "Active"]);
-        v["Sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["Status"] == "Connected")
-            .map(|s| s["SessionId"].as_str().unwrap().to_owned())
-    });
+    let id = connected_session(&broker);
     std::thread::sleep(Duration::from_secs(2));
     tcp.faults().cut_for(CUT);
     udp.faults().cut_for(CUT);
     // While the client is away the session says so.
     wait_for("the session to be Disconnected", Duration::from_secs(40), || {
-        let v = broker.api(&["describe-sessions", "--state", "Active"]);
-        v["Sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["SessionId"] == id.as_str() && s["Status"] == "Disconnected")
-            .cloned()
+        (session_status(&broker, &id).as_deref() == Some("Disconnected")).then_some(())
     });
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -178,15 +156,7 @@ fn resume_session_is_for_the_owner_of_a_live_session_only() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let id = wait_for("the session to be Connected", Duration::from_secs(20), || {
-        let v = broker.api(&["describe-sessions", "--state", "Active"]);
-        v["Sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["Status"] == "Connected")
-            .map(|s| s["SessionId"].as_str().unwrap().to_owned())
-    });
+    let id = connected_session(&broker);
     let body = format!(r#"{{"SessionId":"{id}"}}"#);
     let (status, v) =
         broker.raw_call("ResumeSession", &body, &broker.key_id, &broker.secret, std::time::SystemTime::now());
@@ -234,6 +204,24 @@ fn first_line(child: &mut std::process::Child) -> String {
         let _ = std::io::copy(&mut out, &mut std::io::sink());
     });
     rx.recv_timeout(Duration::from_secs(30)).expect("the CLI printed nothing")
+}
+
+/// Waits for the broker's one session to be Connected; returns its id.
+fn connected_session(broker: &Broker) -> String {
+    wait_for("the session to be Connected", Duration::from_secs(20), || {
+        let v = broker.api(&["describe-sessions", "--state", "Active"]);
+        let sessions = v["Sessions"].as_array().unwrap().clone();
+        sessions
+            .into_iter()
+            .find(|s| s["Status"] == "Connected")
+            .map(|s| s["SessionId"].as_str().unwrap().to_owned())
+    })
+}
+
+/// Whether process `pid` is gone (or a zombie, which is dead).
+fn process_gone(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')
 }
 
 fn session_status(broker: &Broker, id: &str) -> Option<String> {
@@ -293,10 +281,7 @@ fn terminate_reaches_the_agent_while_the_client_is_away() {
     let pid: i32 = wait_for("the remote pid", Duration::from_secs(20), || {
         std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok())
     });
-    let id = wait_for("the session", Duration::from_secs(20), || {
-        let v = broker.api(&["describe-sessions", "--state", "Active"]);
-        v["Sessions"].as_array().unwrap().first().map(|s| s["SessionId"].as_str().unwrap().to_owned())
-    });
+    let id = connected_session(&broker);
     tcp.faults().cut_for(CUT + Duration::from_secs(20));
     udp.faults().cut_for(CUT + Duration::from_secs(20));
     wait_for("the session to be Disconnected", Duration::from_secs(45), || {
@@ -310,10 +295,7 @@ fn terminate_reaches_the_agent_while_the_client_is_away() {
     wait_for("the session to be Terminated", Duration::from_secs(5), || {
         (session_status(&broker, &id).as_deref() == Some("Terminated")).then_some(())
     });
-    wait_for("the remote process to end", Duration::from_secs(5), || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        (stat.is_empty() || stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')).then_some(())
-    });
+    wait_for("the remote process to end", Duration::from_secs(5), || process_gone(pid).then_some(()));
     // The CLI learns it when its network is back: the session cannot be resumed any more.
     let status = wait_for("the CLI to exit", Duration::from_secs(90), || child.try_wait().unwrap());
     let mut stderr = String::new();
@@ -343,10 +325,7 @@ fn past_the_resume_window_the_session_ends_with_a_clear_reason_and_the_process_g
     let pid: i32 = wait_for("the remote pid", Duration::from_secs(20), || {
         std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok())
     });
-    let id = wait_for("the session", Duration::from_secs(20), || {
-        let v = broker.api(&["describe-sessions", "--state", "Active"]);
-        v["Sessions"].as_array().unwrap().first().map(|s| s["SessionId"].as_str().unwrap().to_owned())
-    });
+    let id = connected_session(&broker);
     proxy.faults().cut_for(CUT);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -358,8 +337,5 @@ fn past_the_resume_window_the_session_ends_with_a_clear_reason_and_the_process_g
     assert_eq!(s["Status"], "Terminated", "{s}");
     assert!(s["Details"].as_str().unwrap().contains("resume window of 2 s"), "{s}");
     // The agent ended the process when its own window (the preference, sent to it) passed.
-    wait_for("the remote process to end", Duration::from_secs(10), || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        (stat.is_empty() || stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')).then_some(())
-    });
+    wait_for("the remote process to end", Duration::from_secs(10), || process_gone(pid).then_some(()));
 }
