@@ -208,6 +208,7 @@ where
         UpPos { next: at.input_next, recorded: at.input_recorded, bytes: 0, rewinding: at.rewind };
     let mut down_pos = DownPos { next: at.output_next, recorded: at.output_recorded };
 
+    let mut detached_bytes_down = 0;
     let (up_end, down) = {
         let up = upstream(
             c_read,
@@ -232,7 +233,7 @@ where
                     // keeps the session) and the client is told nothing. The other
                     // direction stops between frames, so what it recorded is whole.
                     detach.cancel();
-                    let _ = down.await;
+                    detached_bytes_down = down.await.bytes;
                     (Some(u), None)
                 } else {
                     match u {
@@ -245,7 +246,7 @@ where
         }
     };
     let Some(down) = down else {
-        return detached_client(up_end, up_pos, down_pos);
+        return detached_client(up_end, up_pos, down_pos, detached_bytes_down);
     };
     let Down { end: down_end, forwarding, bytes: bytes_down, exit_code } = down;
     let pos = down_pos;
@@ -281,7 +282,7 @@ where
 
 /// The outcome of an attachment whose client went away: where the input stands (the output
 /// position is the client's to say when it resumes).
-fn detached_client(up: Option<UpEnd>, pos: UpPos, down: DownPos) -> Attachment {
+fn detached_client(up: Option<UpEnd>, pos: UpPos, down: DownPos, bytes_down: u64) -> Attachment {
     let message = match up {
         Some(UpEnd::ClientLost(m)) => m,
         _ => String::new(),
@@ -291,7 +292,7 @@ fn detached_client(up: Option<UpEnd>, pos: UpPos, down: DownPos) -> Attachment {
         exit_code: None,
         message,
         bytes_from_client: pos.bytes,
-        bytes_from_agent: 0,
+        bytes_from_agent: bytes_down,
         positions: Positions {
             input_next: pos.next,
             input_recorded: pos.recorded,
