@@ -25,5 +25,6 @@ pub mod registry;
 pub mod secrets;
 pub mod server;
 pub mod sigv4;
+pub mod ssm_edge;
 pub mod store;
 pub mod totp;

@@ -85,6 +85,15 @@ enum TokenState {
     Redeemed,
 }
 
+/// What an unredeemed token opens ([`Registry::token_for`]).
+#[derive(Debug, Clone)]
+pub enum TokenFor {
+    /// A new session (a StartSession token).
+    Start(Box<PendingSession>),
+    /// The live session with this id (a ResumeSession token).
+    Resume(String),
+}
+
 /// A client connection come back to its session (a redeemed ResumeSession token).
 pub struct ClientReturn {
     /// The client's new session stream, after its `ClientResume`.
@@ -277,6 +286,21 @@ impl Registry {
                 entry.state = TokenState::Pending(session);
                 Err(TokenRefusal::Unknown)
             }
+            TokenState::Redeemed => Err(TokenRefusal::AlreadyUsed),
+        }
+    }
+
+    /// What a live token is for, without redeeming it: the stock plugin's edge checks that a
+    /// token belongs to the session its URL names before handing it to the session core.
+    pub fn token_for(&self, token: &str) -> Result<TokenFor, TokenRefusal> {
+        let tokens = lock(&self.tokens);
+        let entry = tokens.get(&token_hash(token)).ok_or(TokenRefusal::Unknown)?;
+        if entry.expires <= Instant::now() {
+            return Err(TokenRefusal::Expired);
+        }
+        match &entry.state {
+            TokenState::Pending(s) => Ok(TokenFor::Start(s.clone())),
+            TokenState::Resume(id) => Ok(TokenFor::Resume(id.clone())),
             TokenState::Redeemed => Err(TokenRefusal::AlreadyUsed),
         }
     }
