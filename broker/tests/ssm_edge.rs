@@ -422,7 +422,7 @@ fn refusals_carry_a_clear_close_reason_and_signed_upgrades_are_verified() {
     let agent = broker.agent("r");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let shell = json!({ "Target": agent.instance_id });
-    let (id_a, token_a, url_a) = start_session(&broker, shell.clone());
+    let (_id_a, token_a, url_a) = start_session(&broker, shell.clone());
     let (_id_b, token_b, url_b) = start_session(&broker, shell.clone());
     rt.block_on(async {
         // A made-up token.

@@ -237,3 +237,74 @@ impl Sessions {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::PortTarget;
+    use crate::store::Principal;
+
+    fn pending(id: &str, document: &str, plan: SessionPlan) -> PendingSession {
+        PendingSession {
+            launch: Default::default(),
+            session_id: id.into(),
+            target: "mi-0123456789abcdef0".into(),
+            document: document.into(),
+            plan,
+            owner: Principal { name: "admin".into(), arn: "arn".into() },
+        }
+    }
+
+    fn port(host: &str, port: u16) -> SessionPlan {
+        SessionPlan::Port(vec![PortTarget { host: host.into(), port }])
+    }
+
+    #[test]
+    fn documents_map_to_the_plugins_session_types() {
+        let shell = pending("s", "SSM-SessionManagerRunShell", SessionPlan::Shell);
+        assert_eq!(Kind::of(&shell).session_type(), ("Standard_Stream", serde_json::Value::Null));
+        let ssh = pending("s", "AWS-StartSSHSession", port("localhost", 22));
+        let (t, p) = Kind::of(&ssh).session_type();
+        assert_eq!((t, p), ("Port", serde_json::json!({"portNumber": "22"})), "no type: stdio mode");
+        let fwd = pending("s", "AWS-StartPortForwardingSession", port("localhost", 80));
+        let (t, p) = Kind::of(&fwd).session_type();
+        assert_eq!((t, p["type"].as_str(), p.get("host")), ("Port", Some("LocalPortForwarding"), None));
+        let remote = pending("s", "AWS-StartPortForwardingSessionToRemoteHost", port("db", 5432));
+        let (_, p) = Kind::of(&remote).session_type();
+        assert_eq!((p["host"].as_str(), p["portNumber"].as_str()), (Some("db"), Some("5432")));
+        let cmd = pending("s", "AWS-StartNonInteractiveCommand", SessionPlan::Command("ls".into()));
+        assert_eq!(Kind::of(&cmd).session_type().0, "NonInteractiveCommands");
+    }
+
+    #[tokio::test]
+    async fn a_resume_takes_the_state_over_from_the_attached_socket() {
+        let sessions = Sessions::default();
+        let st = SessionState::new(&pending("s-1", "SSM-SessionManagerRunShell", SessionPlan::Shell), "1".into());
+        let (held, kick) = sessions.start(st).unwrap();
+        assert!(sessions.detached().is_empty(), "held by its socket");
+        assert_eq!(sessions.resume("nope").await.err(), Some(SlotError::Unknown));
+        // The attached socket lets go when kicked.
+        let attached = tokio::spawn(async move {
+            kick.cancelled().await;
+            drop(held);
+        });
+        let (held, _kick) = sessions.resume("s-1").await.unwrap();
+        attached.await.unwrap();
+        assert_eq!(held.as_ref().map(|s| s.session_id.as_str()), Some("s-1"));
+        drop(held);
+        assert_eq!(sessions.detached(), vec!["s-1".to_owned()]);
+        sessions.remove("s-1");
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn acknowledged_input_is_forgotten() {
+        let mut st = SessionState::new(&pending("s", "SSM-SessionManagerRunShell", SessionPlan::Shell), "1".into());
+        for seq in 0..3 {
+            st.kept.push_back(Frame::data(seq, bytes::Bytes::from_static(b"ab")));
+            st.kept_bytes += 2;
+        }
+        st.input_acknowledged(2);
+        assert_eq!((st.kept.len(), st.kept_bytes), (1, 2));
+    }
+}
