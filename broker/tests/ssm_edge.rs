@@ -28,6 +28,17 @@ type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Prints the broker's log when the test fails.
+struct LogOnPanic<'a>(&'a Broker);
+
+impl Drop for LogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("broker log:\n{}", self.0.log.lock().unwrap());
+        }
+    }
+}
+
 /// StartSession through the API; returns (SessionId, TokenValue, StreamUrl).
 fn start_session(broker: &Broker, body: Value) -> (String, String, String) {
     let (status, v) =
@@ -309,6 +320,7 @@ fn session_type(p: &Plugin) -> (String, Value) {
 #[test]
 fn shell_and_command_sessions_with_the_channels_edge_cases() {
     let broker = Broker::start();
+    let _log = LogOnPanic(&broker);
     let agent = broker.agent("a");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (id, token, url) = start_session(&broker, json!({ "Target": agent.instance_id }));
@@ -397,7 +409,7 @@ fn shell_and_command_sessions_with_the_channels_edge_cases() {
     });
 
     // A command: stdout, stderr apart, the exit code as SSM sends it.
-    let (id, token, url) = start_session(
+    let (_id, token, url) = start_session(
         &broker,
         json!({
             "Target": agent.instance_id,
@@ -419,6 +431,7 @@ fn shell_and_command_sessions_with_the_channels_edge_cases() {
 #[test]
 fn refusals_carry_a_clear_close_reason_and_signed_upgrades_are_verified() {
     let broker = Broker::start();
+    let _log = LogOnPanic(&broker);
     let agent = broker.agent("r");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let shell = json!({ "Target": agent.instance_id });
@@ -493,6 +506,7 @@ fn refusals_carry_a_clear_close_reason_and_signed_upgrades_are_verified() {
 #[test]
 fn a_dropped_websocket_resumes_without_loss() {
     let broker = Broker::start();
+    let _log = LogOnPanic(&broker);
     let agent = broker.agent("z");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (id, token, url) = start_session(&broker, json!({ "Target": agent.instance_id }));
@@ -542,12 +556,13 @@ async fn echo_server() -> u16 {
 #[test]
 fn ssh_byte_stream_and_smux_port_forwarding() {
     let broker = Broker::start();
+    let _log = LogOnPanic(&broker);
     let agent = broker.agent("p");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let port = rt.block_on(echo_server());
 
     // AWS-StartSSHSession: the plugin's stdio is one connection.
-    let (id, token, url) = start_session(
+    let (_id, token, url) = start_session(
         &broker,
         json!({"Target": agent.instance_id, "DocumentName": "AWS-StartSSHSession",
                "Parameters": {"portNumber": [port.to_string()]}}),
@@ -566,7 +581,7 @@ fn ssh_byte_stream_and_smux_port_forwarding() {
     });
 
     // AWS-StartPortForwardingSession: smux v1, two connections at once.
-    let (id, token, url) = start_session(
+    let (_id, token, url) = start_session(
         &broker,
         json!({"Target": agent.instance_id, "DocumentName": "AWS-StartPortForwardingSession",
                "Parameters": {"portNumber": [port.to_string()]}}),

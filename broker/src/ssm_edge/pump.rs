@@ -182,7 +182,7 @@ async fn attach(
     let (core_rx, core_tx) = core.split();
     let (ws_tx, ws_rx) = socket.split();
     let ports = Ports::new(&st.kind, link.clone());
-    let mut pump = Pump { st, ws_tx, core_tx, ports };
+    let mut pump = Pump { st, ws_tx, core_tx, ports, core_gone: false };
     let end = pump.run(ws_rx, core_rx, &kick).await;
     tracing::info!(session = %id, ?end, "plugin detached");
     match end {
@@ -220,6 +220,8 @@ struct Pump<'a> {
     ws_tx: WsTx,
     core_tx: CoreWrite,
     ports: Option<Ports>,
+    /// The core stopped taking frames.
+    core_gone: bool,
 }
 
 /// What the loop saw.
@@ -391,11 +393,24 @@ impl Pump<'_> {
         }
     }
 
+    /// Sends to the core. A core that stopped reading has ended the session (or is ending
+    /// it): what it sent before is still read, and its end comes through the read side.
     async fn core_send(&mut self, frame: Frame) -> Result<(), End> {
-        match tokio::time::timeout(SEND_DEADLINE, self.core_tx.send(frame)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(End::Lost),
+        if self.core_gone {
+            return Ok(());
         }
+        match tokio::time::timeout(SEND_DEADLINE, self.core_tx.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(session = %self.st.session_id, error = %e, "the session core stopped reading");
+                self.core_gone = true;
+            }
+            Err(_) => {
+                tracing::warn!(session = %self.st.session_id, "the session core did not take input in time");
+                self.core_gone = true;
+            }
+        }
+        Ok(())
     }
 
     /// One binary frame from the plugin.
