@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use airlock_proto::ssm::message::{AgentMessage, MessageType, PayloadType};
-use airlock_proto::ssm::payload::{decode_exit_code, ChannelClosed, Flag, HandshakeRequest, RequestedClientAction};
+use airlock_proto::ssm::payload::{
+    decode_exit_code, ChannelClosed, Flag, HandshakeRequest, RequestedClientAction,
+};
 use airlock_proto::ssm::smux::{Cmd, SmuxDecoder, SmuxFrame};
-use airlock_proto::ssm::{ChannelConfig, ChannelEvent, DataChannel, Side};
+use airlock_proto::ssm::{ChannelConfig, ChannelEvent, DataChannel, DropReason, Side};
 use bytes::Bytes;
 use common::Broker;
 use futures_util::{SinkExt, StreamExt};
@@ -50,7 +52,8 @@ fn start_session(broker: &Broker, body: Value) -> (String, String, String) {
 
 fn resume_session(broker: &Broker, id: &str) -> (String, String) {
     let body = json!({ "SessionId": id }).to_string();
-    let (status, v) = broker.raw_call("ResumeSession", &body, &broker.key_id, &broker.secret, SystemTime::now());
+    let (status, v) =
+        broker.raw_call("ResumeSession", &body, &broker.key_id, &broker.secret, SystemTime::now());
     assert_eq!(status, 200, "{v}");
     (v["TokenValue"].as_str().unwrap().to_owned(), v["StreamUrl"].as_str().unwrap().to_owned())
 }
@@ -227,11 +230,9 @@ impl Plugin {
                 ChannelEvent::Data { payload_type, payload } => self.data(payload_type, payload).await,
                 ChannelEvent::ChannelClosed(c) => self.closed = Some(c),
                 ChannelEvent::Other(m) if m.message_type == MessageType::Acknowledge => {}
-                ChannelEvent::Dropped(r) => {
-                    if let airlock_proto::ssm::DropReason::UnmatchedAcknowledge { sequence_number } = r {
-                        // Our input is sent outside the channel: its acks come here.
-                        self.acked.push(sequence_number);
-                    }
+                // Our input is sent outside the channel: its acks come here.
+                ChannelEvent::Dropped(DropReason::UnmatchedAcknowledge { sequence_number }) => {
+                    self.acked.push(sequence_number)
                 }
                 _ => {}
             }
@@ -324,7 +325,9 @@ fn shell_and_command_sessions_with_the_channels_edge_cases() {
     let agent = broker.agent("a");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (id, token, url) = start_session(&broker, json!({ "Target": agent.instance_id }));
-    assert!(url.starts_with("wss://") && url.ends_with(&format!("/v1/data-channel/{id}?role=publish_subscribe")));
+    assert!(
+        url.starts_with("wss://") && url.ends_with(&format!("/v1/data-channel/{id}?role=publish_subscribe"))
+    );
     rt.block_on(async {
         let mut p = Plugin::connect(&broker, &url, &token).await;
         p.handshake().await;
@@ -378,7 +381,9 @@ fn shell_and_command_sessions_with_the_channels_edge_cases() {
             loop {
                 let Some(Ok(Message::Binary(f))) = p.ws.next().await else { panic!("ws ended") };
                 let m = AgentMessage::decode(&f).unwrap();
-                if m.sequence_number == withheld.0.sequence_number && m.message_type == MessageType::OutputStreamData {
+                if m.sequence_number == withheld.0.sequence_number
+                    && m.message_type == MessageType::OutputStreamData
+                {
                     break m;
                 }
                 if m.message_type != MessageType::OutputStreamData {
@@ -438,6 +443,9 @@ fn refusals_carry_a_clear_close_reason_and_signed_upgrades_are_verified() {
     let (_id_a, token_a, url_a) = start_session(&broker, shell.clone());
     let (_id_b, token_b, url_b) = start_session(&broker, shell.clone());
     rt.block_on(async {
+        // An upgrade that never sends OpenDataChannel is closed after a deadline (read last).
+        let mut silent = dial(&broker, &url_a, &[]).await;
+
         // A made-up token.
         let mut ws = dial(&broker, &url_a, &[]).await;
         ws.send(open_frame("not-a-token")).await.unwrap();
@@ -494,6 +502,9 @@ fn refusals_carry_a_clear_close_reason_and_signed_upgrades_are_verified() {
         p.until("channel_closed", |p| p.closed.is_some()).await;
         assert_eq!(p.closed.as_ref().unwrap().output, "", "a clean exit has no message");
 
+        let reason = close_reason(&mut silent).await;
+        assert!(reason.contains("no OpenDataChannel in time"), "{reason}");
+
         // A presigned URL with the right secret is accepted too.
         let (_headers, url) = sign(&broker, &url_b, &broker.secret, true);
         let mut p = Plugin::connect(&broker, &url, &token_b).await;
@@ -513,7 +524,8 @@ fn a_dropped_websocket_resumes_without_loss() {
     let mut p = rt.block_on(async {
         let mut p = Plugin::connect(&broker, &url, &token).await;
         p.handshake().await;
-        p.type_text("for i in $(seq 1 30); do printf 'L%02d.\\n' $i; sleep 0.1; done; echo all-$((8*8))\r").await;
+        p.type_text("for i in $(seq 1 30); do printf 'L%02d.\\n' $i; sleep 0.1; done; echo all-$((8*8))\r")
+            .await;
         p.until_output("L03.").await;
         p
     });
@@ -525,7 +537,12 @@ fn a_dropped_websocket_resumes_without_loss() {
         p.reconnect(&broker, &url2, &token2).await;
         p.until_output("all-64").await;
         for i in 1..=30 {
-            assert_eq!(count(&p.output, &format!("L{i:02}.")), 1, "line {i}: {}", String::from_utf8_lossy(&p.output));
+            assert_eq!(
+                count(&p.output, &format!("L{i:02}.")),
+                1,
+                "line {i}: {}",
+                String::from_utf8_lossy(&p.output)
+            );
         }
         p.type_text("echo after-$((9*9))\r").await;
         p.until_output("after-81").await;
@@ -555,7 +572,8 @@ async fn echo_server() -> u16 {
 
 #[test]
 fn ssh_byte_stream_and_smux_port_forwarding() {
-    let broker = Broker::start();
+    // Short HTTP deadlines: an upgraded data channel must not be subject to them.
+    let broker = Broker::start_with(&["--http-idle-timeout", "1s", "--http-body-timeout", "1s"]);
     let _log = LogOnPanic(&broker);
     let agent = broker.agent("p");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -574,6 +592,8 @@ fn ssh_byte_stream_and_smux_port_forwarding() {
         assert_eq!(kind, "Port");
         assert_eq!(props["portNumber"], port.to_string());
         assert!(props.get("type").is_none(), "{props}");
+        // Quiet for longer than the HTTP idle timeout.
+        p.pump_for(Duration::from_millis(2500)).await;
         p.type_text("SSH-2.0-test\r\n").await;
         p.until_output("SSH-2.0-test").await;
         p.send(PayloadType::Flag, &Flag::TerminateSession.encode()).await;

@@ -107,8 +107,9 @@ pub fn verify_presigned(
         req.query.split('&').filter(|kv| !kv.starts_with("X-Amz-Signature=")).collect::<Vec<_>>().join("&");
     let mut headers = String::new();
     for name in &auth.signed_headers {
-        let value = header_value(req.headers, name)
-            .ok_or_else(|| SigError::Incomplete(format!("signed header {name:?} is missing from the request")))?;
+        let value = header_value(req.headers, name).ok_or_else(|| {
+            SigError::Incomplete(format!("signed header {name:?} is missing from the request"))
+        })?;
         headers.push_str(&format!("{name}:{value}\n"));
     }
     let scope = format!("{}/{}/{}/aws4_request", auth.date, auth.region, auth.service);
@@ -127,11 +128,8 @@ pub fn verify_presigned(
             auth.signed_headers.join(";"),
             payload
         );
-        let to_sign = format!(
-            "{ALGORITHM}\n{}\n{scope}\n{}",
-            p.amz_date,
-            hex::encode(Sha256::digest(creq.as_bytes()))
-        );
+        let to_sign =
+            format!("{ALGORITHM}\n{}\n{scope}\n{}", p.amz_date, hex::encode(Sha256::digest(creq.as_bytes())));
         let expected = hex::encode(hmac(&key, to_sign.as_bytes()));
         if constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
             return Ok(());

@@ -77,13 +77,8 @@ async fn check_signature(edge: &Edge, method: &Method, uri: &Uri, headers: &Head
     if !headers.contains_key(axum::http::header::AUTHORIZATION) && !presigned {
         return Ok(());
     }
-    let parts = crate::sigv4::SignedParts {
-        method: method.as_str(),
-        path: uri.path(),
-        query,
-        headers,
-        body: b"",
-    };
+    let parts =
+        crate::sigv4::SignedParts { method: method.as_str(), path: uri.path(), query, headers, body: b"" };
     let now = chrono::Utc::now();
     let (auth, token) = if presigned {
         let p = crate::sigv4::parse_presigned(query).map_err(|e| format!("signature refused: {e}"))?;
@@ -159,7 +154,8 @@ async fn serve(
         }
         Ok(_) => {
             tracing::warn!(%peer, session = %session_id, "data-channel token is for another session");
-            close(&mut socket, CLOSE_REFUSED, "OpenDataChannel refused: the token is for another session").await;
+            close(&mut socket, CLOSE_REFUSED, "OpenDataChannel refused: the token is for another session")
+                .await;
         }
     }
 }

@@ -202,9 +202,7 @@ async fn connection(
         while let Some(Ok(frame)) = reader.next().await {
             match frame.kind {
                 FrameKind::Data => {
-                    if events.send(Inner::Data(id, frame.payload)).await.is_err() {
-                        return;
-                    }
+                    let Ok(()) = events.send(Inner::Data(id, frame.payload)).await else { return };
                 }
                 FrameKind::Control if matches!(frame.to_control(), Ok(Control::Close { .. })) => break,
                 _ => {}

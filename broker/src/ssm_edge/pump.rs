@@ -18,7 +18,9 @@ use airlock_proto::ssm::payload::{
     RequestedClientAction, SessionTypeParameters, SizeData,
 };
 use airlock_proto::ssm::{ChannelEvent, DataChannel, MessageType};
-use airlock_proto::{ClientRequest, CloseReason, Control, Frame, FrameCodec, FrameKind, FramedStream, MAX_FRAME_LEN};
+use airlock_proto::{
+    ClientRequest, CloseReason, Control, Frame, FrameCodec, FrameKind, FramedStream, MAX_FRAME_LEN,
+};
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -273,12 +275,12 @@ impl Pump<'_> {
                     match m {
                         None | Some(Err(_)) => return End::Lost,
                         Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                        Some(Ok(Message::Binary(frame))) => self.from_plugin(&frame).await,
+                        Some(Ok(Message::Binary(frame))) => self.on_plugin(&frame).await,
                         Some(Ok(_)) => Ok(None),
                     }
                 }
-                Step::Core(f) => self.from_core(f).await,
-                Step::Port(e) => self.from_port(e).await,
+                Step::Core(f) => self.on_core(f).await,
+                Step::Port(e) => self.on_port(e).await,
                 Step::Resend => self.resend().await,
                 Step::Ping => {
                     silent += 1;
@@ -288,7 +290,8 @@ impl Pump<'_> {
                     self.ws_tx_send(Message::Ping(Bytes::from_static(b"keepalive"))).await.map(|_| None)
                 }
                 Step::HandshakeLate => {
-                    let _ = self.core_send(close_frame("the client did not answer the session handshake")).await;
+                    let _ =
+                        self.core_send(close_frame("the client did not answer the session handshake")).await;
                     Ok(Some("the client did not answer the session handshake".to_owned()))
                 }
             };
@@ -332,7 +335,7 @@ impl Pump<'_> {
             tokio::select! {
                 m = ws_rx.next() => match m {
                     Some(Ok(Message::Binary(frame))) => {
-                        let _ = self.from_plugin(&frame).await;
+                        let _ = self.on_plugin(&frame).await;
                     }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                     Some(Ok(_)) => {}
@@ -414,7 +417,7 @@ impl Pump<'_> {
     }
 
     /// One binary frame from the plugin.
-    async fn from_plugin(&mut self, frame: &[u8]) -> Flow {
+    async fn on_plugin(&mut self, frame: &[u8]) -> Flow {
         let room = if self.st.kept_bytes < INPUT_KEPT { usize::MAX } else { 0 };
         let receipt = self.st.channel.receive_with_room(frame, clock_us(), room);
         for ack in receipt.transmit {
@@ -422,7 +425,9 @@ impl Pump<'_> {
         }
         for event in receipt.events {
             match event {
-                ChannelEvent::Data { payload_type, payload } => self.plugin_data(payload_type, payload).await?,
+                ChannelEvent::Data { payload_type, payload } => {
+                    self.plugin_data(payload_type, payload).await?
+                }
                 ChannelEvent::Dropped(reason) => {
                     tracing::debug!(session = %self.st.session_id, ?reason, "plugin message dropped")
                 }
@@ -462,7 +467,8 @@ impl Pump<'_> {
                 }
                 if !self.st.handshake_done {
                     self.st.handshake_done = true;
-                    let done = HandshakeComplete { handshake_time_to_complete: 0, customer_message: String::new() };
+                    let done =
+                        HandshakeComplete { handshake_time_to_complete: 0, customer_message: String::new() };
                     let json = serde_json::to_vec(&done).unwrap_or_default();
                     self.send_output(PayloadType::HandshakeComplete, Bytes::from(json)).await?;
                     if let Some(ports) = self.ports.as_mut() {
@@ -488,7 +494,7 @@ impl Pump<'_> {
     }
 
     /// One frame from the session core.
-    async fn from_core(&mut self, f: Option<Result<Frame, airlock_proto::ProtoError>>) -> Flow {
+    async fn on_core(&mut self, f: Option<Result<Frame, airlock_proto::ProtoError>>) -> Flow {
         let frame = match f {
             Some(Ok(f)) => f,
             None | Some(Err(_)) => return Ok(Some("the session ended".to_owned())),
@@ -529,7 +535,7 @@ impl Pump<'_> {
         }
     }
 
-    async fn from_port(&mut self, e: PortEvent) -> Flow {
+    async fn on_port(&mut self, e: PortEvent) -> Flow {
         match e {
             PortEvent::Output(bytes) => self.send_output(PayloadType::Output, bytes).await.map(|_| None),
             PortEvent::StdioEnded => {

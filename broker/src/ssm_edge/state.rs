@@ -279,7 +279,8 @@ mod tests {
     #[tokio::test]
     async fn a_resume_takes_the_state_over_from_the_attached_socket() {
         let sessions = Sessions::default();
-        let st = SessionState::new(&pending("s-1", "SSM-SessionManagerRunShell", SessionPlan::Shell), "1".into());
+        let st =
+            SessionState::new(&pending("s-1", "SSM-SessionManagerRunShell", SessionPlan::Shell), "1".into());
         let (held, kick) = sessions.start(st).unwrap();
         assert!(sessions.detached().is_empty(), "held by its socket");
         assert_eq!(sessions.resume("nope").await.err(), Some(SlotError::Unknown));
@@ -299,7 +300,8 @@ mod tests {
 
     #[test]
     fn acknowledged_input_is_forgotten() {
-        let mut st = SessionState::new(&pending("s", "SSM-SessionManagerRunShell", SessionPlan::Shell), "1".into());
+        let mut st =
+            SessionState::new(&pending("s", "SSM-SessionManagerRunShell", SessionPlan::Shell), "1".into());
         for seq in 0..3 {
             st.kept.push_back(Frame::data(seq, bytes::Bytes::from_static(b"ab")));
             st.kept_bytes += 2;
