@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use airlock_proto::ssm::message::{AgentMessage, MessageType, PayloadType};
+use airlock_proto::ssm::message::{AgentMessage, MessageType, PayloadType, TypePadding};
 use airlock_proto::ssm::payload::{
     decode_exit_code, ChannelClosed, Flag, HandshakeRequest, RequestedClientAction,
 };
@@ -361,6 +361,11 @@ fn shell_and_command_sessions_with_the_channels_edge_cases() {
         p.raw(second.encode()).await;
         p.raw(first.encode()).await;
         p.until_output("oo-5x").await;
+
+        // A MessageType padded with NULs instead of spaces is read the same.
+        let nul = p.input_frame(PayloadType::Output, b"echo nul-$((6+6))\r");
+        p.raw(nul.encode_with_padding(TypePadding::Nuls)).await;
+        p.until_output("nul-12").await;
 
         // The edge resends output the plugin does not acknowledge.
         p.type_text("echo resend-$((4*4))\r").await;
