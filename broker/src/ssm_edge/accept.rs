@@ -38,7 +38,11 @@ pub async fn data_channel(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Ok(permit) = edge.slots.clone().try_acquire_owned() else {
+    let permits = edge.slots.clone().try_acquire_owned().and_then(|slot| {
+        let pending = edge.unauthenticated.clone().try_acquire_owned()?;
+        Ok((slot, pending))
+    });
+    let Ok(permit) = permits else {
         tracing::warn!(%peer, "data-channel connection cap reached");
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "too many data-channel connections")
             .into_response();
@@ -119,7 +123,7 @@ async fn serve(
     session_id: String,
     peer: SocketAddr,
     refusal: Option<String>,
-    _permit: OwnedSemaphorePermit,
+    (_slot, pending): (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
     if let Some(reason) = refusal {
         tracing::warn!(%peer, session = %session_id, %reason, "data channel refused");
@@ -138,6 +142,8 @@ async fn serve(
             return;
         }
     };
+    // A valid OpenDataChannel: whether its token is good is known at once below.
+    drop(pending);
     let refused = |r: TokenRefusal| format!("OpenDataChannel refused: {r}");
     let token = open.token_value.clone();
     let version = open.client_version.clone().unwrap_or_default();

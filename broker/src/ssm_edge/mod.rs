@@ -29,6 +29,9 @@ use crate::app::App;
 /// WebSocket connections served at once (they leave the HTTP layer's connection cap when
 /// they upgrade).
 pub const MAX_CONNECTIONS: usize = 512;
+/// Of those, connections that have not presented a valid token yet: unauthenticated peers
+/// get the least, and cannot keep the plugins' sessions out.
+pub const MAX_UNAUTHENTICATED: usize = 64;
 /// How long an upgraded connection may take to send a valid `OpenDataChannel`.
 pub const OPEN_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest WebSocket message accepted: the plugin sends 1 KiB payloads; headroom for others.
@@ -44,6 +47,8 @@ pub struct Edge {
     pub app: Arc<App>,
     /// One permit per WebSocket connection being served.
     pub slots: Arc<Semaphore>,
+    /// One permit per connection that has not presented a valid token yet.
+    pub unauthenticated: Arc<Semaphore>,
     /// Per-session state that outlives one WebSocket.
     pub sessions: state::Sessions,
 }
@@ -53,6 +58,7 @@ pub fn router(app: Arc<App>) -> Router {
     let edge = Arc::new(Edge {
         app,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        unauthenticated: Arc::new(Semaphore::new(MAX_UNAUTHENTICATED)),
         sessions: state::Sessions::default(),
     });
     tokio::spawn(sweep(Arc::downgrade(&edge)));
