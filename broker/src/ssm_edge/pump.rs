@@ -184,7 +184,7 @@ async fn attach(
     let (core_rx, core_tx) = core.split();
     let (ws_tx, ws_rx) = socket.split();
     let ports = Ports::new(&st.kind, link.clone());
-    let mut pump = Pump { st, ws_tx, core_tx, ports, core_gone: false };
+    let mut pump = Pump { st, ws_tx, core_tx, ports, core_gone: false, unflushed: false };
     let end = pump.run(ws_rx, core_rx, &kick).await;
     tracing::info!(session = %id, ?end, "plugin detached");
     match end {
@@ -224,6 +224,8 @@ struct Pump<'a> {
     ports: Option<Ports>,
     /// The core stopped taking frames.
     core_gone: bool,
+    /// Frames queued on the WebSocket and not flushed yet.
+    unflushed: bool,
 }
 
 /// What the loop saw.
@@ -258,6 +260,9 @@ impl Pump<'_> {
             let resend_at = self.resend_at();
             // Output waits while the plugin has not acknowledged enough (back-pressure).
             let room = self.st.handshake_done && self.st.channel.unacknowledged() < OUTPUT_WINDOW;
+            if let Err(end) = self.flush().await {
+                return end;
+            }
             let step = tokio::select! {
                 biased;
                 _ = kick.cancelled() => Step::Kicked,
@@ -331,6 +336,9 @@ impl Pump<'_> {
         }
         let by = Instant::now() + DRAIN_DEADLINE;
         while self.st.channel.unacknowledged() > 0 {
+            if self.flush().await.is_err() {
+                return;
+            }
             let resend_at = self.resend_at().unwrap_or(by).min(by);
             tokio::select! {
                 m = ws_rx.next() => match m {
@@ -385,8 +393,27 @@ impl Pump<'_> {
         }
     }
 
+    /// Queues a frame for the plugin; [`Self::flush`] sends what is queued before the loop
+    /// waits again, so a burst of acknowledgements and output goes out in few writes.
     async fn ws_send(&mut self, frame: Bytes) -> Result<(), End> {
-        self.ws_tx_send(Message::Binary(frame)).await
+        match tokio::time::timeout(SEND_DEADLINE, self.ws_tx.feed(Message::Binary(frame))).await {
+            Ok(Ok(())) => {
+                self.unflushed = true;
+                Ok(())
+            }
+            _ => Err(End::Lost),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if !self.unflushed {
+            return Ok(());
+        }
+        self.unflushed = false;
+        match tokio::time::timeout(SEND_DEADLINE, self.ws_tx.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Lost),
+        }
     }
 
     async fn ws_tx_send(&mut self, m: Message) -> Result<(), End> {
