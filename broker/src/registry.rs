@@ -50,6 +50,8 @@ pub struct PendingSession {
     pub owner: Principal,
     /// Recording, limits and run-as, from the preferences at StartSession.
     pub launch: crate::launch::Launch,
+    /// The `localPortNumber` parameter of a port document: where the stock plugin listens.
+    pub local_port_number: Option<String>,
 }
 
 /// What [`Registry::terminate`] found.
@@ -363,6 +365,7 @@ mod tests {
             document: "SSM-SessionManagerRunShell".into(),
             plan: SessionPlan::Shell,
             owner: Principal { name: "admin".into(), arn: "arn".into() },
+            local_port_number: None,
         }
     }
 

@@ -612,13 +612,14 @@ fn ssh_byte_stream_and_smux_port_forwarding() {
     let (_id, token, url) = start_session(
         &broker,
         json!({"Target": agent.instance_id, "DocumentName": "AWS-StartPortForwardingSession",
-               "Parameters": {"portNumber": [port.to_string()]}}),
+               "Parameters": {"portNumber": [port.to_string()], "localPortNumber": ["56789"]}}),
     );
     rt.block_on(async {
         let mut p = Plugin::connect(&broker, &url, &token).await;
         p.until("handshake", |p| p.complete).await;
         let (kind, props) = session_type(&p);
         assert_eq!((kind.as_str(), props["type"].as_str()), ("Port", Some("LocalPortForwarding")));
+        assert_eq!(props["localPortNumber"], "56789");
         let frame = |cmd, sid, data: &[u8]| {
             SmuxFrame { cmd, stream_id: sid, data: Bytes::copy_from_slice(data) }.encode().unwrap()
         };

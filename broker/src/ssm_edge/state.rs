@@ -41,6 +41,8 @@ pub enum Kind {
         port: u16,
         /// Whether the document names a host (`…ToRemoteHost`).
         remote_host: bool,
+        /// Where the plugin listens (0: a port it picks).
+        local_port: u16,
     },
 }
 
@@ -58,7 +60,10 @@ impl Kind {
                     Kind::Stdio { port }
                 } else {
                     let remote_host = document == "AWS-StartPortForwardingSessionToRemoteHost";
-                    Kind::Forward { host, port, remote_host }
+                    // Only a port number reaches the plugin's listener; anything else is 0.
+                    let local_port =
+                        pending.local_port_number.as_deref().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
+                    Kind::Forward { host, port, remote_host, local_port }
                 }
             }
         }
@@ -73,10 +78,10 @@ impl Kind {
                 serde_json::json!({ "linux": { "commands": command, "separateOutputStream": true } }),
             ),
             Kind::Stdio { port } => ("Port", serde_json::json!({ "portNumber": port.to_string() })),
-            Kind::Forward { host, port, remote_host } => {
+            Kind::Forward { host, port, remote_host, local_port } => {
                 let mut p = serde_json::json!({
                     "portNumber": port.to_string(),
-                    "localPortNumber": "0",
+                    "localPortNumber": local_port.to_string(),
                     "type": "LocalPortForwarding",
                 });
                 if *remote_host {
@@ -252,6 +257,7 @@ mod tests {
             document: document.into(),
             plan,
             owner: Principal { name: "admin".into(), arn: "arn".into() },
+            local_port_number: Some("8080".into()),
         }
     }
 
@@ -269,6 +275,7 @@ mod tests {
         let fwd = pending("s", "AWS-StartPortForwardingSession", port("localhost", 80));
         let (t, p) = Kind::of(&fwd).session_type();
         assert_eq!((t, p["type"].as_str(), p.get("host")), ("Port", Some("LocalPortForwarding"), None));
+        assert_eq!(p["localPortNumber"], "8080", "the plugin listens where StartSession said");
         let remote = pending("s", "AWS-StartPortForwardingSessionToRemoteHost", port("db", 5432));
         let (_, p) = Kind::of(&remote).session_type();
         assert_eq!((p["host"].as_str(), p["portNumber"].as_str()), (Some("db"), Some("5432")));
