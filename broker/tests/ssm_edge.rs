@@ -365,8 +365,10 @@ fn shell_and_command_sessions_with_the_channels_edge_cases() {
 
         // A MessageType padded with NULs instead of spaces is read the same.
         let nul = p.input_frame(PayloadType::Output, b"echo nul-$((6+6))\r");
+        let typed = std::time::Instant::now();
         p.raw(nul.encode_with_padding(TypePadding::Nuls)).await;
         p.until_output("nul-12").await;
+        eprintln!("a typed command's output through the edge after {} us", typed.elapsed().as_micros());
 
         // The edge resends output the plugin does not acknowledge.
         p.type_text("echo resend-$((4*4))\r").await;
