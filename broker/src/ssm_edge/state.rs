@@ -194,6 +194,10 @@ impl Sessions {
         if map.len() >= MAX_SESSIONS {
             return Err(SlotError::Full);
         }
+        if map.contains_key(&state.session_id) {
+            // A second start of one session (its token raced itself): the first keeps it.
+            return Err(SlotError::Busy);
+        }
         let slot = Arc::new(Slot::default());
         let held = slot.state.clone().try_lock_owned().map_err(|_| SlotError::Busy)?;
         let kick = lock(&slot.kick).clone();
@@ -290,6 +294,9 @@ mod tests {
             SessionState::new(&pending("s-1", "SSM-SessionManagerRunShell", SessionPlan::Shell), "1".into());
         let (held, kick) = sessions.start(st).unwrap();
         assert!(sessions.detached().is_empty(), "held by its socket");
+        let again =
+            SessionState::new(&pending("s-1", "SSM-SessionManagerRunShell", SessionPlan::Shell), "1".into());
+        assert_eq!(sessions.start(again).err(), Some(SlotError::Busy), "a second start keeps the first");
         assert_eq!(sessions.resume("nope").await.err(), Some(SlotError::Unknown));
         // The attached socket lets go when kicked.
         let attached = tokio::spawn(async move {
