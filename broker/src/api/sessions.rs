@@ -254,6 +254,7 @@ pub(super) async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_js
         plan,
         owner,
         launch,
+        local_port_number: req.parameters.get("localPortNumber").and_then(|v| v.first()).cloned(),
     });
     let ws = app.settings.public_url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
     Ok(json!({
