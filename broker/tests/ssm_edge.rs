@@ -523,7 +523,6 @@ fn refusals_carry_a_clear_close_reason_and_signed_upgrades_are_verified() {
 }
 
 #[test]
-#[ignore = "needs the session core to read a lost edge link's end as a broken connection (session/link.rs)"]
 fn a_dropped_websocket_resumes_without_loss() {
     let broker = Broker::start();
     let _log = LogOnPanic(&broker);
