@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use airlock_proto::endpoint::Endpoint;
-use airlock_proto::{quic, Control, Frame, FrameKind, FramedStream, MAX_FRAME_LEN};
+use airlock_proto::{quic, Control, Frame, FrameKind, FramedStream, PeerVersion, MAX_FRAME_LEN};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -284,7 +284,10 @@ async fn connect_to(
     let opened = async {
         let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         let mut control = FramedStream::new(recv, send, MAX_FRAME_LEN);
-        control.send_control(&Control::AgentHello(hello)).await.map_err(|e| e.to_string())?;
+        control
+            .send_control(&Control::AgentHelloVersioned { version: PeerVersion::current(), hello })
+            .await
+            .map_err(|e| e.to_string())?;
         Ok::<_, String>(control)
     };
     let control = match timeout(config.connect_timeout, opened).await {

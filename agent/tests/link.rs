@@ -117,8 +117,11 @@ async fn control_stream(conn: &quinn::Connection) -> (Control_, airlock_proto::A
     let (send, recv) = timeout(PATIENCE, conn.accept_bi()).await.unwrap().unwrap();
     let mut control = FramedStream::new(recv, send, MAX_FRAME_LEN);
     match control.recv_control(PATIENCE).await.unwrap() {
-        Control::AgentHello(hello) => (control, hello),
-        other => panic!("expected AgentHello, got {other:?}"),
+        Control::AgentHelloVersioned { version, hello } => {
+            assert_eq!(version, airlock_proto::PeerVersion::current());
+            (control, hello)
+        }
+        other => panic!("expected AgentHelloVersioned, got {other:?}"),
     }
 }
 

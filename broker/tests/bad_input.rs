@@ -115,9 +115,24 @@ fn exhausted_and_expired_activations() {
     assert!(!out.status.success() && err.contains("InvalidActivation") && err.contains("expired"), "{err}");
 }
 
+/// A session stream whose hello is protocol 1's unversioned `ClientHello` (still served).
 async fn client_stream(
     broker: &Broker,
     token: &str,
+) -> (quinn::Endpoint, FramedStream<quinn::RecvStream, quinn::SendStream>) {
+    let hello = ClientRequest {
+        token: token.into(),
+        client_version: "test".into(),
+        cols: 80,
+        rows: 24,
+        term: "xterm".into(),
+    };
+    client_stream_with(broker, Control::ClientHello(hello)).await
+}
+
+async fn client_stream_with(
+    broker: &Broker,
+    hello: Control,
 ) -> (quinn::Endpoint, FramedStream<quinn::RecvStream, quinn::SendStream>) {
     let ca = std::fs::read(broker.ca_file()).unwrap();
     let addr: std::net::SocketAddr = broker.url.trim_start_matches("https://").parse().unwrap();
@@ -127,15 +142,38 @@ async fn client_stream(
     let conn = endpoint.connect(addr, "127.0.0.1").unwrap().await.unwrap();
     let (send, recv) = conn.open_bi().await.unwrap();
     let mut s = FramedStream::new(recv, send, airlock_proto::MAX_FRAME_LEN);
-    let hello = ClientRequest {
-        token: token.into(),
-        client_version: "test".into(),
-        cols: 80,
-        rows: 24,
-        term: "xterm".into(),
-    };
-    s.send_control(&Control::ClientHello(hello)).await.unwrap();
+    s.send_control(&hello).await.unwrap();
     (endpoint, s)
+}
+
+#[test]
+fn a_client_older_than_the_broker_serves_is_refused_with_the_minimum_named() {
+    airlock_proto::quic::install_crypto_provider();
+    let broker = Broker::start();
+    let agent = broker.agent("a");
+    let body = format!(
+        r#"{{"Target":"{}","DocumentName":"AWS-StartNonInteractiveCommand","Parameters":{{"command":["true"]}}}}"#,
+        agent.instance_id
+    );
+    let (status, v) =
+        broker.raw_call("StartSession", &body, &broker.key_id, &broker.secret, SystemTime::now());
+    assert_eq!(status, 200, "{v}");
+    let token = v["TokenValue"].as_str().unwrap().to_owned();
+    let request =
+        ClientRequest { token, client_version: "0.0".into(), cols: 80, rows: 24, term: "xterm".into() };
+    let old = airlock_proto::PeerVersion { protocol: 0, capabilities: vec![] };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let hello = Control::ClientHelloVersioned { version: old, request };
+        let (_e, mut s) = client_stream_with(&broker, hello).await;
+        match s.recv_control(Duration::from_secs(20)).await.unwrap() {
+            Control::Close { reason: CloseReason::ProtocolError, message } => assert_eq!(
+                message,
+                "this client speaks Airlock protocol 0; the broker serves protocols 1 to 2: upgrade the client"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    });
 }
 
 #[test]

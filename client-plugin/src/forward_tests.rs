@@ -211,7 +211,7 @@ async fn serve_session(server: quinn::Endpoint, terminate: tokio::sync::oneshot:
     let conn = server.accept().await.unwrap().await.unwrap();
     let (send, recv) = conn.accept_bi().await.unwrap();
     let mut session = FramedStream::new(recv, send, MAX_FRAME_LEN);
-    assert!(matches!(session.recv_control(WAIT).await.unwrap(), Control::ClientHello(_)));
+    assert!(matches!(session.recv_control(WAIT).await.unwrap(), Control::ClientHelloVersioned { .. }));
     session.send_control(&Control::Ready { session_id: "alice-1".into() }).await.unwrap();
     tokio::pin!(terminate);
     loop {

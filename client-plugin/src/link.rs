@@ -210,7 +210,9 @@ mod quic_tests {
             let conn = server.accept().await.unwrap().await.unwrap();
             let (send, recv) = conn.accept_bi().await.unwrap();
             let mut s = FramedStream::new(recv, send, MAX_FRAME_LEN);
-            let Control::ClientHello(hello) = s.recv_control(Duration::from_secs(5)).await.unwrap() else {
+            let Control::ClientHelloVersioned { request: hello, .. } =
+                s.recv_control(Duration::from_secs(5)).await.unwrap()
+            else {
                 panic!("expected ClientHello")
             };
             assert_eq!(hello.token, "tok-1");

@@ -7,6 +7,7 @@ use std::time::Duration;
 use airlock_proto::control::{ClientRequest, CloseReason, Control};
 use airlock_proto::frame::{Frame, FrameCodec, FrameKind, ProtoError};
 use airlock_proto::stream::FramedStream;
+use airlock_proto::PeerVersion;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -33,7 +34,7 @@ pub fn client_hello(token: &str, size: Option<(u16, u16)>, term: String) -> Clie
     }
 }
 
-/// Sends `ClientHello` and waits for `Ready`; a `Close` instead becomes [`Error::Rejected`].
+/// Sends `ClientHelloVersioned` and waits for `Ready`; a `Close` instead becomes [`Error::Rejected`].
 pub async fn handshake<R, W>(
     stream: &mut FramedStream<R, W>,
     hello: ClientRequest,
@@ -43,7 +44,12 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let sent = tokio::time::timeout(SEND_TIMEOUT, stream.send_control(&Control::ClientHello(hello))).await;
+    let sent = tokio::time::timeout(
+        SEND_TIMEOUT,
+        stream
+            .send_control(&Control::ClientHelloVersioned { version: PeerVersion::current(), request: hello }),
+    )
+    .await;
     match sent {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(Error::Connect(format!("cannot send the session request: {e}"))),
@@ -403,7 +409,9 @@ mod tests {
         let (mut client, mut broker) = pair();
         let b = tokio::spawn(async move {
             let hello = broker.recv_control(Duration::from_secs(5)).await.unwrap();
-            assert!(matches!(hello, Control::ClientHello(ClientRequest { ref token, .. }) if token == "tok"));
+            assert!(
+                matches!(hello, Control::ClientHelloVersioned { request: ClientRequest { ref token, .. }, ref version } if token == "tok" && version.protocol == airlock_proto::version::PROTOCOL)
+            );
             broker.send_control(&Control::Ready { session_id: "s-1".into() }).await.unwrap();
             broker
         });

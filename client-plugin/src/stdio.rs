@@ -132,7 +132,7 @@ mod tests {
         let conn = server.accept().await.unwrap().await.unwrap();
         let (send, recv) = conn.accept_bi().await.unwrap();
         let mut session = FramedStream::new(recv, send, MAX_FRAME_LEN);
-        assert!(matches!(session.recv_control(WAIT).await.unwrap(), Control::ClientHello(_)));
+        assert!(matches!(session.recv_control(WAIT).await.unwrap(), Control::ClientHelloVersioned { .. }));
         session.send_control(&Control::Ready { session_id: "bob-1".into() }).await.unwrap();
         let (s, r) = conn.accept_bi().await.unwrap();
         let refused: &[u16] = if refuse { &[0] } else { &[] };

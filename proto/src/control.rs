@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::version::PeerVersion;
+
 /// What the agent runs for a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionSpec {
@@ -216,6 +218,22 @@ pub enum Control {
         /// The window in seconds; 0 ends the session as soon as its stream goes away.
         seconds: u32,
     },
+    /// agent → broker: first frame of the agent's control stream from protocol 2 on
+    /// (`AgentHello` with the agent's protocol version and capabilities, §2.5).
+    AgentHelloVersioned {
+        /// The agent's protocol and capabilities.
+        version: PeerVersion,
+        /// Facts about its host.
+        hello: AgentHello,
+    },
+    /// client → broker: first frame of a client's session stream from protocol 2 on
+    /// (`ClientHello` with the client's protocol version and capabilities, §2.5).
+    ClientHelloVersioned {
+        /// The client's protocol and capabilities.
+        version: PeerVersion,
+        /// The session it asks for.
+        request: ClientRequest,
+    },
 }
 
 #[cfg(test)]
@@ -280,6 +298,20 @@ mod tests {
             Control::Resumed { input_next: 4 },
             Control::ResumeWindow { seconds: 600 },
             Control::Close { reason: CloseReason::Gone, message: "expired".into() },
+            Control::AgentHelloVersioned {
+                version: PeerVersion::current(),
+                hello: AgentHello { hostname: "h".into(), ..Default::default() },
+            },
+            Control::ClientHelloVersioned {
+                version: PeerVersion::unversioned(),
+                request: ClientRequest {
+                    token: "t".into(),
+                    client_version: "1".into(),
+                    cols: 80,
+                    rows: 24,
+                    term: "xterm".into(),
+                },
+            },
         ];
         for msg in msgs {
             let bytes = postcard::to_allocvec(&msg).unwrap();
@@ -387,6 +419,35 @@ mod frozen {
             (Control::Connect { target: 3 }, "0903"),
             (Control::Dial { session_id: "s".into(), host: "h".into(), port: 22 }, "0a0173016816"),
             (Control::RenewalRefused { message: "m".into() }, "0d016d"),
+            // Protocol 1's resume messages.
+            (Control::Ack { next: 5 }, "0e05"),
+            (Control::Attach { session_id: "s".into(), resend_from: 3 }, "0f017303"),
+            (Control::Attached { input_next: 9 }, "1009"),
+            (Control::ClientResume { token: "t".into(), output_next: 12 }, "1101740c"),
+            (Control::Resumed { input_next: 4 }, "1204"),
+            (Control::ResumeWindow { seconds: 600 }, "13d804"),
+            (Control::Close { reason: CloseReason::Gone, message: "e".into() }, "080b0165"),
+            // Protocol 2's versioned hellos.
+            (
+                Control::AgentHelloVersioned {
+                    version: PeerVersion { protocol: 2, capabilities: vec![] },
+                    hello: AgentHello { hostname: "h".into(), ..Default::default() },
+                },
+                "14020000000000016800",
+            ),
+            (
+                Control::ClientHelloVersioned {
+                    version: PeerVersion { protocol: 2, capabilities: vec!["resume".into()] },
+                    request: ClientRequest {
+                        token: "t".into(),
+                        client_version: "1".into(),
+                        cols: 80,
+                        rows: 24,
+                        term: "xterm".into(),
+                    },
+                },
+                "15020106726573756d6501740131501805787465726d",
+            ),
         ];
         for (msg, hex) in cases {
             let bytes = postcard::to_allocvec(&msg).unwrap();

@@ -13,12 +13,14 @@ pub mod ids;
 pub mod quic;
 pub mod ssm;
 pub mod stream;
+pub mod version;
 
 pub use control::{AgentHello, ClientRequest, CloseReason, Control, SessionSpec};
 pub use endpoint::{Endpoint, EndpointError};
 pub use frame::{Frame, FrameCodec, FrameKind, ProtoError, HEADER_LEN, MAX_FRAME_LEN};
 pub use ids::{IdError, InstanceId, SessionId};
 pub use stream::FramedStream;
+pub use version::{PeerVersion, VersionError};
 
 /// ALPN protocol id of every Airlock QUIC connection (agents and CLI clients alike).
 pub const ALPN: &[u8] = b"airlock/1";

@@ -249,6 +249,8 @@ fn control_name(msg: &Control) -> &'static str {
         Control::ClientHello(_) => "ClientHello",
         Control::Ready { .. } => "Ready",
         Control::AgentHello(_) => "AgentHello",
+        Control::AgentHelloVersioned { .. } => "AgentHelloVersioned",
+        Control::ClientHelloVersioned { .. } => "ClientHelloVersioned",
         Control::Heartbeat { .. } => "Heartbeat",
         Control::Open { .. } => "Open",
         Control::Started => "Started",

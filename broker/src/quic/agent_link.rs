@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_proto::{Control, FramedStream, ProtoError};
+use airlock_proto::{Control, FramedStream, PeerVersion, ProtoError};
 use rustls_pki_types::CertificateDer;
 
 use super::CONTROL_FRAME_LIMIT;
@@ -22,6 +22,8 @@ pub(super) mod close {
     pub(crate) const UNKNOWN_CERT: u32 = 1;
     /// The agent broke the protocol.
     pub(crate) const PROTOCOL: u32 = 3;
+    /// The agent's protocol is older than this broker serves; the reason names the minimum.
+    pub(crate) const TOO_OLD: u32 = 5;
 }
 
 /// Serves one agent connection until it ends.
@@ -52,14 +54,21 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection, cert: Cert
         }
     };
     let mut control = FramedStream::new(recv, send, CONTROL_FRAME_LIMIT);
-    let hello = match control.recv_control(HELLO_DEADLINE).await {
-        Ok(Control::AgentHello(h)) => h,
+    let (version, hello) = match control.recv_control(HELLO_DEADLINE).await {
+        Ok(Control::AgentHello(h)) => (PeerVersion::unversioned(), h),
+        Ok(Control::AgentHelloVersioned { version, hello }) => (version, hello),
         other => {
             tracing::warn!(instance = %id, ?other, "agent did not say hello");
             connection.close(close::PROTOCOL.into(), b"expected AgentHello");
             return;
         }
     };
+    if let Err(e) = version.check("agent") {
+        tracing::warn!(instance = %id, error = %e, "agent refused");
+        connection.close(close::TOO_OLD.into(), e.to_string().as_bytes());
+        return;
+    }
+    tracing::debug!(instance = %id, protocol = version.protocol, capabilities = ?version.capabilities, "agent hello");
     let host = HostInfo {
         agent_version: hello.agent_version,
         platform_type: hello.platform_type,

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_proto::{ClientRequest, CloseReason, Control, FramedStream, SessionSpec, MAX_FRAME_LEN};
+use airlock_proto::{
+    ClientRequest, CloseReason, Control, FramedStream, PeerVersion, SessionSpec, MAX_FRAME_LEN,
+};
 use airlock_recordings::{EndReason, Recorder, RecordingError, RecordingMeta};
 
 use super::link::{linger, ClientLink, ClientStream};
@@ -27,8 +29,9 @@ pub(crate) async fn serve(app: Arc<App>, link: Arc<dyn ClientLink>) {
         link.close("no session stream");
         return;
     };
-    let hello = match client.recv_control(HELLO_DEADLINE).await {
-        Ok(Control::ClientHello(h)) => h,
+    let (version, hello) = match client.recv_control(HELLO_DEADLINE).await {
+        Ok(Control::ClientHello(h)) => (PeerVersion::unversioned(), h),
+        Ok(Control::ClientHelloVersioned { version, request }) => (version, request),
         Ok(Control::ClientResume { token, output_next }) => {
             return resume(&app, link, client, &token, output_next).await;
         }
@@ -39,6 +42,12 @@ pub(crate) async fn serve(app: Arc<App>, link: Arc<dyn ClientLink>) {
             return;
         }
     };
+    if let Err(e) = version.check("client") {
+        tracing::info!(%remote, error = %e, "client refused");
+        refuse(&mut client, CloseReason::ProtocolError, e.to_string()).await;
+        linger(&*link).await;
+        return;
+    }
     let (pending, terminate) = match app.registry.redeem(&hello.token) {
         Ok(redeemed) => redeemed,
         Err(refusal) => {
