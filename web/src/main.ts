@@ -41,7 +41,7 @@ function setTheme(theme: "dark" | "light"): void {
 setTheme(initialTheme());
 
 function themeButton(): HTMLButtonElement {
-  const b = h("button", { type: "button", class: "ghost", "aria-label": "Switch theme" });
+  const b = h("button", { type: "button", class: "ghost" });
   const label = () => (b.textContent = document.documentElement.dataset.theme === "light" ? "Dark theme" : "Light theme");
   label();
   b.addEventListener("click", () => {

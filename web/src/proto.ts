@@ -58,12 +58,20 @@ function opening(kind: number, csrf: string, token: string, cols: number, rows: 
   return out;
 }
 
-/** Keystrokes or pasted text. */
-export function input(data: string | Uint8Array): Uint8Array {
+/** The largest input message's payload (the broker refuses messages over 64 KiB). */
+export const INPUT_CHUNK = 32 * 1024;
+
+/** Keystrokes or pasted text, as messages of at most INPUT_CHUNK bytes each. */
+export function input(data: string | Uint8Array): Uint8Array[] {
   const bytes = typeof data === "string" ? enc.encode(data) : data;
-  const out = new Uint8Array(1 + bytes.length);
-  out[0] = Up.Input;
-  out.set(bytes, 1);
+  const out: Uint8Array[] = [];
+  for (let at = 0; at < bytes.length; at += INPUT_CHUNK) {
+    const part = bytes.subarray(at, at + INPUT_CHUNK);
+    const msg = new Uint8Array(1 + part.length);
+    msg[0] = Up.Input;
+    msg.set(part, 1);
+    out.push(msg);
+  }
   return out;
 }
 

@@ -110,8 +110,8 @@ export class TerminalTab {
       // No WebGL (headless, old GPU, disabled): xterm's DOM renderer stays.
     }
     this.term.attachCustomKeyEventHandler((e) => this.keys(e));
-    this.term.onData((d) => this.send(proto.input(d)));
-    this.term.onBinary((d) => this.send(proto.input(Uint8Array.from(d, (c) => c.charCodeAt(0) & 0xff))));
+    this.term.onData((d) => proto.input(d).forEach((m) => this.send(m)));
+    this.term.onBinary((d) => proto.input(Uint8Array.from(d, (c) => c.charCodeAt(0) & 0xff)).forEach((m) => this.send(m)));
     this.term.onResize(({ cols, rows }) => this.send(proto.resize(cols, rows)));
     this.resizeObserver.observe(this.screen);
     this.refit();

@@ -1,0 +1,225 @@
+"""The browser console in a real browser: Debian's headless chromium (/usr/bin/chromium)
+driven by Playwright against the real broker and agent. Screenshots go to docs/screenshots/.
+
+Needs the broker built with the console bundle: bash web/build.sh, then cargo build.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import socket
+import ssl
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import ROOT, make_user, policy, wait_for
+
+CHROMIUM = Path(os.environ.get("AIRLOCK_CHROMIUM", "/usr/bin/chromium"))
+SHOTS = ROOT / "docs" / "screenshots"
+PASSWORD = "console-pass-Horse-9"
+
+CONSOLE_POLICY = policy(
+    {"Sid": "All", "Effect": "Allow", "Action": "ssm:*", "Resource": "*"},
+)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            # Root in a container has no user namespaces for chromium's sandbox.
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def operator(broker):
+    """A user with a console password, allowed every ssm action."""
+    ident = make_user(broker, "console-op", {"ssm-all": CONSOLE_POLICY})
+    broker.iam("CreateLoginProfile", {"UserName": ident.user_name, "Password": PASSWORD})
+    return ident
+
+
+@pytest.fixture(scope="module")
+def built(broker):
+    resp = broker.http.request("GET", broker.url + "/console/", timeout=10.0, retries=False)
+    body = resp.data.decode(errors="replace")
+    if "not built into this broker" in body:
+        pytest.fail("the broker was built without the console bundle: bash web/build.sh, then cargo build")
+    return body
+
+
+@pytest.fixture
+def page(chromium, broker, built):
+    # The broker's certificate is signed by its own CA, which this chromium does not trust.
+    ctx = chromium.new_context(ignore_https_errors=True, viewport={"width": 1200, "height": 720})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def sign_in(page, broker, user: str, password: str) -> None:
+    page.goto(broker.url + "/")
+    assert urlparse(page.url).path == "/console/", page.url
+    page.get_by_label("IAM user name").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def terminal_text(page, index: int = 0) -> str:
+    return page.evaluate("i => window.airlockConsole.terminalText(i)", index)
+
+
+def wait_text(page, what: str, pattern: str, limit: float = 20) -> re.Match:
+    return wait_for(what, limit, lambda: re.search(pattern, terminal_text(page), re.M))
+
+
+# --- headers and routing --------------------------------------------------------------------------
+
+
+def test_console_headers_and_root_redirect(broker, built):
+    resp = broker.http.request("GET", broker.url + "/console/", timeout=10.0, retries=False)
+    assert resp.status == 200
+    csp = resp.headers.get("Content-Security-Policy", "")
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, csp
+    assert "unsafe" not in [d for d in csp.split(";") if d.strip().startswith("script-src")][0], csp
+    assert resp.headers.get("X-Content-Type-Options") == "nosniff"
+    assert resp.headers.get("Cache-Control") == "no-cache"
+    script = re.search(r'src="/console/(main-[A-Z0-9]{8}\.js)"', built)
+    assert script, built
+    asset = broker.http.request("GET", broker.url + "/console/" + script.group(1), timeout=10.0, retries=False)
+    assert asset.status == 200
+    assert "immutable" in asset.headers.get("Cache-Control", ""), asset.headers
+    assert asset.headers.get("Content-Type", "").startswith("text/javascript")
+    # A browser asking for / is sent to the console; an API client still gets the API's answer.
+    r = broker.http.request("GET", broker.url + "/", headers={"Accept": "text/html"}, redirect=False, timeout=10.0)
+    assert r.status == 302 and r.headers.get("Location") == "/console/", (r.status, r.headers)
+    r = broker.http.request("GET", broker.url + "/", redirect=False, timeout=10.0)
+    assert r.status == 405, r.status
+
+
+# --- sign in and instances --------------------------------------------------------------------
+
+
+def test_sign_in_refuses_a_wrong_password_then_lists_instances(page, broker, operator, agent):
+    sign_in(page, broker, operator.user_name, "not-the-password")
+    alert = page.get_by_role("alert").filter(has_text="incorrect")
+    alert.wait_for(timeout=15000)
+    shot(page, "console-signin-refused")
+    assert page.get_by_role("heading", name="Managed instances").count() == 0
+
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Managed instances").wait_for(timeout=15000)
+    row = page.get_by_role("row").filter(has_text=agent.instance_id)
+    row.wait_for(timeout=15000)
+    assert "Online" in row.inner_text()
+    assert row.get_by_role("button", name="Start session").is_visible()
+    shot(page, "console-instances")
+    page.get_by_role("button", name="Dark theme").click()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    shot(page, "console-instances-dark")
+
+    # The filter narrows the table to matching rows.
+    page.get_by_label("Filter instances").fill("no-such-host-xyz")
+    page.get_by_text("No instance matches the filter.").wait_for(timeout=5000)
+    page.get_by_label("Filter instances").fill(agent.instance_id)
+    row.wait_for(timeout=5000)
+
+    # Signing out ends the session: a reload shows the sign-in form.
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("IAM user name").wait_for(timeout=10000)
+    page.reload()
+    page.get_by_label("IAM user name").wait_for(timeout=10000)
+
+
+# --- terminal -----------------------------------------------------------------------------------
+
+
+def test_terminal_runs_a_shell_and_follows_resizes(page, broker, operator, agent):
+    sign_in(page, broker, operator.user_name, PASSWORD)
+    row = page.get_by_role("row").filter(has_text=agent.instance_id)
+    row.get_by_role("button", name="Start session").click()
+    page.get_by_role("status").filter(has_text="Connected").wait_for(timeout=20000)
+    page.locator(".xterm").click()
+    page.keyboard.type("echo hello-$RANDOM\n")
+    m = wait_text(page, "the echo's output", r"^hello-(\d+)\s*$")
+    assert m.group(1).isdigit()
+    shot(page, "console-terminal")
+
+    cols, rows = page.evaluate("() => window.airlockConsole.terminalSize(0)")
+    page.keyboard.type("stty size\n")
+    wait_text(page, "stty size", rf"^{rows} {cols}\s*$")
+
+    page.set_viewport_size({"width": 800, "height": 480})
+    wait_for("the terminal to refit", 10, lambda: page.evaluate("() => window.airlockConsole.terminalSize(0)") != [cols, rows])
+    cols2, rows2 = page.evaluate("() => window.airlockConsole.terminalSize(0)")
+    assert cols2 < cols and rows2 < rows, (cols, rows, cols2, rows2)
+    page.keyboard.type("clear; stty size\n")
+    wait_text(page, "the new stty size", rf"^{rows2} {cols2}\s*$")
+
+    page.get_by_role("button", name="Terminate").click()
+    page.get_by_role("status").filter(has_text="Terminated").wait_for(timeout=10000)
+
+
+# --- the WebSocket upgrade's checks -------------------------------------------------------------
+
+
+def upgrade(broker, origin: str | None, cookie: str | None) -> int:
+    """The HTTP status of a raw WebSocket handshake at /console/api/terminal."""
+    u = urlparse(broker.url)
+    ctx = ssl.create_default_context(cafile=str(broker.ca_file))
+    with socket.create_connection((u.hostname, u.port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=u.hostname) as s:
+            lines = [
+                "GET /console/api/terminal HTTP/1.1",
+                f"Host: {u.hostname}:{u.port}",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+                "Sec-WebSocket-Version: 13",
+                "Sec-WebSocket-Protocol: airlock.terminal.v1",
+            ]
+            if origin:
+                lines.append(f"Origin: {origin}")
+            if cookie:
+                lines.append(f"Cookie: airlock_console={cookie}")
+            s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            head = b""
+            while b"\r\n" not in head:
+                chunk = s.recv(1024)
+                if not chunk:
+                    break
+                head += chunk
+            return int(head.split(b" ", 2)[1])
+
+
+def test_terminal_socket_refuses_other_origins_and_strangers(page, broker, operator):
+    sign_in(page, broker, operator.user_name, PASSWORD)
+    page.get_by_role("heading", name="Managed instances").wait_for(timeout=15000)
+    cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "airlock_console")
+    assert upgrade(broker, broker.url, cookie) == 101  # the page's own origin with its cookie
+    assert upgrade(broker, "https://evil.example", cookie) == 403
+    assert upgrade(broker, None, cookie) == 403
+    assert upgrade(broker, broker.url, None) == 401
+    assert upgrade(broker, broker.url, "forged") == 401
