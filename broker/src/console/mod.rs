@@ -8,6 +8,7 @@
 //! - `POST signout`: ends the session.
 //! - `GET whoami`: the signed-in user (and the CSRF token again, for a reloaded page).
 //! - `POST call` `{operation, body}`: one API operation as the signed-in user.
+//! - `GET terminal`: a WebSocket carrying a browser terminal ([`terminal`], docs/wire.md §2.5).
 //!
 //! The page itself is served from `/console/` ([`assets`]); `GET /` from a browser goes there.
 //!
@@ -19,6 +20,8 @@ pub mod assets;
 mod call;
 pub mod sessions;
 mod signin;
+mod terminal;
+pub mod terminal_proto;
 pub mod throttle;
 
 use std::net::IpAddr;
@@ -136,6 +139,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/console/api/signout", post(signin::signout))
         .route("/console/api/whoami", get(signin::whoami))
         .route("/console/api/call", post(call::call))
+        .route("/console/api/terminal", get(terminal::terminal))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
