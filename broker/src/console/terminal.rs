@@ -171,11 +171,11 @@ where
         }
     }
 
-    async fn to_page(&mut self, msg: Bytes) -> Result<(), End> {
+    async fn send_page(&mut self, msg: Bytes) -> Result<(), End> {
         send(&mut self.sink, msg).await.map_err(|_| End::Lost)
     }
 
-    async fn to_session(&mut self, msg: &Control) -> Result<(), End> {
+    async fn send_session(&mut self, msg: &Control) -> Result<(), End> {
         match tokio::time::timeout(SEND_TIMEOUT, self.stream.send_control(msg)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Close),
@@ -194,8 +194,8 @@ where
             }),
             Some(output_next) => Control::ClientResume { token: o.token, output_next },
         };
-        if self.to_session(&hello).await.is_err() {
-            let _ = self.to_page(wire::text(wire::CLOSED, "The session service did not answer.")).await;
+        if self.send_session(&hello).await.is_err() {
+            let _ = self.send_page(wire::text(wire::CLOSED, "The session service did not answer.")).await;
             return End::Close;
         }
         let answer = match self.stream.recv_control(READY_TIMEOUT).await {
@@ -206,20 +206,20 @@ where
             }
             Ok(Control::Close { reason, message }) => {
                 let why = if message.is_empty() { format!("{reason:?}") } else { message };
-                let _ = self.to_page(wire::text(wire::CLOSED, &why)).await;
+                let _ = self.send_page(wire::text(wire::CLOSED, &why)).await;
                 return End::Close;
             }
             Ok(_) | Err(_) => {
-                let _ = self.to_page(wire::text(wire::CLOSED, "The session did not start.")).await;
+                let _ = self.send_page(wire::text(wire::CLOSED, "The session did not start.")).await;
                 return End::Close;
             }
         };
-        if let Err(end) = self.to_page(answer).await {
+        if let Err(end) = self.send_page(answer).await {
             return end;
         }
         // The page has everything below its resume point: the agent may drop it.
         if let Some(next) = o.resume_from.filter(|n| *n > 0) {
-            if let Err(end) = self.to_session(&Control::Ack { next }).await {
+            if let Err(end) = self.send_session(&Control::Ack { next }).await {
                 return end;
             }
         }
@@ -235,32 +235,32 @@ where
             let room = self.in_flight_bytes < WINDOW;
             tokio::select! {
                 _ = &mut closed => {
-                    let _ = self.to_page(wire::text(wire::CLOSED, "The broker closed the session.")).await;
+                    let _ = self.send_page(wire::text(wire::CLOSED, "The broker closed the session.")).await;
                     return Err(End::Close);
                 }
                 // The page is always read: its ACKs are what opens the window again.
                 msg = self.source.next() => match msg {
-                    Some(Ok(Message::Binary(b))) => self.from_page(b).await?,
+                    Some(Ok(Message::Binary(b))) => self.on_page(b).await?,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(End::Lost),
                     // Text is not part of the protocol; ping/pong are the socket's own.
                     Some(Ok(Message::Text(_))) => {
-                        let _ = self.to_page(wire::text(wire::CLOSED, "Text messages are not accepted.")).await;
+                        let _ = self.send_page(wire::text(wire::CLOSED, "Text messages are not accepted.")).await;
                         return Err(End::Close);
                     }
                     Some(Ok(_)) => {}
                 },
                 frame = self.stream.recv(), if room => match frame {
                     Ok(Some(f)) => {
-                        if self.from_session(f).await? {
+                        if self.on_session(f).await? {
                             return Ok(());
                         }
                     }
                     Ok(None) => {
-                        let _ = self.to_page(wire::text(wire::CLOSED, "The session ended.")).await;
+                        let _ = self.send_page(wire::text(wire::CLOSED, "The session ended.")).await;
                         return Ok(());
                     }
                     Err(e) => {
-                        let _ = self.to_page(wire::text(wire::CLOSED, &format!("Session stream failed: {e}"))).await;
+                        let _ = self.send_page(wire::text(wire::CLOSED, &format!("Session stream failed: {e}"))).await;
                         return Ok(());
                     }
                 },
@@ -269,11 +269,11 @@ where
     }
 
     /// One message from the page.
-    async fn from_page(&mut self, b: Bytes) -> Result<(), End> {
+    async fn on_page(&mut self, b: Bytes) -> Result<(), End> {
         let msg = match wire::up(b) {
             Ok(m) => m,
             Err(e) => {
-                let _ = self.to_page(wire::text(wire::CLOSED, &e.to_string())).await;
+                let _ = self.send_page(wire::text(wire::CLOSED, &e.to_string())).await;
                 return Err(End::Close);
             }
         };
@@ -296,42 +296,42 @@ where
                     _ => Err(End::Close),
                 }
             }
-            Up::Resize { cols, rows } => self.to_session(&Control::Resize { cols, rows }).await,
+            Up::Resize { cols, rows } => self.send_session(&Control::Resize { cols, rows }).await,
             Up::Ack(next) => {
                 while self.in_flight.front().is_some_and(|(seq, _)| *seq < next) {
                     if let Some((_, len)) = self.in_flight.pop_front() {
                         self.in_flight_bytes -= len;
                     }
                 }
-                self.to_session(&Control::Ack { next }).await
+                self.send_session(&Control::Ack { next }).await
             }
-            Up::Ping(probe) => self.to_page(wire::pong(probe)).await,
+            Up::Ping(probe) => self.send_page(wire::pong(probe)).await,
             Up::Terminate => {
-                let _ = self.to_page(wire::text(wire::CLOSED, "Terminated.")).await;
+                let _ = self.send_page(wire::text(wire::CLOSED, "Terminated.")).await;
                 Err(End::Close)
             }
         }
     }
 
     /// One frame from the session; true when the session is over.
-    async fn from_session(&mut self, f: airlock_proto::Frame) -> Result<bool, End> {
+    async fn on_session(&mut self, f: airlock_proto::Frame) -> Result<bool, End> {
         match f.kind {
             FrameKind::Data | FrameKind::Stderr => {
                 let len = f.payload.len();
                 self.in_flight.push_back((f.seq, len));
                 self.in_flight_bytes += len;
-                self.to_page(wire::output(f.seq, &f.payload)).await?;
+                self.send_page(wire::output(f.seq, &f.payload)).await?;
                 Ok(false)
             }
             FrameKind::Control => match f.to_control() {
                 Ok(Control::Exit { code }) => {
-                    self.to_page(wire::exit(code)).await?;
+                    self.send_page(wire::exit(code)).await?;
                     Ok(false)
                 }
                 Ok(Control::Close { reason, message }) => {
                     let why =
                         if message.is_empty() { format!("Session closed: {reason:?}.") } else { message };
-                    let _ = self.to_page(wire::text(wire::CLOSED, &why)).await;
+                    let _ = self.send_page(wire::text(wire::CLOSED, &why)).await;
                     Ok(true)
                 }
                 Ok(Control::Ack { next }) => {
@@ -348,7 +348,7 @@ where
                         && self.kept.front().is_none_or(|(seq, _)| *seq > input_next)
                     {
                         let _ = self
-                            .to_page(wire::text(wire::CLOSED, "Input was lost while the host was away."))
+                            .send_page(wire::text(wire::CLOSED, "Input was lost while the host was away."))
                             .await;
                         return Err(End::Close);
                     }
@@ -367,8 +367,9 @@ where
                 }
                 Ok(_) => Ok(false),
                 Err(e) => {
-                    let _ =
-                        self.to_page(wire::text(wire::CLOSED, &format!("Session protocol error: {e}"))).await;
+                    let _ = self
+                        .send_page(wire::text(wire::CLOSED, &format!("Session protocol error: {e}")))
+                        .await;
                     Ok(true)
                 }
             },
