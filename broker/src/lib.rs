@@ -24,6 +24,7 @@ pub mod quic;
 pub mod registry;
 pub mod secrets;
 pub mod server;
+pub mod session;
 pub mod sigv4;
 pub mod store;
 pub mod totp;

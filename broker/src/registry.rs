@@ -88,11 +88,11 @@ enum TokenState {
 /// A client connection come back to its session (a redeemed ResumeSession token).
 pub struct ClientReturn {
     /// The client's new session stream, after its `ClientResume`.
-    pub stream: airlock_proto::FramedStream<quinn::RecvStream, quinn::SendStream>,
+    pub stream: crate::session::ClientStream,
     /// The number of the first output frame the client has not received.
     pub output_next: u64,
     /// The connection the stream came on.
-    pub connection: quinn::Connection,
+    pub link: std::sync::Arc<dyn crate::session::ClientLink>,
 }
 
 /// Why ResumeSession cannot give a token.

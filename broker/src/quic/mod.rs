@@ -3,9 +3,7 @@
 //! apart.
 
 mod agent_link;
-mod client_link;
-mod port_session;
-mod process_session;
+mod client;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -199,7 +197,8 @@ pub async fn serve(app: Arc<App>, endpoint: quinn::Endpoint, limits: QuicLimits)
                     agent_link::run(app, connection, cert).await
                 }
                 None => {
-                    let run = ADMISSION.scope(admission.clone(), client_link::run(app, connection.clone()));
+                    let link = Arc::new(client::QuicClient(connection.clone()));
+                    let run = ADMISSION.scope(admission.clone(), crate::session::serve(app, link));
                     tokio::pin!(run);
                     tokio::select! {
                         () = &mut run => return,

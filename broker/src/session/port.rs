@@ -17,7 +17,8 @@ use crate::app::{now_us, App};
 use crate::registry::{PendingSession, PortTarget};
 use crate::store::{SessionEnd, SessionStatus};
 
-type Stream = FramedStream<quinn::RecvStream, quinn::SendStream>;
+use super::link::{ClientLink, ClientStream};
+use super::serve::AgentStream;
 
 /// How many forwarded connections one session may have open at once.
 const MAX_CONNECTIONS: usize = 1024;
@@ -45,8 +46,8 @@ impl Shared {
 /// Runs a port session after its token was redeemed.
 pub(super) async fn run(
     app: Arc<App>,
-    connection: &quinn::Connection,
-    mut client: Stream,
+    link: &dyn ClientLink,
+    mut client: ClientStream,
     session: PendingSession,
     targets: Vec<PortTarget>,
     recorder: Recorder,
@@ -59,7 +60,7 @@ pub(super) async fn run(
         session,
         targets,
         recorder: Mutex::new(recorder),
-        client_addr: connection.remote_address(),
+        client_addr: link.remote(),
     });
     shared.note(format!("port session to {} from {}", listing.join(", "), shared.client_addr)).await;
     if !terminate.is_cancelled() {
@@ -98,16 +99,15 @@ pub(super) async fn run(
                 Ok(None) => break (EndReason::ClientLost, "the client ended the session".to_owned()),
                 Err(e) => break (EndReason::ClientLost, format!("the client's session stream failed: {e}")),
             },
-            incoming = connection.accept_bi() => match incoming {
-                Ok((send, recv)) => {
+            incoming = link.accept_stream() => match incoming {
+                Ok(stream) => {
                     number += 1;
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        let mut s = FramedStream::new(recv, send, MAX_FRAME_LEN);
+                        let mut s = stream;
                         let message = format!("more than {MAX_CONNECTIONS} connections at once");
                         tokio::spawn(async move { refuse(&mut s, CloseReason::ConnectFailed, message).await });
                         continue;
                     };
-                    let stream = FramedStream::new(recv, send, MAX_FRAME_LEN);
                     let (shared, stop) = (shared.clone(), stop_connections.clone());
                     idle_at = limits.idle.map(|i| Instant::now() + i);
                     tasks.spawn(async move {
@@ -152,7 +152,7 @@ pub(super) async fn run(
 }
 
 /// One forwarded connection: `Connect` from the client, `Dial` to the agent, then the pipe.
-async fn forward(shared: &Shared, mut client: Stream, number: u64, stop: CancellationToken) {
+async fn forward(shared: &Shared, mut client: ClientStream, number: u64, stop: CancellationToken) {
     let target = match client.recv_control(CONNECT_DEADLINE).await {
         Ok(Control::Connect { target }) => target,
         other => {
@@ -195,7 +195,7 @@ async fn forward(shared: &Shared, mut client: Stream, number: u64, stop: Cancell
 }
 
 /// Asks the agent to connect to `t`; the agent's refusal reason is passed on as is.
-async fn dial(shared: &Shared, t: &PortTarget) -> Result<Stream, (CloseReason, String)> {
+async fn dial(shared: &Shared, t: &PortTarget) -> Result<AgentStream, (CloseReason, String)> {
     let instance = &shared.session.target;
     let Some(agent) = shared.app.registry.agent(instance) else {
         return Err((CloseReason::TargetNotConnected, format!("{instance} is not connected")));
@@ -221,7 +221,7 @@ async fn dial(shared: &Shared, t: &PortTarget) -> Result<Stream, (CloseReason, S
 }
 
 /// Sends a final `Close` and finishes the stream.
-pub(super) async fn refuse(stream: &mut Stream, reason: CloseReason, message: String) {
+pub(super) async fn refuse(stream: &mut ClientStream, reason: CloseReason, message: String) {
     let _ = stream.send_control(&Control::Close { reason, message }).await;
     let _ = futures_util::SinkExt::close(&mut stream.writer).await;
 }

@@ -26,7 +26,8 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::client_link::{Stream, START_DEADLINE};
+use super::link::{ClientLink, ClientStream};
+use super::serve::{AgentStream, START_DEADLINE};
 use crate::app::{now_us, App};
 use crate::registry::{ClientReturn, PendingSession};
 use crate::store::{SessionEnd, SessionStatus};
@@ -38,12 +39,12 @@ const REATTACH_POLL: Duration = Duration::from_millis(250);
 /// on (to linger on).
 pub(super) async fn run(
     app: &App,
-    (mut client, mut connection): (Stream, quinn::Connection),
-    agent: Stream,
+    (mut client, mut link): (ClientStream, Arc<dyn ClientLink>),
+    agent: AgentStream,
     recorder: Recorder,
     pending: &PendingSession,
     terminate: CancellationToken,
-) -> quinn::Connection {
+) -> Arc<dyn ClientLink> {
     let id = &pending.session_id;
     // A session terminated while it was starting stays Terminating until it has ended.
     set_status(app, id, SessionStatus::Connected, &terminate).await;
@@ -65,8 +66,8 @@ pub(super) async fn run(
             tracing::debug!(session = %id, "cannot send the resume window: {e}");
         }
         let lost = {
-            let connection = connection.clone();
-            move || connection_lost(&connection)
+            let link = link.clone();
+            move || link.lost()
         };
         let client = (&mut c_read, &mut c_write);
         let a = splice_attached(
@@ -103,8 +104,8 @@ pub(super) async fn run(
                 close_on_agent(app, pending).await;
                 break Attachment { end, message, ..a };
             };
-            let ClientReturn { stream, output_next, connection: next } = back;
-            connection = next;
+            let ClientReturn { stream, output_next, link: next } = back;
+            link = next;
             (c_read, c_write) = stream.split();
             match reattach_agent(app, pending, output_next, &terminate).await {
                 Ok((stream, input_next)) => {
@@ -152,16 +153,7 @@ pub(super) async fn run(
     };
     app.registry.session_ended(id);
     finish(app, pending, rec, outcome).await;
-    connection
-}
-
-/// Whether the client's connection was lost (timed out, reset) rather than closed: only
-/// then does the session wait for it to resume.
-fn connection_lost(connection: &quinn::Connection) -> bool {
-    matches!(
-        connection.close_reason(),
-        Some(quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset)
-    )
+    link
 }
 
 /// Writes a running session's status, unless a terminate is under way (it stays
@@ -237,7 +229,7 @@ async fn reattach_agent(
     pending: &PendingSession,
     resend_from: u64,
     terminate: &CancellationToken,
-) -> Result<(Stream, u64), (EndReason, CloseReason, String)> {
+) -> Result<(AgentStream, u64), (EndReason, CloseReason, String)> {
     let window = pending.launch.resume_window;
     let deadline = tokio::time::Instant::now() + window;
     loop {
@@ -281,7 +273,7 @@ async fn attach_on(
     connection: &quinn::Connection,
     pending: &PendingSession,
     resend_from: u64,
-) -> Result<(Stream, u64), AttachError> {
+) -> Result<(AgentStream, u64), AttachError> {
     let retry = |e: &dyn std::fmt::Display| AttachError::Retry(e.to_string());
     let (send, recv) = connection.open_bi().await.map_err(|e| retry(&e))?;
     let mut stream = FramedStream::new(recv, send, MAX_FRAME_LEN);

@@ -1,4 +1,4 @@
-//! One CLI client's connection: redeem its token, open the session on the agent, splice.
+//! One client connection: redeem its token, open the session on the agent, run it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +6,8 @@ use std::time::Duration;
 use airlock_proto::{ClientRequest, CloseReason, Control, FramedStream, SessionSpec, MAX_FRAME_LEN};
 use airlock_recordings::{EndReason, Recorder, RecordingError, RecordingMeta};
 
-use super::port_session::refuse;
+use super::link::{linger, ClientLink, ClientStream};
+use super::port::refuse;
 use crate::app::{now_us, App};
 use crate::registry::{ClientReturn, PendingSession, SessionPlan, TokenRefusal};
 use crate::store::{SessionEnd, SessionStatus};
@@ -14,27 +15,27 @@ use crate::store::{SessionEnd, SessionStatus};
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the agent may take to start a shell or command.
 pub(super) const START_DEADLINE: Duration = Duration::from_secs(15);
-/// How long we wait for the client to read the final frames before closing.
-const LINGER: Duration = Duration::from_secs(5);
 
-pub(super) type Stream = FramedStream<quinn::RecvStream, quinn::SendStream>;
+/// A stream to an agent.
+pub(super) type AgentStream = FramedStream<quinn::RecvStream, quinn::SendStream>;
 
-pub(super) async fn run(app: Arc<App>, connection: quinn::Connection) {
-    let remote = connection.remote_address();
-    let Ok(Ok((send, recv))) = tokio::time::timeout(HELLO_DEADLINE, connection.accept_bi()).await else {
-        connection.close(1u32.into(), b"no session stream");
+/// Serves one client connection: its first stream's hello (a session token, or a resume
+/// token), then the session to its end.
+pub(crate) async fn serve(app: Arc<App>, link: Arc<dyn ClientLink>) {
+    let remote = link.remote();
+    let Ok(Ok(mut client)) = tokio::time::timeout(HELLO_DEADLINE, link.accept_stream()).await else {
+        link.close("no session stream");
         return;
     };
-    let mut client = FramedStream::new(recv, send, MAX_FRAME_LEN);
     let hello = match client.recv_control(HELLO_DEADLINE).await {
         Ok(Control::ClientHello(h)) => h,
         Ok(Control::ClientResume { token, output_next }) => {
-            return resume(&app, &connection, client, &token, output_next).await;
+            return resume(&app, link, client, &token, output_next).await;
         }
         other => {
             tracing::info!(%remote, ?other, "client did not present a token");
             refuse(&mut client, CloseReason::ProtocolError, "expected ClientHello".into()).await;
-            linger(&connection).await;
+            linger(&*link).await;
             return;
         }
     };
@@ -43,25 +44,16 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection) {
         Err(refusal) => {
             tracing::warn!(%remote, %refusal, "session token refused");
             refuse(&mut client, CloseReason::Unauthorized, refusal.to_string()).await;
-            linger(&connection).await;
+            linger(&*link).await;
             return;
         }
     };
-    super::admitted(&connection);
+    link.admitted();
     let id = pending.session_id.clone();
     if let SessionPlan::Port(targets) = pending.plan.clone() {
         match start_recording(&app, &pending, 0, 0, String::new()).await {
             Ok(recorder) => {
-                super::port_session::run(
-                    app.clone(),
-                    &connection,
-                    client,
-                    pending,
-                    targets,
-                    recorder,
-                    terminate,
-                )
-                .await
+                super::port::run(app.clone(), &*link, client, pending, targets, recorder, terminate).await
             }
             Err((reason, message)) => {
                 refuse(&mut client, reason, message.clone()).await;
@@ -78,23 +70,16 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection) {
             // Terminated while the agent was starting it: the splice sees the cancelled token
             // at once and ends the process on the agent like any terminate.
             Ok((agent, recorder)) => {
-                let last = super::process_session::run(
-                    &app,
-                    (client, connection.clone()),
-                    agent,
-                    recorder,
-                    &pending,
-                    terminate,
-                )
-                .await;
+                let last =
+                    super::process::run(&app, (client, link), agent, recorder, &pending, terminate).await;
                 app.registry.session_ended(&id);
-                linger(&last).await;
+                linger(&*last).await;
                 return;
             }
         }
     }
     app.registry.session_ended(&id);
-    linger(&connection).await;
+    linger(&*link).await;
 }
 
 /// A client back after a lost connection (`ClientResume` with a ResumeSession token): hands
@@ -102,12 +87,12 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection) {
 /// with it.
 async fn resume(
     app: &App,
-    connection: &quinn::Connection,
-    mut client: Stream,
+    link: Arc<dyn ClientLink>,
+    mut client: ClientStream,
     token: &str,
     output_next: u64,
 ) {
-    let remote = connection.remote_address();
+    let remote = link.remote();
     let (id, returns) = match app.registry.redeem_resume(token) {
         Ok(found) => found,
         Err(refusal) => {
@@ -115,20 +100,20 @@ async fn resume(
             let reason =
                 if refusal == TokenRefusal::Expired { CloseReason::Gone } else { CloseReason::Unauthorized };
             refuse(&mut client, reason, refusal.to_string()).await;
-            linger(connection).await;
+            linger(&*link).await;
             return;
         }
     };
-    super::admitted(connection);
+    link.admitted();
     tracing::info!(session = %id, %remote, output_next, "client resuming");
-    let back = ClientReturn { stream: client, output_next, connection: connection.clone() };
+    let back = ClientReturn { stream: client, output_next, link: link.clone() };
     if returns.send(back).await.is_err() {
         // The session ended meanwhile; its stream went with the message.
-        connection.close(0u32.into(), b"session ended");
+        link.close("session ended");
         return;
     }
     // The session owns the stream now and closes the connection when it ends.
-    connection.closed().await;
+    link.closed().await;
 }
 
 /// Records a session that never ran: Terminated when a terminate came while it was starting
@@ -191,7 +176,7 @@ async fn open_session(
     app: &App,
     pending: &PendingSession,
     hello: &ClientRequest,
-) -> Result<(Stream, Recorder), (CloseReason, String)> {
+) -> Result<(AgentStream, Recorder), (CloseReason, String)> {
     let (cols, rows) = if hello.cols == 0 || hello.rows == 0 { (80, 24) } else { (hello.cols, hello.rows) };
     let term = if hello.term.is_empty() {
         "xterm-256color".to_owned()
@@ -235,7 +220,7 @@ async fn start_on_agent(
     connection: &quinn::Connection,
     pending: &PendingSession,
     spec: SessionSpec,
-) -> Result<Stream, (CloseReason, String)> {
+) -> Result<AgentStream, (CloseReason, String)> {
     let lost = |e: &dyn std::fmt::Display| {
         (CloseReason::TargetNotConnected, format!("{} went away: {e}", pending.target))
     };
@@ -253,15 +238,4 @@ async fn start_on_agent(
         }
         Err(e) => Err((CloseReason::StartFailed, format!("the agent did not start the session: {e}"))),
     }
-}
-
-/// Gives the client time to read what was sent, then closes.
-pub(super) async fn linger(connection: &quinn::Connection) {
-    let stats = connection.stats();
-    tracing::debug!(
-        remote = %connection.remote_address(), mtu = stats.path.current_mtu, rtt_us = stats.path.rtt.as_micros() as u64,
-        lost_packets = stats.path.lost_packets, congestion_events = stats.path.congestion_events, "client link stats"
-    );
-    let _ = tokio::time::timeout(LINGER, connection.closed()).await;
-    connection.close(0u32.into(), b"done");
 }
