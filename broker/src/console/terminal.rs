@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::terminal_proto::{self as wire, Opening, Up};
 use super::{forbidden, refuse, same_origin, same_secret, session_of, SessionKey};
 use crate::app::App;
-use link_stub::serve_edge; // TEMP-STUB: crate::session::link once main lands
+use crate::session::link::serve_edge;
 
 /// Output bytes sent to the page and not yet written to its terminal, past which the broker
 /// stops reading the session.
@@ -93,21 +93,21 @@ async fn run(app: Arc<App>, peer: SocketAddr, key: SessionKey, socket: WebSocket
         }
     };
     let edge = serve_edge(app.clone(), peer);
-    let end = match edge.open_stream().await {
-        Ok(duplex) => {
-            let (r, w) = tokio::io::split(duplex);
-            let stream = FramedStream::new(r, w, MAX_FRAME_LEN);
-            Bridge::new(sink, source, stream).run(edge.closed(), opening).await
-        }
-        Err(_) => {
-            let _ = send(&mut sink, wire::text(wire::CLOSED, "The session service is not available.")).await;
-            End::Close
-        }
+    let Ok(duplex) = edge.open_stream().await else {
+        let _ = send(&mut sink, wire::text(wire::CLOSED, "The session service is not available.")).await;
+        edge.close();
+        return;
     };
+    let (r, w) = tokio::io::split(duplex);
+    let mut bridge = Bridge::new(sink, source, FramedStream::new(r, w, MAX_FRAME_LEN));
+    let end = bridge.run(edge.closed(), opening).await;
+    // Told before the stream drops (with the bridge), so the core knows a lost page from a
+    // closed one.
     match end {
         End::Close => edge.close(),
         End::Lost => edge.lost(),
     }
+    drop(bridge);
 }
 
 /// Reads and checks the opening message: the CSRF token must be the cookie session's.
@@ -183,7 +183,7 @@ where
     }
 
     /// Hello (or resume), the session's answer, then the pumps.
-    async fn run(mut self, closed: impl Future<Output = ()>, o: Opening) -> End {
+    async fn run(&mut self, closed: impl Future<Output = ()>, o: Opening) -> End {
         let hello = match o.resume_from {
             None => Control::ClientHello(ClientRequest {
                 token: o.token,
@@ -380,27 +380,3 @@ where
 #[cfg(test)]
 #[path = "terminal_tests.rs"]
 mod tests;
-
-// TEMP-STUB until the lead's session::link lands on main.
-mod link_stub {
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-
-    use crate::app::App;
-
-    pub(super) struct LinkClosed;
-    pub(super) struct EdgeHandle;
-    pub(super) fn serve_edge(_app: Arc<App>, _remote: SocketAddr) -> EdgeHandle {
-        EdgeHandle
-    }
-    impl EdgeHandle {
-        pub(super) async fn open_stream(&self) -> Result<tokio::io::DuplexStream, LinkClosed> {
-            Err(LinkClosed)
-        }
-        pub(super) fn lost(&self) {}
-        pub(super) fn close(&self) {}
-        pub(super) async fn closed(&self) {
-            std::future::pending::<()>().await
-        }
-    }
-}

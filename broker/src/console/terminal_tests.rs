@@ -72,12 +72,17 @@ fn start(o: Opening) -> Harness {
     let (br, bw) = tokio::io::split(b);
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
     let bridge = Bridge::new(PollSender::new(to_page), source, FramedStream::new(ar, aw, MAX_FRAME_LEN));
-    let bridge = tokio::spawn(bridge.run(
-        async move {
-            let _ = closed_rx.await;
-        },
-        o,
-    ));
+    let bridge = tokio::spawn(async move {
+        let mut bridge = bridge;
+        bridge
+            .run(
+                async move {
+                    let _ = closed_rx.await;
+                },
+                o,
+            )
+            .await
+    });
     Harness {
         page: Page { tx: Some(page_tx), rx: page_rx },
         core: FramedStream::new(br, bw, MAX_FRAME_LEN),
