@@ -183,7 +183,7 @@ impl Deadlines {
 /// Relays one attachment: the session's client stream (borrowed: it outlives an agent
 /// re-attach) and one agent stream, from `at`. Ends like [`splice`], or with
 /// `agent_detached` when the agent's stream broke (the client was told nothing), or with
-/// `client_detached` when the client's stream broke and `client_resumable` says the
+/// `client_detached` when the client's stream broke or ended and `client_resumable` says the
 /// connection was lost rather than closed (the agent was told nothing).
 pub async fn splice_attached<CR, CW, AR, AW>(
     client: (&mut FramedRead<CR, FrameCodec>, &mut FramedWrite<CW, FrameCodec>),
@@ -227,7 +227,9 @@ where
         tokio::select! {
             d = &mut down => (None, Some(d)),
             u = &mut up => {
-                if matches!(u, UpEnd::ClientLost(_)) && client_resumable() {
+                // An in-process edge's stream can only end cleanly (EOF): whether its
+                // transport was lost is what `client_resumable` says, not how the stream ended.
+                if matches!(u, UpEnd::ClientLost(_) | UpEnd::ClientGone(_)) && client_resumable() {
                     // Detached: the agent's stream is dropped without a Close (the agent
                     // keeps the session) and the client is told nothing. The other
                     // direction stops between frames, so what it recorded is whole.
@@ -476,7 +478,7 @@ where
             Control::Close { reason: CloseReason::Terminated, message: "session time limit reached".into() };
         let _ = a_write.send(Frame::control(&msg)).await;
     }
-    if let UpEnd::ClientLost(_) = &end {
+    if let UpEnd::ClientLost(_) | UpEnd::ClientGone(_) = &end {
         if resumable() {
             // A detach: the agent keeps the session for the resume window.
             return end;

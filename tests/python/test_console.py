@@ -156,14 +156,19 @@ def test_sign_in_refuses_a_wrong_password_then_lists_instances(page, broker, ope
 # --- terminal -----------------------------------------------------------------------------------
 
 
-def test_terminal_runs_a_shell_and_follows_resizes(page, broker, operator, agent):
+def start_shell(page, broker, operator, agent) -> None:
     sign_in(page, broker, operator.user_name, PASSWORD)
+    page.get_by_role("button", name="Dark theme").click()
     row = page.get_by_role("row").filter(has_text=agent.instance_id)
     row.get_by_role("button", name="Start session").click()
     status = page.locator(".term-status")
     wait_for("the terminal to start", 20, lambda: status.inner_text() != "Starting…")
     assert status.inner_text() == "Connected", (status.inner_text(), terminal_text(page).strip())
     page.locator(".xterm").click()
+
+
+def test_terminal_runs_a_shell_and_follows_resizes(page, broker, operator, agent):
+    start_shell(page, broker, operator, agent)
     page.keyboard.type("echo hello-$RANDOM\n")
     m = wait_text(page, "the echo's output", r"^hello-(\d+)\s*$")
     assert m.group(1).isdigit()
@@ -182,6 +187,44 @@ def test_terminal_runs_a_shell_and_follows_resizes(page, broker, operator, agent
 
     page.get_by_role("button", name="Terminate").click()
     page.get_by_role("status").filter(has_text="Terminated").wait_for(timeout=10000)
+
+
+def test_a_dropped_socket_resumes_without_losing_or_repeating_output(page, broker, operator, agent):
+    start_shell(page, broker, operator, agent)
+    page.keyboard.type("for i in $(seq 1 400); do echo line-$i; sleep 0.005; done; echo loop-done\n")
+    wait_text(page, "the loop to start", r"^line-20$")
+    assert page.evaluate("() => window.airlockConsole.dropSocket(0)")
+    status = page.locator(".term-status")
+    try:
+        wait_for("the resume", 30, lambda: status.inner_text() == "Resumed")
+    except AssertionError:
+        print((broker.root / "agent-main.log").read_text()[-3000:])
+        raise
+    wait_text(page, "the loop's end", r"^loop-done$", limit=60)
+    got = [int(n) for n in re.findall(r"^line-(\d+)$", terminal_text(page), re.M)]
+    assert got == list(range(1, 401)), f"lost or repeated lines: {sorted(set(range(1, 401)) ^ set(got))[:20]} ({len(got)} lines)"
+    page.keyboard.type("echo after-$((6*7))\n")
+    wait_text(page, "input after the resume", r"^after-42$")
+
+
+def test_an_output_flood_arrives_whole_and_the_page_keeps_answering(page, broker, operator, agent):
+    start_shell(page, broker, operator, agent)
+    n = 1_000_000  # `seq` prints 6.9 MB
+    started = time.monotonic()
+    page.keyboard.type(f"seq 1 {n}; echo flood-$?-done\n")
+    # While it pours in, the page still runs script promptly.
+    for _ in range(3):
+        t = time.monotonic()
+        assert page.evaluate("() => 6 * 7") == 42
+        assert time.monotonic() - t < 5, "the page stopped answering during the flood"
+        time.sleep(0.5)
+    wait_text(page, "the flood's end", r"^flood-0-done$", limit=240)
+    elapsed = time.monotonic() - started
+    text = terminal_text(page)
+    # The last lines arrive in order just before the marker (the scrollback keeps 5000 lines).
+    tail = re.findall(r"^(\d+)$", text, re.M)[-3:]
+    assert tail == [str(n - 2), str(n - 1), str(n)], tail
+    print(f"flood: {n} lines (6.9 MB) rendered in {elapsed:.1f} s")
 
 
 # --- the WebSocket upgrade's checks -------------------------------------------------------------

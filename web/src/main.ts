@@ -316,6 +316,10 @@ function instancesView(): void {
     for (let y = 0; y < buf.length; y++) lines.push(buf.getLine(y)?.translateToString(true) ?? "");
     return lines.join("\n");
   },
+  /** Drops a terminal's socket as a network failure would (no TERMINATE): it must resume. */
+  dropSocket(index: number): boolean {
+    return tabs[index]?.dropSocket() ?? false;
+  },
   terminalSize(index: number): [number, number] | null {
     const t = tabs[index];
     return t ? [t.term.cols, t.term.rows] : null;

@@ -22,6 +22,9 @@ const RETRY_FIRST_MS = 500;
 /** … doubling up to this. */
 const RETRY_MAX_MS = 10_000;
 
+/** Refused ResumeSession calls in a row before the tab gives up. */
+const MAX_REFUSED = 8;
+
 type State = "starting" | "connected" | "reconnecting" | "ended";
 
 /** A live terminal in a tab panel. */
@@ -40,6 +43,8 @@ export class TerminalTab {
   private state: State = "starting";
   private pinger = 0;
   private retryMs = RETRY_FIRST_MS;
+  private attempts = 0;
+  private wasReady = false;
   private ending = false;
   private resizeObserver: ResizeObserver;
 
@@ -161,6 +166,13 @@ export class TerminalTab {
     this.end("Terminated.");
   }
 
+  /** Closes the socket without ending the session (for the tests: a dropped connection). */
+  dropSocket(): boolean {
+    if (!this.ws) return false;
+    this.ws.close(4000, "dropped");
+    return true;
+  }
+
   /** Frees the terminal. */
   dispose(): void {
     this.resizeObserver.disconnect();
@@ -222,8 +234,9 @@ export class TerminalTab {
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.state === "ended" || this.ending) return;
-      if (!opened && this.state === "starting") {
-        this.end("The terminal connection was refused.");
+      if (!this.wasReady) {
+        // Never started: nothing to resume.
+        this.end(opened ? "The session did not start." : "The terminal connection was refused.");
         return;
       }
       this.reconnectLater();
@@ -235,6 +248,7 @@ export class TerminalTab {
     if (!m) return;
     switch (m.kind) {
       case "ready":
+        this.wasReady = true;
         this.sessionId = m.sessionId || this.sessionId;
         this.connected("Connected");
         break;
@@ -265,6 +279,7 @@ export class TerminalTab {
 
   private connected(text: string): void {
     this.retryMs = RETRY_FIRST_MS;
+    this.attempts = 0;
     this.setStatus("connected", text);
     this.send(proto.resize(this.term.cols, this.term.rows));
     window.clearInterval(this.pinger);
@@ -286,8 +301,10 @@ export class TerminalTab {
       const r = await call<{ TokenValue: string }>("ResumeSession", { SessionId: this.sessionId });
       this.connect(proto.resume(csrfToken(), r.TokenValue, this.term.cols, this.term.rows, this.outputNext));
     } catch (e) {
-      // The session is gone (ended, or the window passed) or we are not allowed: stop.
-      if (e instanceof ApiError && e.status >= 400 && e.status < 500) this.end(describe(e));
+      // Refused: the broker may not have noticed the drop yet (the session still shows
+      // Connected), so a few tries; then the session is gone (ended, window passed) or not ours.
+      this.attempts += 1;
+      if (e instanceof ApiError && (e.status === 401 || e.status === 403 || this.attempts >= MAX_REFUSED)) this.end(describe(e));
       else this.reconnectLater();
     }
   }
