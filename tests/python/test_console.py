@@ -230,8 +230,9 @@ def test_an_output_flood_arrives_whole_and_the_page_keeps_answering(page, broker
 # --- the WebSocket upgrade's checks -------------------------------------------------------------
 
 
-def upgrade(broker, origin: str | None, cookie: str | None) -> int:
-    """The HTTP status of a raw WebSocket handshake at /console/api/terminal."""
+def upgrade(broker, origin: str | None, cookie: str | None, first: bytes | None = None) -> int | bytes:
+    """The HTTP status of a raw WebSocket handshake at /console/api/terminal; with `first`,
+    sends it as the first binary message after a 101 and returns the broker's answer."""
     u = urlparse(broker.url)
     ctx = ssl.create_default_context(cafile=str(broker.ca_file))
     with socket.create_connection((u.hostname, u.port), timeout=10) as raw:
@@ -256,7 +257,22 @@ def upgrade(broker, origin: str | None, cookie: str | None) -> int:
                 if not chunk:
                     break
                 head += chunk
-            return int(head.split(b" ", 2)[1])
+            status = int(head.split(b" ", 2)[1])
+            if first is None or status != 101:
+                return status
+            while b"\r\n\r\n" not in head:
+                head += s.recv(1024)
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            mask = os.urandom(4)
+            assert len(first) < 126
+            s.sendall(bytes([0x82, 0x80 | len(first)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(first)))
+            while len(rest) < 2 or len(rest) < 2 + rest[1]:
+                chunk = s.recv(1024)
+                if not chunk:
+                    break
+                rest += chunk
+            assert rest[0] == 0x82 and rest[1] < 126, rest
+            return rest[2 : 2 + rest[1]]
 
 
 def test_terminal_socket_refuses_other_origins_and_strangers(page, broker, operator):
@@ -268,3 +284,6 @@ def test_terminal_socket_refuses_other_origins_and_strangers(page, broker, opera
     assert upgrade(broker, None, cookie) == 403
     assert upgrade(broker, broker.url, None) == 401
     assert upgrade(broker, broker.url, "forged") == 401
+    # The cookie alone opens nothing: the first message must carry the page's CSRF token.
+    hello = bytes([0x01, 0, 80, 0, 24, 0, 5]) + b"wrong" + b"some-session-token"
+    assert upgrade(broker, broker.url, cookie, first=hello) == b"\x95Missing or wrong CSRF token."
