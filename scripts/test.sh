@@ -36,8 +36,9 @@ echo "== Python venv: the stock AWS clients, and moto (S3 and CloudWatch Logs fo
 bash scripts/venv.sh
 echo "== build binaries (end-to-end tests run them)"
 cargo build --locked --workspace --bins
-echo "== cargo test"
-cargo test --locked --workspace 2>&1 | tee target/test-output.txt
+echo "== cargo test: every test binary, three side by side (scripts/cargo-tests.py)"
+python3 scripts/cargo-tests.py
+cargo test --locked --workspace --doc 2>&1 | tee -a target/test-output.txt
 echo "== the SSM API with the stock clients (boto3, AWS CLI) in .venv"
 bash scripts/python-tests.sh 2>&1 | tee target/python-output.txt
 # One closing line with the totals over every test binary and the Python suite.

@@ -155,8 +155,8 @@ where
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(H2_MAX_STREAMS);
     let activity = Arc::new(Activity::new());
     let service = Tracked { inner: TowerToHyperService::new(router), activity: activity.clone() };
-    // With upgrades: the console's terminal is a WebSocket (an upgraded connection leaves
-    // this loop and lives in its handler's task).
+    // With upgrades, so the stock plugin's data channel can become a WebSocket; an upgraded
+    // connection leaves this loop (and its deadlines) and is bounded by its own edge.
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let tick = (limits.idle_timeout.min(limits.header_timeout) / 4).max(Duration::from_millis(100));

@@ -26,5 +26,6 @@ pub mod secrets;
 pub mod server;
 pub mod session;
 pub mod sigv4;
+pub mod ssm_edge;
 pub mod store;
 pub mod totp;

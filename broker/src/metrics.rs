@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::store::SessionStatus;
 
 /// Agents with a live control link.
 pub const AGENTS_CONNECTED: &str = "airlock_agents_connected";
@@ -179,6 +180,10 @@ async fn scrape(State((app, exporter)): State<(Arc<App>, Exporter)>, headers: He
     let spool = app.shipper.spool().status();
     #[allow(clippy::cast_precision_loss)] // a gauge is a float; bytes stay exact below 2^53
     metrics::gauge!(SPOOL_BYTES).set(spool.used_bytes as f64);
+    match app.store.live_session_counts().await {
+        Ok(counts) => set_live_sessions(&counts),
+        Err(e) => tracing::warn!(error = %e, "cannot count live sessions for /metrics"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], exporter.handle.render()).into_response()
 }
 
@@ -214,23 +219,28 @@ pub fn api_finished(op: &'static str, started: Instant, result: &Result<serde_js
     metrics::histogram!(API_DURATION, "operation" => op).record(started.elapsed());
 }
 
-/// A session moved from state `from` (None: it is new) to `to`. States are SSM's names
-/// (`Connecting`, `Connected`, `Terminating`, `Terminated`, `Failed`); `Terminated` and
-/// `Failed` are final: they leave [`SESSIONS`] and count in [`SESSIONS_ENDED`].
-pub fn session_state_changed(from: Option<&str>, to: &str) {
-    if let Some(from) = from {
-        let from = state_label(from);
-        if !is_final(from) {
-            metrics::gauge!(SESSIONS, "state" => from).decrement(1);
-        }
-    }
-    let to = state_label(to);
-    if is_final(to) {
-        metrics::counter!(SESSIONS_ENDED, "state" => to).increment(1);
-    } else {
-        metrics::gauge!(SESSIONS, "state" => to).increment(1);
+/// Counts a session that ended, by its final status (`Terminated` or `Failed`).
+pub fn session_ended(status: SessionStatus) {
+    metrics::counter!(SESSIONS_ENDED, "state" => status.as_str()).increment(1);
+}
+
+/// Sets the live-sessions gauge from the store's counts (read at scrape time: the store is
+/// the one record of a session's status, also when several brokers share it).
+fn set_live_sessions(counts: &[(SessionStatus, u64)]) {
+    for status in LIVE {
+        let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        #[allow(clippy::cast_precision_loss)] // a gauge is a float; counts stay exact below 2^53
+        metrics::gauge!(SESSIONS, "state" => status.as_str()).set(n as f64);
     }
 }
+
+/// The statuses of a session that has not ended.
+const LIVE: &[SessionStatus] = &[
+    SessionStatus::Connecting,
+    SessionStatus::Connected,
+    SessionStatus::Disconnected,
+    SessionStatus::Terminating,
+];
 
 /// Counts `n` session bytes relayed in `direction` ([`FROM_CLIENT`] or [`FROM_AGENT`]).
 pub fn bytes_relayed(direction: &str, n: u64) {
@@ -240,22 +250,6 @@ pub fn bytes_relayed(direction: &str, n: u64) {
         _ => "other",
     };
     metrics::counter!(BYTES_RELAYED, "direction" => direction).increment(n);
-}
-
-/// The static label for a session state; anything unknown is `other`.
-fn state_label(state: &str) -> &'static str {
-    match state {
-        "Connecting" => "Connecting",
-        "Connected" => "Connected",
-        "Terminating" => "Terminating",
-        "Terminated" => "Terminated",
-        "Failed" => "Failed",
-        _ => "other",
-    }
-}
-
-fn is_final(state: &str) -> bool {
-    matches!(state, "Terminated" | "Failed")
 }
 
 #[cfg(test)]
@@ -277,19 +271,17 @@ mod tests {
     #[test]
     fn sessions_by_state() {
         let out = rendered(|| {
-            session_state_changed(None, "Connecting");
-            session_state_changed(None, "Connecting");
-            session_state_changed(Some("Connecting"), "Connected");
-            session_state_changed(Some("Connected"), "Terminated");
-            session_state_changed(Some("Connecting"), "Failed");
-            session_state_changed(None, "weird\"label");
+            set_live_sessions(&[(SessionStatus::Connected, 3), (SessionStatus::Disconnected, 1)]);
+            session_ended(SessionStatus::Terminated);
+            session_ended(SessionStatus::Terminated);
+            session_ended(SessionStatus::Failed);
         });
         assert!(out.contains("airlock_sessions{state=\"Connecting\"} 0"), "{out}");
-        assert!(out.contains("airlock_sessions{state=\"Connected\"} 0"), "{out}");
-        assert!(out.contains("airlock_sessions{state=\"other\"} 1"), "{out}");
-        assert!(out.contains("airlock_sessions_ended_total{state=\"Terminated\"} 1"), "{out}");
+        assert!(out.contains("airlock_sessions{state=\"Connected\"} 3"), "{out}");
+        assert!(out.contains("airlock_sessions{state=\"Disconnected\"} 1"), "{out}");
+        assert!(out.contains("airlock_sessions{state=\"Terminating\"} 0"), "{out}");
+        assert!(out.contains("airlock_sessions_ended_total{state=\"Terminated\"} 2"), "{out}");
         assert!(out.contains("airlock_sessions_ended_total{state=\"Failed\"} 1"), "{out}");
-        assert!(!out.contains("weird"), "{out}");
     }
 
     #[test]

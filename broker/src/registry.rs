@@ -50,6 +50,8 @@ pub struct PendingSession {
     pub owner: Principal,
     /// Recording, limits and run-as, from the preferences at StartSession.
     pub launch: crate::launch::Launch,
+    /// The `localPortNumber` parameter of a port document: where the stock plugin listens.
+    pub local_port_number: Option<String>,
 }
 
 /// What [`Registry::terminate`] found.
@@ -83,6 +85,15 @@ enum TokenState {
     /// A ResumeSession token for this live session.
     Resume(String),
     Redeemed,
+}
+
+/// What an unredeemed token opens ([`Registry::token_for`]).
+#[derive(Debug, Clone)]
+pub enum TokenFor {
+    /// A new session (a StartSession token).
+    Start(Box<PendingSession>),
+    /// The live session with this id (a ResumeSession token).
+    Resume(String),
 }
 
 /// A client connection come back to its session (a redeemed ResumeSession token).
@@ -281,6 +292,21 @@ impl Registry {
         }
     }
 
+    /// What a live token is for, without redeeming it: the stock plugin's edge checks that a
+    /// token belongs to the session its URL names before handing it to the session core.
+    pub fn token_for(&self, token: &str) -> Result<TokenFor, TokenRefusal> {
+        let tokens = lock(&self.tokens);
+        let entry = tokens.get(&token_hash(token)).ok_or(TokenRefusal::Unknown)?;
+        if entry.expires <= Instant::now() {
+            return Err(TokenRefusal::Expired);
+        }
+        match &entry.state {
+            TokenState::Pending(s) => Ok(TokenFor::Start(s.clone())),
+            TokenState::Resume(id) => Ok(TokenFor::Resume(id.clone())),
+            TokenState::Redeemed => Err(TokenRefusal::AlreadyUsed),
+        }
+    }
+
     /// Ends a session wherever it is: a running (or starting) session is cancelled; a session
     /// whose client has not come yet loses its token.
     pub fn terminate(&self, session_id: &str) -> Termination {
@@ -339,6 +365,7 @@ mod tests {
             document: "SSM-SessionManagerRunShell".into(),
             plan: SessionPlan::Shell,
             owner: Principal { name: "admin".into(), arn: "arn".into() },
+            local_port_number: None,
         }
     }
 

@@ -240,7 +240,9 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
         console: crate::console::Console::new(opts.console.clone()),
     });
     let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };
-    let mut router = crate::api::router(app.clone()).merge(crate::console::router(app.clone()));
+    let mut router = crate::api::router(app.clone())
+        .merge(crate::console::router(app.clone()))
+        .merge(crate::ssm_edge::router(app.clone()));
     if let Some(exporter) = exporter {
         router = router.merge(crate::metrics::router(app.clone(), exporter));
     }

@@ -1,7 +1,8 @@
 //! SigV4 verification of API requests (header form, `AWS4-HMAC-SHA256`).
 //!
 //! Split in two so the caller can look the secret up asynchronously between the steps:
-//! [`parse`] reads the Authorization header, [`verify`] recomputes the signature.
+//! [`parse`] reads the Authorization header, [`verify`] recomputes the signature
+//! ([`parse_presigned`] and [`verify_presigned`] for a presigned URL).
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -290,6 +291,9 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+mod presign;
+pub use presign::{parse_presigned, verify_presigned, Presigned};
 
 #[cfg(test)]
 mod proptests;

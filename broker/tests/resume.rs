@@ -14,6 +14,9 @@ use common::{wait_for, Agent, Broker};
 
 /// Longer than QUIC's 30 s idle timeout: both ends see the link die.
 const CUT: Duration = Duration::from_secs(36);
+/// The "a minute or more": a laptop lid closed for a minute, for the two tests that
+/// check every byte of output produced across the cut.
+const MINUTE_CUT: Duration = Duration::from_secs(60);
 
 /// Registers an agent whose QUIC link goes through a UDP proxy in front of the broker.
 fn agent_behind(broker: &Broker, proxy: &UdpProxy) -> Agent {
@@ -53,7 +56,7 @@ fn output_produced_while_the_agents_link_is_cut_arrives_once_in_order() {
     let id = connected_session(&broker);
     std::thread::sleep(Duration::from_secs(2));
     let faults = proxy.faults();
-    faults.cut_for(CUT);
+    faults.cut_for(MINUTE_CUT);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -114,8 +117,8 @@ fn a_cli_whose_connection_is_cut_resumes_with_nothing_lost_or_repeated() {
         .unwrap();
     let id = connected_session(&broker);
     std::thread::sleep(Duration::from_secs(2));
-    tcp.faults().cut_for(CUT);
-    udp.faults().cut_for(CUT);
+    tcp.faults().cut_for(MINUTE_CUT);
+    udp.faults().cut_for(MINUTE_CUT);
     // While the client is away the session says so.
     wait_for("the session to be Disconnected", Duration::from_secs(40), || {
         (session_status(&broker, &id).as_deref() == Some("Disconnected")).then_some(())

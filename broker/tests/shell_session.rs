@@ -53,15 +53,15 @@ fn interactive_shell_echo_resize_ctrl_c_and_exit_code() {
     assert_eq!(s["DocumentName"], "SSM-SessionManagerRunShell");
     assert!(s["SessionId"].as_str().unwrap().starts_with("admin-"));
     let id = s["SessionId"].as_str().unwrap();
-    let cast =
-        std::fs::read_to_string(broker.data_dir().join("recordings").join(format!("{id}.cast"))).unwrap();
+    // The local folder is a sink: the spool delivers the recording, then its manifest.
+    let folder = broker.data_dir().join("recordings");
+    let manifest: serde_json::Value = wait_for("the recording's manifest", Duration::from_secs(10), || {
+        serde_json::from_slice(&std::fs::read(folder.join(format!("{id}.manifest.json"))).ok()?).ok()
+    });
+    let cast = std::fs::read_to_string(folder.join(format!("{id}.cast"))).unwrap();
     assert!(cast.contains("airlock-42"), "the recording holds the output");
     assert!(cast.contains("\"r\", \"120x40\""), "the recording holds the resize");
     assert!(cast.contains("exit code 7"));
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(broker.data_dir().join("recordings").join(format!("{id}.manifest.json"))).unwrap(),
-    )
-    .unwrap();
     assert_eq!(manifest["exit_code"], 7);
     assert_eq!(manifest["size"], cast.len() as u64);
 }

@@ -183,7 +183,7 @@ impl Deadlines {
 /// Relays one attachment: the session's client stream (borrowed: it outlives an agent
 /// re-attach) and one agent stream, from `at`. Ends like [`splice`], or with
 /// `agent_detached` when the agent's stream broke (the client was told nothing), or with
-/// `client_detached` when the client's stream broke or ended and `client_resumable` says the
+/// `client_detached` when the client's stream broke and `client_resumable` says the
 /// connection was lost rather than closed (the agent was told nothing).
 pub async fn splice_attached<CR, CW, AR, AW>(
     client: (&mut FramedRead<CR, FrameCodec>, &mut FramedWrite<CW, FrameCodec>),
@@ -208,6 +208,7 @@ where
         UpPos { next: at.input_next, recorded: at.input_recorded, bytes: 0, rewinding: at.rewind };
     let mut down_pos = DownPos { next: at.output_next, recorded: at.output_recorded };
 
+    let mut detached_bytes_down = 0;
     let (up_end, down) = {
         let up = upstream(
             c_read,
@@ -227,14 +228,12 @@ where
         tokio::select! {
             d = &mut down => (None, Some(d)),
             u = &mut up => {
-                // An in-process edge's stream can only end cleanly (EOF): whether its
-                // transport was lost is what `client_resumable` says, not how the stream ended.
-                if matches!(u, UpEnd::ClientLost(_) | UpEnd::ClientGone(_)) && client_resumable() {
+                if matches!(u, UpEnd::ClientLost(_)) && client_resumable() {
                     // Detached: the agent's stream is dropped without a Close (the agent
                     // keeps the session) and the client is told nothing. The other
                     // direction stops between frames, so what it recorded is whole.
                     detach.cancel();
-                    let _ = down.await;
+                    detached_bytes_down = down.await.bytes;
                     (Some(u), None)
                 } else {
                     match u {
@@ -247,7 +246,7 @@ where
         }
     };
     let Some(down) = down else {
-        return detached_client(up_end, up_pos, down_pos);
+        return detached_client(up_end, up_pos, down_pos, detached_bytes_down);
     };
     let Down { end: down_end, forwarding, bytes: bytes_down, exit_code } = down;
     let pos = down_pos;
@@ -283,7 +282,7 @@ where
 
 /// The outcome of an attachment whose client went away: where the input stands (the output
 /// position is the client's to say when it resumes).
-fn detached_client(up: Option<UpEnd>, pos: UpPos, down: DownPos) -> Attachment {
+fn detached_client(up: Option<UpEnd>, pos: UpPos, down: DownPos, bytes_down: u64) -> Attachment {
     let message = match up {
         Some(UpEnd::ClientLost(m)) => m,
         _ => String::new(),
@@ -293,7 +292,7 @@ fn detached_client(up: Option<UpEnd>, pos: UpPos, down: DownPos) -> Attachment {
         exit_code: None,
         message,
         bytes_from_client: pos.bytes,
-        bytes_from_agent: 0,
+        bytes_from_agent: bytes_down,
         positions: Positions {
             input_next: pos.next,
             input_recorded: pos.recorded,
@@ -478,7 +477,7 @@ where
             Control::Close { reason: CloseReason::Terminated, message: "session time limit reached".into() };
         let _ = a_write.send(Frame::control(&msg)).await;
     }
-    if let UpEnd::ClientLost(_) | UpEnd::ClientGone(_) = &end {
+    if let UpEnd::ClientLost(_) = &end {
         if resumable() {
             // A detach: the agent keeps the session for the resume window.
             return end;

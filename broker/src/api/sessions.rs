@@ -246,7 +246,7 @@ pub(super) async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_js
             _ => None,
         }),
     };
-    app.store.insert_session(&record).await?;
+    crate::session::state::created(app, &record).await?;
     let token = app.registry.mint_token(PendingSession {
         session_id: session_id.to_string(),
         target: target.to_string(),
@@ -254,6 +254,7 @@ pub(super) async fn start(gate: &Gate<'_>, req: StartSession) -> Result<serde_js
         plan,
         owner,
         launch,
+        local_port_number: req.parameters.get("localPortNumber").and_then(|v| v.first()).cloned(),
     });
     let ws = app.settings.public_url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
     Ok(json!({
@@ -275,9 +276,7 @@ pub(super) async fn terminate(gate: &Gate<'_>, req: TerminateSession) -> Result<
     };
     if session.end_us.is_none() {
         match app.registry.terminate(&session.session_id) {
-            Termination::Signalled => {
-                app.store.set_session_status(&session.session_id, SessionStatus::Terminating).await?
-            }
+            Termination::Signalled => crate::session::state::terminating(app, &session.session_id).await?,
             found => {
                 // Not running here: its client never came (or the token was just revoked), or it
                 // died with a previous broker.
@@ -292,7 +291,7 @@ pub(super) async fn terminate(gate: &Gate<'_>, req: TerminateSession) -> Result<
                     details: details.into(),
                     exit_code: None,
                 };
-                app.store.finish_session(&session.session_id, &end).await?;
+                crate::session::state::ended(app, &session.session_id, &end).await?;
             }
         }
     }
@@ -313,7 +312,7 @@ pub async fn close_abandoned(app: std::sync::Arc<App>) {
                 details: "the client never connected: its session token expired".into(),
                 exit_code: None,
             };
-            match app.store.finish_session(&id, &end).await {
+            match crate::session::state::ended(&app, &id, &end).await {
                 Ok(()) => tracing::info!(session = %id, "abandoned session closed"),
                 Err(e) => tracing::error!(session = %id, error = %e, "cannot close an abandoned session"),
             }

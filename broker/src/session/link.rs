@@ -110,7 +110,7 @@ impl ClientLink for EdgeLink {
                 stream = streams.recv() => match stream {
                     Some(s) => {
                         let (read, write) = tokio::io::split(s);
-                        Ok(client_stream(read, write))
+                        Ok(client_stream(EdgeRead { inner: read, state: self.state.clone() }, write))
                     }
                     None => Err("the edge closed the connection".to_owned()),
                 },
@@ -171,5 +171,36 @@ impl EdgeHandle {
     /// Resolves when the link is closed (the broker closes it when the session is over).
     pub async fn closed(&self) {
         self.state.closed.cancelled().await
+    }
+}
+
+/// The core's read half of an edge stream: once the edge said its transport was lost, the
+/// pipe's end reads as a broken connection, not a clean close, so the session waits for a
+/// resume as it does when a CLI's QUIC connection dies.
+struct EdgeRead {
+    inner: tokio::io::ReadHalf<DuplexStream>,
+    state: Arc<EdgeState>,
+}
+
+impl AsyncRead for EdgeRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            std::task::Poll::Ready(Ok(()))
+                if buf.filled().len() == before
+                    && buf.remaining() > 0
+                    && self.state.lost.load(Ordering::Acquire) =>
+            {
+                std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "the client's connection was lost",
+                )))
+            }
+            other => other,
+        }
     }
 }

@@ -5,12 +5,14 @@
 //! - [`serve`] reads the hello, redeems the token and runs the session (or hands a resumed
 //!   client to its live session);
 //! - `process` owns a shell or command session's life across lost connections;
-//! - `port` runs a port session, one client stream per forwarded TCP connection.
+//! - `port` runs a port session, one client stream per forwarded TCP connection;
+//! - [`state`] is the one writer of a session's status.
 
 pub mod link;
 mod port;
 mod process;
 mod serve;
+pub mod state;
 
 pub use link::{serve_edge, ClientLink, ClientStream, EdgeHandle, LinkClosed};
 pub(crate) use serve::serve;

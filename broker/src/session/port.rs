@@ -63,11 +63,7 @@ pub(super) async fn run(
         client_addr: link.remote(),
     });
     shared.note(format!("port session to {} from {}", listing.join(", "), shared.client_addr)).await;
-    if !terminate.is_cancelled() {
-        if let Err(e) = app.store.set_session_status(&id, SessionStatus::Connected).await {
-            tracing::error!(error = %e, "cannot record session start");
-        }
-    }
+    super::state::attached(&app, &id, &terminate).await;
     let _ = client.send_control(&Control::Ready { session_id: id.clone() }).await;
     tracing::info!(session = %id, targets = %listing.join(", "), "port session connected");
 
@@ -134,9 +130,7 @@ pub(super) async fn run(
     let status =
         if end == EndReason::ProtocolError { SessionStatus::Failed } else { SessionStatus::Terminated };
     let record = SessionEnd { status, end_us: now_us(), details: message.clone(), exit_code: None };
-    if let Err(e) = app.store.finish_session(&id, &record).await {
-        tracing::error!(error = %e, "cannot record session end");
-    }
+    super::state::ended_or_log(&app, &id, &record).await;
     let Ok(shared) = Arc::try_unwrap(shared) else {
         tracing::error!(session = %id, "recording still in use at session end");
         return;

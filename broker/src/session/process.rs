@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::{ClientLink, ClientStream};
 use super::serve::{AgentStream, START_DEADLINE};
+use super::state;
 use crate::app::{now_us, App};
 use crate::registry::{ClientReturn, PendingSession};
 use crate::store::{SessionEnd, SessionStatus};
@@ -47,7 +48,7 @@ pub(super) async fn run(
 ) -> Arc<dyn ClientLink> {
     let id = &pending.session_id;
     // A session terminated while it was starting stays Terminating until it has ended.
-    set_status(app, id, SessionStatus::Connected, &terminate).await;
+    state::attached(app, id, &terminate).await;
     if client.send_control(&Control::Ready { session_id: id.clone() }).await.is_ok() {
         tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
     }
@@ -58,6 +59,8 @@ pub(super) async fn run(
     let rec: SharedRecorder = Arc::new(tokio::sync::Mutex::new(recorder));
     let (mut c_read, mut c_write) = client.split();
     let (mut agent, mut at) = (agent, Positions::default());
+    // Bytes relayed over every attachment (each splice counts its own).
+    let mut relayed = (0u64, 0u64);
     let window = pending.launch.resume_window;
     let outcome = loop {
         // The agent keeps the process as long as we wait for it.
@@ -79,13 +82,17 @@ pub(super) async fn run(
             at,
         )
         .await;
+        relayed.0 += a.bytes_from_client;
+        relayed.1 += a.bytes_from_agent;
+        crate::metrics::bytes_relayed(crate::metrics::FROM_CLIENT, a.bytes_from_client);
+        crate::metrics::bytes_relayed(crate::metrics::FROM_AGENT, a.bytes_from_agent);
         if a.client_detached && window.is_zero() {
             close_on_agent(app, pending).await;
             break Attachment { end: EndReason::ClientLost, ..a };
         }
         if a.client_detached {
             tracing::info!(session = %id, reason = %a.message, "the client's connection was lost; waiting for it to resume");
-            set_status(app, id, SessionStatus::Disconnected, &terminate).await;
+            state::detached(app, id, &terminate).await;
             let back = tokio::select! {
                 back = returns.recv() => back,
                 _ = terminate.cancelled() => None,
@@ -114,7 +121,7 @@ pub(super) async fn run(
                         // Lost again at once: the next splice sees it and waits again.
                         tracing::debug!(session = %id, "the resumed client went away at once");
                     }
-                    set_status(app, id, SessionStatus::Connected, &terminate).await;
+                    state::attached(app, id, &terminate).await;
                     at = Positions { input_next, output_next, rewind: true, ..a.positions };
                     agent = stream;
                     continue;
@@ -132,14 +139,14 @@ pub(super) async fn run(
             break a;
         }
         tracing::info!(session = %id, "the agent's link dropped; waiting for it to re-attach the session");
-        set_status(app, id, SessionStatus::Disconnected, &terminate).await;
+        state::detached(app, id, &terminate).await;
         match reattach_agent(app, pending, a.positions.output_next, &terminate).await {
             Ok((stream, input_next)) => {
                 tracing::info!(session = %id, input_next, output_next = a.positions.output_next, "agent re-attached");
                 if c_write.send(Frame::control(&Control::Resumed { input_next })).await.is_err() {
                     tracing::debug!(session = %id, "the client went away while the agent was away");
                 }
-                set_status(app, id, SessionStatus::Connected, &terminate).await;
+                state::attached(app, id, &terminate).await;
                 at = Positions { input_next, rewind: true, ..a.positions };
                 agent = stream;
             }
@@ -152,19 +159,9 @@ pub(super) async fn run(
         }
     };
     app.registry.session_ended(id);
+    let outcome = Attachment { bytes_from_client: relayed.0, bytes_from_agent: relayed.1, ..outcome };
     finish(app, pending, rec, outcome).await;
     link
-}
-
-/// Writes a running session's status, unless a terminate is under way (it stays
-/// Terminating until the session has ended).
-async fn set_status(app: &App, id: &str, status: SessionStatus, terminate: &CancellationToken) {
-    if terminate.is_cancelled() {
-        return;
-    }
-    if let Err(e) = app.store.set_session_status(id, status).await {
-        tracing::error!(session = %id, error = %e, "cannot record the session's status");
-    }
 }
 
 /// Finishes the recording and records the session's end.
@@ -188,9 +185,7 @@ async fn finish(app: &App, pending: &PendingSession, rec: SharedRecorder, a: Att
         details: outcome.message.clone(),
         exit_code: outcome.exit_code,
     };
-    if let Err(e) = app.store.finish_session(id, &end).await {
-        tracing::error!(error = %e, "cannot record session end");
-    }
+    state::ended_or_log(app, id, &end).await;
     match &outcome.recording {
         Ok(m) => tracing::info!(
             session = %id, end = ?outcome.end, exit = ?outcome.exit_code, bytes_in = outcome.bytes_from_client,

@@ -125,9 +125,7 @@ async fn fail(app: &App, id: &str, message: String, terminated: bool) {
         (SessionStatus::Failed, message)
     };
     let end = SessionEnd { status, end_us: now_us(), details, exit_code: None };
-    if let Err(e) = app.store.finish_session(id, &end).await {
-        tracing::error!(error = %e, "cannot record session end");
-    }
+    super::state::ended_or_log(app, id, &end).await;
 }
 
 /// Opens the session's recording. When that fails the session is refused, unless the

@@ -368,6 +368,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn live_session_counts(&self) -> Result<Vec<(SessionStatus, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM sessions WHERE end_us IS NULL GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(status, n)| Some((SessionStatus::parse(&status)?, u64::try_from(n).ok()?)))
+            .collect())
+    }
+
     async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query_as("SELECT * FROM sessions WHERE session_id = ?")
             .bind(session_id)
