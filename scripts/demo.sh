@@ -8,6 +8,12 @@ root=$(pwd)
 demo="$root/.demo"
 port="${AIRLOCK_DEMO_PORT:-8443}"
 
+# The browser console's bundle first: the broker embeds web/dist when it is compiled.
+if command -v npm >/dev/null 2>&1 || [ "$(id -u)" -eq 0 ]; then
+    bash web/build.sh
+else
+    echo "demo: npm is missing (apt-get install nodejs npm): the broker will serve no console" >&2
+fi
 cargo build --locked --bins
 bin="$root/target/debug"
 mkdir -p "$demo"
@@ -29,6 +35,13 @@ fi
 set -a; . "$demo/admin.env"; set +a
 export AIRLOCK_ENDPOINT="https://127.0.0.1:$port" AIRLOCK_CA_FILE="$demo/broker/ca.pem"
 
+# The console password of admin, made once and kept in the demo folder.
+if [ ! -f "$demo/console-password" ]; then
+    pw="demo-$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+    "$bin/airlock" iam create-login-profile --user-name admin --password "$pw" >/dev/null
+    (umask 077; printf '%s\n' "$pw" >"$demo/console-password")
+fi
+
 # 2. A local agent, registered once with an activation.
 if [ ! -f "$demo/agent/agent.json" ]; then
     act=$("$bin/airlock" create-activation --iam-role demo --default-instance-name "$(hostname)")
@@ -48,6 +61,8 @@ done
 cat <<MSG
 
 Airlock is running: broker at $AIRLOCK_ENDPOINT, agent $target online.
+Browser console: $AIRLOCK_ENDPOINT/console/ (user admin, password in $demo/console-password;
+the broker's certificate is signed by $AIRLOCK_CA_FILE, which the browser must trust or skip).
 In another terminal, the same session is:
 
   export AIRLOCK_ENDPOINT=$AIRLOCK_ENDPOINT AIRLOCK_CA_FILE=$AIRLOCK_CA_FILE

@@ -18,11 +18,16 @@ apt_install() {
 
 # Tests run real shells, and OpenSSH (sshd, ssh, scp, ssh-keygen) for the ProxyCommand tests.
 apt_install bash coreutils procps openssh-server openssh-client
+# The browser console: node/npm build web/ (the broker embeds web/dist), and the console's
+# browser tests drive Debian's chromium through Playwright (no browser download).
+apt_install nodejs npm chromium
 # The run-as tests (agent/tests/session.rs) start sessions as this user; only root creates it.
 if [ "$(id -u)" -eq 0 ]; then
     id -u airlock-runas >/dev/null 2>&1 || useradd --create-home --shell /bin/bash airlock-runas
 fi
 
+echo "== web/: the browser console bundle (embedded by the broker at compile time)"
+bash web/build.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

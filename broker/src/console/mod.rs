@@ -8,14 +8,20 @@
 //! - `POST signout`: ends the session.
 //! - `GET whoami`: the signed-in user (and the CSRF token again, for a reloaded page).
 //! - `POST call` `{operation, body}`: one API operation as the signed-in user.
+//! - `GET terminal`: a WebSocket carrying a browser terminal ([`terminal`], docs/wire.md §2.5).
+//!
+//! The page itself is served from `/console/` ([`assets`]); `GET /` from a browser goes there.
 //!
 //! Every POST must come from the console's own origin (`Origin`, or `Sec-Fetch-Site:
 //! same-origin`), and every POST but sign-in must carry the session's `X-CSRF-Token`; the
 //! cookie is HttpOnly, SameSite=Strict and (except on plain-HTTP loopback) Secure.
 
+pub mod assets;
 mod call;
 pub mod sessions;
 mod signin;
+mod terminal;
+pub mod terminal_proto;
 pub mod throttle;
 
 use std::net::IpAddr;
@@ -125,10 +131,15 @@ fn throttled_answer(wait: Duration) -> Response {
 /// The console's routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(assets::root))
+        .route("/console", get(assets::to_console))
+        .route("/console/", get(assets::index))
+        .route("/console/{file}", get(assets::asset))
         .route("/console/api/signin", post(signin::signin))
         .route("/console/api/signout", post(signin::signout))
         .route("/console/api/whoami", get(signin::whoami))
         .route("/console/api/call", post(call::call))
+        .route("/console/api/terminal", get(terminal::terminal))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
