@@ -20,7 +20,12 @@ apt_install() {
 apt_install bash coreutils procps openssh-server openssh-client
 # The browser console: node/npm build web/ (the broker embeds web/dist), and the console's
 # browser tests drive Debian's chromium through Playwright (no browser download).
-apt_install nodejs npm chromium
+# A node that brings its own npm (NodeSource's) conflicts with Debian's npm package: install
+# node and npm only when the commands are missing.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+fi
+apt_install chromium
 # The run-as tests (agent/tests/session.rs) start sessions as this user; only root creates it.
 if [ "$(id -u)" -eq 0 ]; then
     id -u airlock-runas >/dev/null 2>&1 || useradd --create-home --shell /bin/bash airlock-runas
