@@ -24,6 +24,8 @@ pub enum SessionPlan {
     Command(String),
     /// Port forwarding (and ssh's ProxyCommand): TCP connections to these targets.
     Port(Vec<PortTarget>),
+    /// A command on a PTY (`AWS-StartInteractiveCommand`).
+    InteractiveCommand(String),
 }
 
 /// One host and port a port session may reach, on the agent's side.

@@ -192,6 +192,13 @@ async fn open_session(
         SessionPlan::Command(command) => {
             SessionSpec::Command { command: command.clone(), run_as: pending.launch.run_as.clone() }
         }
+        SessionPlan::InteractiveCommand(command) => SessionSpec::InteractiveCommand {
+            command: command.clone(),
+            cols,
+            rows,
+            term: term.clone(),
+            run_as: pending.launch.run_as.clone(),
+        },
         SessionPlan::Port(_) => {
             return Err((CloseReason::ProtocolError, "a port session runs no process".into()))
         }
