@@ -24,6 +24,8 @@ pub enum SessionPlan {
     Command(String),
     /// Port forwarding (and ssh's ProxyCommand): TCP connections to these targets.
     Port(Vec<PortTarget>),
+    /// A command on a PTY (`AWS-StartInteractiveCommand`).
+    InteractiveCommand(String),
 }
 
 /// One host and port a port session may reach, on the agent's side.
@@ -137,6 +139,8 @@ pub struct AgentLink {
     /// Distinguishes successive connections of one agent, so an old link's cleanup does
     /// not remove a newer one.
     pub generation: u64,
+    /// The protocol and capabilities its hello stated.
+    pub version: airlock_proto::PeerVersion,
 }
 
 /// The live registry.
@@ -161,9 +165,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Registry {
     /// Records a newly connected agent, replacing (and closing) an older link of the same id.
-    pub fn agent_connected(&self, instance_id: &str, connection: quinn::Connection) -> u64 {
+    pub fn agent_connected(
+        &self,
+        instance_id: &str,
+        connection: quinn::Connection,
+        version: airlock_proto::PeerVersion,
+    ) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let old = lock(&self.agents).insert(instance_id.to_owned(), AgentLink { connection, generation });
+        let link = AgentLink { connection, generation, version };
+        let old = lock(&self.agents).insert(instance_id.to_owned(), link);
         if let Some(old) = old {
             old.connection.close(quinn::VarInt::from_u32(2), b"replaced by a newer connection");
         }

@@ -691,3 +691,60 @@ fn ssh_byte_stream_and_smux_port_forwarding() {
         p.until("channel_closed", |p| p.closed.is_some()).await;
     });
 }
+
+/// `AWS-StartInteractiveCommand`: the command runs on a PTY (keys in, resizes honoured, a
+/// terminal name), ends as a shell does (the code in `channel_closed`), through the edge and
+/// through the `airlock` CLI.
+#[test]
+fn interactive_command_runs_on_a_pty() {
+    let broker = Broker::start();
+    let _log = LogOnPanic(&broker);
+    let agent = broker.agent("a");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Each step waits for a line typed in, so the Size messages land before `stty size`.
+    let command = "read a; echo size-$(stty size | tr ' ' x); echo tty-$(tty); \
+                   read b; echo size-$(stty size | tr ' ' x); exit 5";
+    let (id, token, url) = start_session(
+        &broker,
+        json!({
+            "Target": agent.instance_id,
+            "DocumentName": "AWS-StartInteractiveCommand",
+            "Parameters": {"command": [command]},
+        }),
+    );
+    rt.block_on(async {
+        let mut p = Plugin::connect(&broker, &url, &token).await;
+        p.handshake().await;
+        let (t, props) = session_type(&p);
+        assert_eq!((t.as_str(), props["linux"]["commands"].as_str()), ("InteractiveCommands", Some(command)));
+        p.type_text("go\r").await;
+        p.until_output("size-30x100").await;
+        p.until_output("tty-/dev/pts/").await;
+        assert!(!contains(&p.output, "not a tty"), "{:?}", String::from_utf8_lossy(&p.output));
+        p.send(PayloadType::Size, br#"{"cols":120,"rows":40}"#).await;
+        p.type_text("again\r").await;
+        p.until_output("size-40x120").await;
+        assert!(contains(&p.output, "again"), "the PTY echoes what is typed");
+        p.until("channel_closed", |p| p.closed.is_some()).await;
+        let closed = p.closed.clone().unwrap();
+        assert_eq!(closed.session_id, id);
+        assert!(closed.output.contains("code 5"), "{closed:?}");
+        assert_eq!(p.exit, None, "as for a shell, no ExitCode payload");
+    });
+
+    // The same document through the CLI: a terminal session; the CLI exits with the code.
+    let args = [
+        "start-session",
+        "--target",
+        &agent.instance_id,
+        "--document-name",
+        "AWS-StartInteractiveCommand",
+        "--parameters",
+        "command=read a; echo cli-$(tty); exit 6",
+    ];
+    let mut term = common::Terminal::spawn(common::pty_cli(&broker, &args));
+    term.expect("Starting session with SessionId");
+    term.send("x\r");
+    term.expect("cli-/dev/pts/");
+    assert_eq!(term.wait(), 6, "the CLI exits with the command's code");
+}

@@ -31,6 +31,22 @@ pub enum SessionSpec {
         /// Run the command as this OS user; same rules as the `run_as` of a `Shell`.
         run_as: Option<String>,
     },
+    /// A command run through `sh -c` on a PTY of the given size (SSM's
+    /// `InteractiveCommands`): keys in, terminal output out, resizes honoured, the command's
+    /// exit code at the end as for a `Shell`. Appended last so the other variants keep their
+    /// postcard indices.
+    InteractiveCommand {
+        /// The command line, passed to `sh -c`.
+        command: String,
+        /// Terminal width in columns.
+        cols: u16,
+        /// Terminal height in rows.
+        rows: u16,
+        /// The `TERM` value the command is started with.
+        term: String,
+        /// Run the command as this OS user; same rules as the `run_as` of a `Shell`.
+        run_as: Option<String>,
+    },
 }
 
 /// Facts an agent reports about its host when it connects.
@@ -281,6 +297,16 @@ mod tests {
                 session_id: "s".into(),
                 spec: SessionSpec::Command { command: "id -un".into(), run_as: Some("bob".into()) },
             },
+            Control::Open {
+                session_id: "s".into(),
+                spec: SessionSpec::InteractiveCommand {
+                    command: "top".into(),
+                    cols: 80,
+                    rows: 24,
+                    term: "xterm".into(),
+                    run_as: Some("bob".into()),
+                },
+            },
             Control::Started,
             Control::Resize { cols: 120, rows: 40 },
             Control::Exit { code: -1 },
@@ -447,6 +473,20 @@ mod frozen {
                     },
                 },
                 "15020106726573756d6501740131501805787465726d",
+            ),
+            // Protocol 2's interactive commands: index 2 of `SessionSpec`, after `Shell` and `Command`.
+            (
+                Control::Open {
+                    session_id: "s".into(),
+                    spec: SessionSpec::InteractiveCommand {
+                        command: "ls".into(),
+                        cols: 80,
+                        rows: 24,
+                        term: "x".into(),
+                        run_as: None,
+                    },
+                },
+                "04017302026c735018017800",
             ),
         ];
         for (msg, hex) in cases {

@@ -14,9 +14,11 @@ pub const PROTOCOL: u32 = 2;
 /// The oldest protocol a broker of this build serves.
 pub const MIN_PROTOCOL: u32 = 1;
 /// What this build can do beyond its protocol's baseline.
-pub const CAPABILITIES: &[&str] = &[RESUME];
+pub const CAPABILITIES: &[&str] = &[RESUME, INTERACTIVE_COMMAND];
 /// Sessions outlive their connections (`Ack`, `Attach`, `ClientResume`, … of §2.4).
 pub const RESUME: &str = "resume";
+/// The agent runs `SessionSpec::InteractiveCommand` (a command on a PTY).
+pub const INTERACTIVE_COMMAND: &str = "interactive-command";
 /// Capabilities a hello may list; more is a protocol error.
 pub const MAX_CAPABILITIES: usize = 32;
 /// Length of one capability's name at most.

@@ -155,19 +155,28 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let kind = if matches!(spec, SessionSpec::Shell { .. }) { "shell" } else { "command" };
+    let kind = match spec {
+        SessionSpec::Shell { .. } => "shell",
+        SessionSpec::Command { .. } => "command",
+        SessionSpec::InteractiveCommand { .. } => "interactive command",
+    };
     let drain = limits.drain_timeout;
     // fork/exec and the password and group database lookups may block.
     let started = tokio::task::spawn_blocking(move || {
         let (run_as, profile) = match &spec {
             SessionSpec::Shell { run_as, profile, .. } => (run_as, profile.as_deref()),
             // Commands have no profile: nothing reads typed input.
-            SessionSpec::Command { run_as, .. } => (run_as, None),
+            SessionSpec::Command { run_as, .. } | SessionSpec::InteractiveCommand { run_as, .. } => {
+                (run_as, None)
+            }
         };
         let who = run_as::resolve(run_as.as_deref())?;
         let process = match &spec {
             SessionSpec::Shell { cols, rows, term, .. } => {
-                pty::spawn(*cols, *rows, term, profile, &who, drain)
+                pty::spawn(*cols, *rows, term, pty::Program::LoginShell { profile }, &who, drain)
+            }
+            SessionSpec::InteractiveCommand { command, cols, rows, term, .. } => {
+                pty::spawn(*cols, *rows, term, pty::Program::Command(command), &who, drain)
             }
             SessionSpec::Command { command, .. } => command::spawn(command, &who, drain),
         }?;

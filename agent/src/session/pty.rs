@@ -1,4 +1,5 @@
-//! `SessionSpec::Shell`: the user's login shell on a PTY, with the shell profile typed in.
+//! `SessionSpec::Shell`: the user's login shell on a PTY, with the shell profile typed in;
+//! `SessionSpec::InteractiveCommand`: `sh -c <command>` on a PTY.
 //!
 //! PTY reads, writes and the wait for the shell block, so each runs on a thread of its own
 //! and talks to the session through bounded channels. The threads poll the PTY together with
@@ -28,16 +29,33 @@ use super::process::{
 use super::run_as::RunAs;
 use crate::error::Error;
 
-/// Starts the login shell of `who` on a `cols`×`rows` PTY with `TERM=term`, and types
-/// `profile` into it.
+/// What runs on the PTY.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Program<'a> {
+    /// The user's login shell, with this profile typed in.
+    LoginShell {
+        /// The shell profile, typed in followed by a newline.
+        profile: Option<&'a str>,
+    },
+    /// `sh -c <command>`.
+    Command(&'a str),
+}
+
+const SH: &str = "/bin/sh";
+
+/// Starts `program` as `who` on a `cols`×`rows` PTY with `TERM=term`.
 pub(crate) fn spawn(
     cols: u16,
     rows: u16,
     term: &str,
-    profile: Option<&str>,
+    program: Program<'_>,
     who: &RunAs,
     drain: Duration,
 ) -> Result<Process, Error> {
+    let profile = match program {
+        Program::LoginShell { profile } => profile,
+        Program::Command(_) => None,
+    };
     let size = PtySize {
         rows: if rows == 0 { 24 } else { rows },
         cols: if cols == 0 { 80 } else { cols },
@@ -64,7 +82,14 @@ pub(crate) fn spawn(
         RunAs::Agent { .. } => {
             // The default program is the login shell: $SHELL, else the password database,
             // else /bin/sh, started with a `-` in argv[0].
-            let mut cmd = CommandBuilder::new_default_prog();
+            let mut cmd = match program {
+                Program::LoginShell { .. } => CommandBuilder::new_default_prog(),
+                Program::Command(command) => {
+                    let mut cmd = CommandBuilder::new(SH);
+                    cmd.args(["-c", command]);
+                    cmd
+                }
+            };
             cmd.env("TERM", term);
             if let Some(home) = process::home_dir() {
                 cmd.env("HOME", &home);
@@ -84,7 +109,14 @@ pub(crate) fn spawn(
             // the shell's path, so `-l` makes it a login shell (bash, dash, zsh, ksh, fish
             // and busybox sh all take it). The environment is a login's, plus TERM.
             let mut argv = vec![user.setpriv().as_os_str().to_owned()];
-            argv.extend(user.setpriv_args(user.shell(), &[OsStr::new("-l")]));
+            match program {
+                Program::LoginShell { .. } => {
+                    argv.extend(user.setpriv_args(user.shell(), &[OsStr::new("-l")]))
+                }
+                Program::Command(command) => argv.extend(
+                    user.setpriv_args(std::path::Path::new(SH), &[OsStr::new("-c"), OsStr::new(command)]),
+                ),
+            }
             let mut cmd = CommandBuilder::from_argv(argv);
             cmd.env_clear();
             for (key, value) in user.env() {
@@ -95,7 +127,15 @@ pub(crate) fn spawn(
             cmd
         }
     };
-    let child = pair.slave.spawn_command(cmd).map_err(|e| Error::Spawn(format!("login shell: {e}")))?;
+    let child = pair.slave.spawn_command(cmd).map_err(|e| {
+        Error::Spawn(format!(
+            "{}: {e}",
+            match program {
+                Program::LoginShell { .. } => "login shell",
+                Program::Command(_) => "sh -c",
+            }
+        ))
+    })?;
     // Our copy of the terminal side would keep the PTY open after the shell exits and hide EOF.
     drop(pair.slave);
     let pid = child.process_id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);

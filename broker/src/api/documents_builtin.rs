@@ -1,7 +1,9 @@
 //! The AWS-owned session documents the broker runs, with content in SSM's form (what
 //! GetDocument shows; StartSession's behaviour for them is in `sessions`).
 
-use super::sessions::{COMMAND_DOCUMENT, PORT_DOCUMENT, REMOTE_PORT_DOCUMENT, SSH_DOCUMENT};
+use super::sessions::{
+    COMMAND_DOCUMENT, INTERACTIVE_DOCUMENT, PORT_DOCUMENT, REMOTE_PORT_DOCUMENT, SSH_DOCUMENT,
+};
 
 /// The body of a port-number parameter's `allowedPattern` (1–65535).
 macro_rules! port_pattern {
@@ -11,7 +13,22 @@ macro_rules! port_pattern {
 }
 
 /// The AWS-owned documents StartSession runs, by name, with content in SSM's form.
-pub(super) const BUILTINS: [(&str, &str); 4] = [
+pub(super) const BUILTINS: [(&str, &str); 5] = [
+    (
+        INTERACTIVE_DOCUMENT,
+        r#"{
+  "schemaVersion": "1.0",
+  "description": "Document to run a single command on a terminal, interactively",
+  "sessionType": "InteractiveCommands",
+  "parameters": {
+    "command": {"type": "String", "description": "(Required) The command to run."}
+  },
+  "properties": {
+    "linux": {"commands": "{{ command }}", "runAsElevated": false},
+    "macos": {"commands": "{{ command }}", "runAsElevated": false}
+  }
+}"#,
+    ),
     (
         COMMAND_DOCUMENT,
         r#"{

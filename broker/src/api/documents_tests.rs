@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use super::*;
-use crate::api::sessions::{COMMAND_DOCUMENT, PORT_DOCUMENT, REMOTE_PORT_DOCUMENT, SSH_DOCUMENT};
+use crate::api::sessions::{
+    COMMAND_DOCUMENT, INTERACTIVE_DOCUMENT, PORT_DOCUMENT, REMOTE_PORT_DOCUMENT, SSH_DOCUMENT,
+};
 use crate::preferences::{self, SessionPreferences};
 use crate::store::{DocumentStore, SqliteStore};
 
@@ -288,8 +290,11 @@ async fn amazon_documents_are_read_only() {
     let env = env().await;
     for (name, _) in BUILTINS {
         let doc = parse_document(&builtin(name).unwrap().content).unwrap();
-        let want =
-            if name == COMMAND_DOCUMENT { SessionType::NonInteractiveCommands } else { SessionType::Port };
+        let want = match name {
+            COMMAND_DOCUMENT => SessionType::NonInteractiveCommands,
+            INTERACTIVE_DOCUMENT => SessionType::InteractiveCommands,
+            _ => SessionType::Port,
+        };
         assert_eq!(doc.session_type, want, "{name}");
         let g = env.call("GetDocument", json!({"Name": name})).await.unwrap();
         assert_eq!(g["DocumentVersion"], "1");
@@ -344,10 +349,18 @@ async fn listing_filters_and_pages() {
     let all = env.call("ListDocuments", json!({})).await.unwrap();
     assert_eq!(
         names(&all),
-        [COMMAND_DOCUMENT, PORT_DOCUMENT, REMOTE_PORT_DOCUMENT, SSH_DOCUMENT, SHELL, "Team-Shell"]
+        [
+            INTERACTIVE_DOCUMENT,
+            COMMAND_DOCUMENT,
+            PORT_DOCUMENT,
+            REMOTE_PORT_DOCUMENT,
+            SSH_DOCUMENT,
+            SHELL,
+            "Team-Shell"
+        ]
     );
     assert!(all.get("NextToken").is_none());
-    let team = &all["DocumentIdentifiers"][5];
+    let team = &all["DocumentIdentifiers"][6];
     assert_eq!((team["DocumentVersion"].as_str(), team["Owner"].as_str()), (Some("2"), Some(ACCOUNT)));
     assert_eq!(
         (team["SchemaVersion"].as_str(), team["DocumentFormat"].as_str()),
@@ -361,7 +374,7 @@ async fn listing_filters_and_pages() {
         async move { names(&env.call("ListDocuments", json!({"Filters": filters})).await.unwrap()) }
     };
     assert_eq!(filtered(json!([{"Key": "Owner", "Values": ["Self"]}])).await, [SHELL, "Team-Shell"]);
-    assert_eq!(filtered(json!([{"Key": "Owner", "Values": ["Amazon"]}])).await.len(), 4);
+    assert_eq!(filtered(json!([{"Key": "Owner", "Values": ["Amazon"]}])).await.len(), 5);
     assert_eq!(
         filtered(json!([{"Key": "Name", "Values": ["AWS-StartPort"]}])).await,
         [PORT_DOCUMENT, REMOTE_PORT_DOCUMENT]

@@ -18,6 +18,8 @@ use airlock_recordings::sink::SinkSpec;
 
 /// The default shell document.
 pub(super) const SHELL_DOCUMENT: &str = "SSM-SessionManagerRunShell";
+/// The document for one command on a PTY.
+pub(super) const INTERACTIVE_DOCUMENT: &str = "AWS-StartInteractiveCommand";
 /// The document for one command without a PTY.
 pub(super) const COMMAND_DOCUMENT: &str = "AWS-StartNonInteractiveCommand";
 /// Port forwarding to the agent host's own ports.
@@ -117,7 +119,7 @@ pub(super) struct DescribeSessions {
 /// policy that allows one document cannot be widened by a parameter of another.
 fn parameters_of(document: &str) -> &'static [&'static str] {
     match document {
-        COMMAND_DOCUMENT => &["command"],
+        COMMAND_DOCUMENT | INTERACTIVE_DOCUMENT => &["command"],
         PORT_DOCUMENT => &["portNumber", "localPortNumber"],
         REMOTE_PORT_DOCUMENT => &["host", "portNumber", "localPortNumber"],
         SSH_DOCUMENT => &["portNumber"],
@@ -129,7 +131,14 @@ fn plan_for(document: &str, params: &HashMap<String, Vec<String>>) -> Result<Ses
     let name = document.rsplit('/').next().unwrap_or(document);
     let takes = parameters_of(name);
     let mut unknown: Vec<&str> = params.keys().map(String::as_str).filter(|k| !takes.contains(k)).collect();
-    let known = [SHELL_DOCUMENT, COMMAND_DOCUMENT, PORT_DOCUMENT, REMOTE_PORT_DOCUMENT, SSH_DOCUMENT];
+    let known = [
+        SHELL_DOCUMENT,
+        INTERACTIVE_DOCUMENT,
+        COMMAND_DOCUMENT,
+        PORT_DOCUMENT,
+        REMOTE_PORT_DOCUMENT,
+        SSH_DOCUMENT,
+    ];
     if !unknown.is_empty() && known.contains(&name) {
         unknown.sort_unstable();
         return Err(ApiError::bad(
@@ -143,7 +152,7 @@ fn plan_for(document: &str, params: &HashMap<String, Vec<String>>) -> Result<Ses
     }
     match name {
         SHELL_DOCUMENT => Ok(SessionPlan::Shell),
-        COMMAND_DOCUMENT => {
+        COMMAND_DOCUMENT | INTERACTIVE_DOCUMENT => {
             let command = params.get("command").map(|v| v.join("\n")).unwrap_or_default();
             if command.trim().is_empty() {
                 return Err(ApiError::bad(
@@ -151,7 +160,11 @@ fn plan_for(document: &str, params: &HashMap<String, Vec<String>>) -> Result<Ses
                     format!("document {name} requires the parameter \"command\""),
                 ));
             }
-            Ok(SessionPlan::Command(command))
+            if name == INTERACTIVE_DOCUMENT {
+                Ok(SessionPlan::InteractiveCommand(command))
+            } else {
+                Ok(SessionPlan::Command(command))
+            }
         }
         PORT_DOCUMENT => Ok(SessionPlan::Port(port_targets(params, 80, false)?)),
         REMOTE_PORT_DOCUMENT => Ok(SessionPlan::Port(port_targets(params, 80, true)?)),
@@ -166,7 +179,7 @@ fn plan_for(document: &str, params: &HashMap<String, Vec<String>>) -> Result<Ses
             "InvalidDocument",
             format!(
                 "Document {other} does not exist or is not supported by this broker (supported: {SHELL_DOCUMENT}, \
-                 {COMMAND_DOCUMENT}, {PORT_DOCUMENT}, {REMOTE_PORT_DOCUMENT}, {SSH_DOCUMENT})"
+                 {INTERACTIVE_DOCUMENT}, {COMMAND_DOCUMENT}, {PORT_DOCUMENT}, {REMOTE_PORT_DOCUMENT}, {SSH_DOCUMENT})"
             ),
         )),
     }
@@ -479,6 +492,11 @@ mod tests {
         let cmd = HashMap::from([("command".to_string(), vec!["uname -a".to_string()])]);
         assert_eq!(plan_for(COMMAND_DOCUMENT, &cmd).unwrap(), SessionPlan::Command("uname -a".into()));
         assert_eq!(plan_for(COMMAND_DOCUMENT, &none).unwrap_err().code, "InvalidParameters");
+        assert_eq!(
+            plan_for(INTERACTIVE_DOCUMENT, &cmd).unwrap(),
+            SessionPlan::InteractiveCommand("uname -a".into())
+        );
+        assert_eq!(plan_for(INTERACTIVE_DOCUMENT, &none).unwrap_err().code, "InvalidParameters");
         assert_eq!(plan_for("AWS-Nope", &none).unwrap_err().code, "InvalidDocument");
     }
 

@@ -80,7 +80,7 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection, cert: Cert
     if let Err(e) = app.store.update_instance_host(&id, &host, now_us()).await {
         tracing::error!(error = %e, "cannot record agent host info");
     }
-    let generation = app.registry.agent_connected(&id, connection.clone());
+    let generation = app.registry.agent_connected(&id, connection.clone(), version);
     let _counted = crate::metrics::agent_connected();
     // A deregistration between the lookup above and this point found no live link to
     // close; it has marked the store by now, so looking again closes the gap.

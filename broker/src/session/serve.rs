@@ -201,12 +201,32 @@ async fn open_session(
         SessionPlan::Command(command) => {
             SessionSpec::Command { command: command.clone(), run_as: pending.launch.run_as.clone() }
         }
+        SessionPlan::InteractiveCommand(command) => SessionSpec::InteractiveCommand {
+            command: command.clone(),
+            cols,
+            rows,
+            term: term.clone(),
+            run_as: pending.launch.run_as.clone(),
+        },
         SessionPlan::Port(_) => {
             return Err((CloseReason::ProtocolError, "a port session runs no process".into()))
         }
     };
     let recorder = start_recording(app, pending, cols, rows, term).await?;
     let started = match app.registry.agent(&pending.target) {
+        // A new kind of session only goes to an agent that says it knows it (wire.md §2.6).
+        Some(agent)
+            if matches!(spec, SessionSpec::InteractiveCommand { .. })
+                && !agent.version.has(airlock_proto::version::INTERACTIVE_COMMAND) =>
+        {
+            Err((
+                CloseReason::StartFailed,
+                format!(
+                    "the agent on {} is too old for interactive commands (AWS-StartInteractiveCommand): upgrade it",
+                    pending.target
+                ),
+            ))
+        }
         Some(agent) => start_on_agent(&agent.connection, pending, spec).await,
         None => Err((CloseReason::TargetNotConnected, format!("{} is not connected", pending.target))),
     };

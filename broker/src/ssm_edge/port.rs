@@ -58,7 +58,7 @@ impl Ports {
         let mux = match kind {
             Kind::Stdio { .. } => false,
             Kind::Forward { .. } => true,
-            Kind::Shell | Kind::Command(_) => return None,
+            Kind::Shell | Kind::Command(_) | Kind::InteractiveCommand(_) => return None,
         };
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         Some(Ports {

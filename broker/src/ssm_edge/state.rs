@@ -28,6 +28,8 @@ pub enum Kind {
     Shell,
     /// `NonInteractiveCommands`: a command, its exit code sent as `EXIT_CODE: <n>`.
     Command(String),
+    /// `InteractiveCommands`: a command on a PTY, ended as a shell is.
+    InteractiveCommand(String),
     /// `Port` without `type` (`AWS-StartSSHSession`): one connection over the plugin's stdio.
     Stdio {
         /// The agent-side port.
@@ -53,6 +55,7 @@ impl Kind {
         match &pending.plan {
             SessionPlan::Shell => Kind::Shell,
             SessionPlan::Command(c) => Kind::Command(c.clone()),
+            SessionPlan::InteractiveCommand(c) => Kind::InteractiveCommand(c.clone()),
             SessionPlan::Port(targets) => {
                 let (host, port) =
                     targets.first().map(|t| (t.host.clone(), t.port)).unwrap_or(("localhost".into(), 22));
@@ -77,6 +80,9 @@ impl Kind {
                 "NonInteractiveCommands",
                 serde_json::json!({ "linux": { "commands": command, "separateOutputStream": true } }),
             ),
+            Kind::InteractiveCommand(command) => {
+                ("InteractiveCommands", serde_json::json!({ "linux": { "commands": command } }))
+            }
             Kind::Stdio { port } => ("Port", serde_json::json!({ "portNumber": port.to_string() })),
             Kind::Forward { host, port, remote_host, local_port } => {
                 let mut p = serde_json::json!({
@@ -285,6 +291,9 @@ mod tests {
         assert_eq!((p["host"].as_str(), p["portNumber"].as_str()), (Some("db"), Some("5432")));
         let cmd = pending("s", "AWS-StartNonInteractiveCommand", SessionPlan::Command("ls".into()));
         assert_eq!(Kind::of(&cmd).session_type().0, "NonInteractiveCommands");
+        let tty = pending("s", "AWS-StartInteractiveCommand", SessionPlan::InteractiveCommand("top".into()));
+        let (t, p) = Kind::of(&tty).session_type();
+        assert_eq!((t, p["linux"]["commands"].as_str()), ("InteractiveCommands", Some("top")));
     }
 
     #[tokio::test]
