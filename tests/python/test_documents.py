@@ -15,6 +15,7 @@ import pytest
 from conftest import REGION, SHELL_DOCUMENT, code_of, error_of, message_of
 
 AWS_DOCUMENTS = [
+    "AWS-StartInteractiveCommand",
     "AWS-StartNonInteractiveCommand",
     "AWS-StartPortForwardingSession",
     "AWS-StartPortForwardingSessionToRemoteHost",
