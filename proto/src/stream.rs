@@ -77,7 +77,8 @@ mod tests {
             left.send_control(&Control::Exit { code: 3 }).await.unwrap();
             left
         });
-        let frame = right.recv().await.unwrap().unwrap();
+        // Bounded waits: a sender that sends nothing fails here rather than hanging.
+        let frame = tokio::time::timeout(Duration::from_secs(5), right.recv()).await.unwrap().unwrap().unwrap();
         assert_eq!(frame.payload.len(), 1000);
         assert_eq!(right.recv_control(Duration::from_secs(5)).await.unwrap(), Control::Exit { code: 3 });
         drop(sender.await.unwrap());
