@@ -507,7 +507,8 @@ mod tests {
         let ca = crate::ca::CertificateAuthority::load_or_create(dir.path()).unwrap();
         let (chain, key) = ca.server_identity(&["localhost".to_owned()]).unwrap();
         let server =
-            crate::quic::endpoint("127.0.0.1:0".parse().unwrap(), ca.cert_pem(), chain, key, &[7u8; 64]).unwrap();
+            crate::quic::endpoint("127.0.0.1:0".parse().unwrap(), ca.cert_pem(), chain, key, &[7u8; 64])
+                .unwrap();
         let addr = server.local_addr().unwrap();
         let config = airlock_proto::quic::client_config(ca.cert_pem().as_bytes(), None).unwrap();
         let client = airlock_proto::quic::client_endpoint(addr, config).unwrap();

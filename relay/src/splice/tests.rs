@@ -277,7 +277,10 @@ impl AsyncRead for Broken {
         _: &mut std::task::Context<'_>,
         _: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection lost")))
+        std::task::Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection lost",
+        )))
     }
 }
 
@@ -289,8 +292,12 @@ fn any_pair(breaks: bool) -> (Side, AnyHalves) {
     let (a, b) = tokio::io::duplex(1 << 16);
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
-    let br: AnyRead = if breaks { Box::new(tokio::io::AsyncReadExt::chain(br, Broken)) } else { Box::new(br) };
-    (FramedStream::new(ar, aw, 1 << 22), (FramedRead::new(br, FrameCodec::new(1 << 20)), FramedWrite::new(bw, FrameCodec::new(1 << 20))))
+    let br: AnyRead =
+        if breaks { Box::new(tokio::io::AsyncReadExt::chain(br, Broken)) } else { Box::new(br) };
+    (
+        FramedStream::new(ar, aw, 1 << 22),
+        (FramedRead::new(br, FrameCodec::new(1 << 20)), FramedWrite::new(bw, FrameCodec::new(1 << 20))),
+    )
 }
 
 /// One attachment ([`splice_attached`]) from `at`, with the agent's output `preload`ed before
@@ -375,7 +382,8 @@ async fn close_reason(side: &mut Side) -> CloseReason {
 
 #[tokio::test]
 async fn an_attachment_goes_on_from_its_positions_and_records_each_frame_once() {
-    let at = Positions { input_next: 2, input_recorded: 3, output_next: 3, output_recorded: 4, rewind: false };
+    let at =
+        Positions { input_next: 2, input_recorded: 3, output_next: 3, output_recorded: 4, rewind: false };
     let mut h = attach(at, ENDS, Limits::default(), &[]).await;
     // Input 0 and 1 reached the agent before; 2 reached it but is also in the recording.
     for (seq, text) in [(0, "in-0"), (1, "in-1"), (2, "in-2"), (3, "in-3")] {
@@ -393,7 +401,8 @@ async fn an_attachment_goes_on_from_its_positions_and_records_each_frame_once() 
     assert_eq!(next_control(&mut h.client).await, Control::Exit { code: 0 });
     assert_eq!(close_reason(&mut h.client).await, CloseReason::Exited);
     let (a, cast) = h.task.await.unwrap();
-    let want = Positions { input_next: 4, input_recorded: 4, output_next: 5, output_recorded: 5, rewind: false };
+    let want =
+        Positions { input_next: 4, input_recorded: 4, output_next: 5, output_recorded: 5, rewind: false };
     assert_eq!(a.positions, want);
     assert_eq!((a.bytes_from_client, a.bytes_from_agent), (8, 10));
     assert!(!a.agent_detached && !a.client_detached);
@@ -454,7 +463,8 @@ async fn a_broken_agent_stream_detaches_the_agent_and_tells_the_client_nothing()
     let (a, _) = h.task.await.unwrap();
     assert!(a.agent_detached && !a.client_detached);
     assert_eq!(a.end, EndReason::AgentLost);
-    let want = Positions { input_next: 1, input_recorded: 1, output_next: 1, output_recorded: 1, rewind: false };
+    let want =
+        Positions { input_next: 1, input_recorded: 1, output_next: 1, output_recorded: 1, rewind: false };
     assert_eq!(a.positions, want);
     assert!(ends_without_close(&mut h.client).await);
 }
@@ -521,7 +531,8 @@ async fn a_lost_client_detaches_when_it_may_resume_and_ends_the_session_when_not
         let (a, _) = h.task.await.unwrap();
         assert_eq!((a.end, a.client_detached, a.agent_detached), (EndReason::ClientLost, resumable, false));
         assert!(a.message.contains("the client's stream failed"), "{}", a.message);
-        let want = Positions { input_next: 1, input_recorded: 1, output_next: 1, output_recorded: 1, rewind: false };
+        let want =
+            Positions { input_next: 1, input_recorded: 1, output_next: 1, output_recorded: 1, rewind: false };
         assert_eq!(a.positions, want);
     }
 }
