@@ -569,18 +569,18 @@ fn durations_read_in_minutes_when_whole() {
 async fn resizes_count_as_input_for_the_idle_timeout() {
     tokio::time::pause();
     let started = Instant::now();
-    let limits = Limits { idle: Some(Duration::from_secs(10)), max: None };
+    let limits = Limits { idle: Some(Duration::from_secs(8)), max: None };
     let mut h = start_with(1 << 20, limits).await;
-    // Resizes at 0, 6 and 12 s: the session stays until 10 s after the last one.
+    // Resizes at 0, 5 and 10 s: the session stays until 8 s after the last one.
     for i in 0..3u16 {
         if i > 0 {
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
         h.client.send_control(&Control::Resize { cols: 80 + i, rows: 24 }).await.unwrap();
         assert_eq!(next_control(&mut h.agent).await, Control::Resize { cols: 80 + i, rows: 24 });
     }
     agent_stops(&mut h.agent).await;
     let stopped = started.elapsed();
-    assert!(stopped >= Duration::from_secs(22) && stopped < Duration::from_secs(23), "{stopped:?}");
+    assert!(stopped >= Duration::from_secs(18) && stopped < Duration::from_secs(19), "{stopped:?}");
     assert_eq!(h.task.await.unwrap().end, EndReason::IdleTimeout);
 }
