@@ -454,4 +454,139 @@ mod tests {
         assert_eq!(r.take_expired(), vec!["d".to_owned()]);
         assert!(r.take_expired().is_empty());
     }
+
+    /// Sets the expiry of every token whose state matches `which`.
+    fn expire(r: &Registry, which: fn(&TokenState) -> bool) {
+        for e in lock(&r.tokens).values_mut() {
+            if which(&e.state) {
+                e.expires = Instant::now() - Duration::from_secs(1);
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_live_sixty_seconds_then_are_refused_as_expired() {
+        let r = Registry::default();
+        let before = Instant::now();
+        let t = r.mint_token(pending("f"));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        r.set_resumable("g", "arn:me", tx);
+        let resume = r.mint_resume_token("g", "arn:me").unwrap();
+        for e in lock(&r.tokens).values() {
+            let ttl = e.expires - before;
+            assert!(ttl >= TOKEN_TTL && ttl < TOKEN_TTL + Duration::from_secs(5), "{ttl:?}");
+        }
+        assert_eq!(TOKEN_TTL, Duration::from_secs(60));
+        expire(&r, |_| true);
+        assert_eq!(r.redeem(&t).unwrap_err(), TokenRefusal::Expired);
+        assert_eq!(r.redeem_resume(&resume).unwrap_err(), TokenRefusal::Expired);
+        // Refused, not spent: neither counts as a use.
+        assert_eq!(r.take_expired(), vec!["f".to_owned()]);
+    }
+
+    #[test]
+    fn minting_drops_spent_tokens_and_keeps_live_and_expired_pending_ones() {
+        let r = Registry::default();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        r.set_resumable("s", "arn:me", tx);
+        let used = r.mint_token(pending("used"));
+        r.redeem(&used).unwrap();
+        let used_resume = r.mint_resume_token("s", "arn:me").unwrap();
+        r.redeem_resume(&used_resume).unwrap();
+        let waiting = r.mint_token(pending("waiting"));
+        let late = r.mint_token(pending("late"));
+        expire(&r, |s| matches!(s, TokenState::Pending(p) if p.session_id == "late"));
+        for mint in [0, 1] {
+            // A live spent token stays refused as used, not forgotten.
+            if mint == 0 {
+                r.mint_token(pending("other"));
+            } else {
+                r.mint_resume_token("s", "arn:me").unwrap();
+            }
+            assert_eq!(r.redeem(&used).unwrap_err(), TokenRefusal::AlreadyUsed);
+            assert_eq!(r.redeem_resume(&used_resume).unwrap_err(), TokenRefusal::AlreadyUsed);
+        }
+        // A spent token whose time ran out is dropped at the next mint, of either kind.
+        expire(&r, |s| matches!(s, TokenState::Redeemed));
+        r.mint_token(pending("another"));
+        assert_eq!(r.redeem(&used).unwrap_err(), TokenRefusal::Unknown);
+        expire(&r, |s| matches!(s, TokenState::Redeemed | TokenState::Resume(_)));
+        let spent = r.mint_token(pending("x"));
+        r.redeem(&spent).unwrap();
+        expire(&r, |s| matches!(s, TokenState::Redeemed));
+        r.mint_resume_token("s", "arn:me").unwrap();
+        assert_eq!(r.redeem(&spent).unwrap_err(), TokenRefusal::Unknown);
+        // An expired pending token stays for the sweeper, which closes its session.
+        assert_eq!(r.take_expired(), vec!["late".to_owned()]);
+        // A live pending token is not swept and stays redeemable.
+        assert!(r.take_expired().is_empty());
+        assert_eq!(r.redeem(&waiting).unwrap().0.session_id, "waiting");
+    }
+
+    #[test]
+    fn the_sweeper_leaves_live_tokens() {
+        let r = Registry::default();
+        let t = r.mint_token(pending("h"));
+        assert!(r.take_expired().is_empty());
+        assert_eq!(r.redeem(&t).unwrap().0.session_id, "h");
+    }
+
+    /// Both ends of a QUIC connection on loopback, kept open with their endpoints while held.
+    struct Link {
+        conn: quinn::Connection,
+        _peer: quinn::Connection,
+        _endpoints: (quinn::Endpoint, quinn::Endpoint),
+        _dir: tempfile::TempDir,
+    }
+
+    async fn link() -> Link {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::ca::CertificateAuthority::load_or_create(dir.path()).unwrap();
+        let (chain, key) = ca.server_identity(&["localhost".to_owned()]).unwrap();
+        let server =
+            crate::quic::endpoint("127.0.0.1:0".parse().unwrap(), ca.cert_pem(), chain, key, &[7u8; 64])
+                .unwrap();
+        let addr = server.local_addr().unwrap();
+        let config = airlock_proto::quic::client_config(ca.cert_pem().as_bytes(), None).unwrap();
+        let client = airlock_proto::quic::client_endpoint(addr, config).unwrap();
+        let connecting = client.connect(addr, "localhost").unwrap();
+        let accepting = async { server.accept().await.unwrap().await };
+        let (conn, peer) = tokio::join!(connecting, accepting);
+        Link { conn: conn.unwrap(), _peer: peer.unwrap(), _endpoints: (client, server), _dir: dir }
+    }
+
+    fn closed(c: &quinn::Connection) -> bool {
+        c.close_reason().is_some()
+    }
+
+    #[tokio::test]
+    async fn agent_links_replace_and_clean_up_by_generation() {
+        let r = Registry::default();
+        let (first, second) = (link().await, link().await);
+        assert!(r.agent("mi-1").is_none());
+        let g1 = r.agent_connected("mi-1", first.conn.clone());
+        assert_eq!(r.agent("mi-1").map(|a| a.generation), Some(g1));
+        assert!(!closed(&first.conn));
+        let g2 = r.agent_connected("mi-1", second.conn.clone());
+        assert_ne!(g1, g2);
+        assert!(closed(&first.conn), "the replaced link is closed");
+        assert!(!closed(&second.conn));
+        // The old link's cleanup leaves the new one.
+        r.agent_disconnected("mi-1", g1);
+        assert_eq!(r.agent("mi-1").map(|a| a.generation), Some(g2));
+        r.agent_disconnected("mi-1", g2);
+        assert!(r.agent("mi-1").is_none());
+    }
+
+    #[tokio::test]
+    async fn deregistering_closes_the_link_whatever_its_generation() {
+        let r = Registry::default();
+        let l = link().await;
+        assert!(!r.disconnect_agent("mi-2", CLOSE_DEREGISTERED, b"gone"));
+        r.agent_connected("mi-2", l.conn.clone());
+        assert!(r.disconnect_agent("mi-2", CLOSE_DEREGISTERED, b"gone"));
+        assert!(r.agent("mi-2").is_none());
+        assert!(closed(&l.conn));
+        assert!(!r.disconnect_agent("mi-2", CLOSE_DEREGISTERED, b"gone"));
+    }
 }

@@ -289,6 +289,46 @@ mod tests {
         assert_eq!((second.kind, second.seq, &second.payload[..]), (FrameKind::Stderr, 2, &b"bc"[..]));
         assert!(codec.decode(&mut buf).unwrap().is_none());
     }
+
+    #[test]
+    fn a_payload_of_exactly_the_limit_passes_both_ways() {
+        let mut codec = FrameCodec::new(4);
+        let mut buf = BytesMut::new();
+        codec.encode(Frame::data(7, Bytes::from_static(b"1234")), &mut buf).unwrap();
+        let got = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!((got.seq, &got.payload[..]), (7, &b"1234"[..]));
+        // The header alone, with an empty payload, is a whole frame.
+        let mut empty = encode(Frame::stderr(3, Bytes::new()));
+        assert_eq!(empty.len(), HEADER_LEN);
+        let got = codec.decode(&mut empty).unwrap().unwrap();
+        assert_eq!((got.kind, got.seq, got.payload.len()), (FrameKind::Stderr, 3, 0));
+    }
+
+    #[test]
+    fn the_decoder_reserves_what_the_frame_lacks_and_no_more() {
+        const LEN: usize = 1 << 16;
+        let full = encode(Frame::data(1, Bytes::from(vec![5u8; LEN])));
+        let mut codec = FrameCodec::default();
+        // Half a header: room for the rest of the header.
+        let mut buf = BytesMut::with_capacity(HEADER_LEN);
+        buf.extend_from_slice(&full[..HEADER_LEN / 2]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() >= HEADER_LEN && buf.capacity() < 2 * HEADER_LEN, "{}", buf.capacity());
+        // A whole header: room for the whole frame, at once, and not for two.
+        let mut buf = BytesMut::from(&full[..HEADER_LEN]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() >= HEADER_LEN + LEN, "{}", buf.capacity());
+        assert!(buf.capacity() < 2 * (HEADER_LEN + LEN), "{}", buf.capacity());
+        // One byte short: the buffer already has room; nothing more is reserved.
+        let mut buf = BytesMut::with_capacity(full.len());
+        buf.extend_from_slice(&full[..full.len() - 1]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(buf.capacity(), full.len());
+        // The encoder reserves one frame's worth too.
+        let mut out = BytesMut::new();
+        codec.encode(Frame::data(1, Bytes::from(vec![5u8; LEN])), &mut out).unwrap();
+        assert!(out.capacity() < 2 * (HEADER_LEN + LEN), "{}", out.capacity());
+    }
 }
 
 /// Property tests: whatever a peer sends, the decoder neither panics nor allocates beyond

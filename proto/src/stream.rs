@@ -77,7 +77,9 @@ mod tests {
             left.send_control(&Control::Exit { code: 3 }).await.unwrap();
             left
         });
-        let frame = right.recv().await.unwrap().unwrap();
+        // Bounded waits: a sender that sends nothing fails here rather than hanging.
+        let frame =
+            tokio::time::timeout(Duration::from_secs(5), right.recv()).await.unwrap().unwrap().unwrap();
         assert_eq!(frame.payload.len(), 1000);
         assert_eq!(right.recv_control(Duration::from_secs(5)).await.unwrap(), Control::Exit { code: 3 });
         drop(sender.await.unwrap());
@@ -101,7 +103,8 @@ mod tests {
         let mut big_sender = FramedStream::new(ar, aw, 1 << 20);
         let mut strict = FramedStream::new(br, bw, 100);
         big_sender.send(Frame::data(0, Bytes::from(vec![0u8; 101]))).await.unwrap();
-        assert!(matches!(strict.recv().await, Err(ProtoError::TooLong { len: 101, max: 100 })));
+        let got = tokio::time::timeout(Duration::from_secs(5), strict.recv()).await.unwrap();
+        assert!(matches!(got, Err(ProtoError::TooLong { len: 101, max: 100 })));
         let _ = CloseReason::ProtocolError;
     }
 }

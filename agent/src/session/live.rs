@@ -421,26 +421,4 @@ async fn receive_input(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn release_drops_only_acknowledged_frames() {
-        let mut kept = Kept::default();
-        for n in 0..4u64 {
-            kept.frames.push_back(Frame::data(n, Bytes::from(vec![0u8; 10])));
-            kept.bytes += 10;
-            kept.next += 1;
-        }
-        kept.release(2);
-        assert_eq!((kept.first, kept.bytes, kept.frames.len()), (2, 20, 2));
-        assert!(kept.get(1).is_none());
-        assert_eq!(kept.get(2).map(|f| f.seq), Some(2));
-        // An acknowledgement beyond what was produced releases no more than exists.
-        kept.release(99);
-        assert_eq!((kept.first, kept.bytes), (4, 0));
-        assert!(kept.get(4).is_none());
-        kept.release(1);
-        assert_eq!(kept.first, 4);
-    }
-}
+mod tests;

@@ -267,3 +267,320 @@ async fn the_maximum_duration_ends_a_busy_session() {
     assert!(close.1.contains("maximum duration of 2 s"), "{}", close.1);
     assert_eq!(h.task.await.unwrap().end, EndReason::MaxDuration);
 }
+
+/// A reader whose stream broke, as a QUIC stream of a lost connection does.
+struct Broken;
+
+impl AsyncRead for Broken {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection lost",
+        )))
+    }
+}
+
+type AnyRead = Box<dyn AsyncRead + Unpin + Send>;
+type AnyHalves = (FramedRead<AnyRead, FrameCodec>, FramedWrite<WriteHalf<DuplexStream>, FrameCodec>);
+
+/// A pipe whose relay-side reader, once the peer is gone, fails (`breaks`) rather than ends.
+fn any_pair(breaks: bool) -> (Side, AnyHalves) {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let br: AnyRead =
+        if breaks { Box::new(tokio::io::AsyncReadExt::chain(br, Broken)) } else { Box::new(br) };
+    (
+        FramedStream::new(ar, aw, 1 << 22),
+        (FramedRead::new(br, FrameCodec::new(1 << 20)), FramedWrite::new(bw, FrameCodec::new(1 << 20))),
+    )
+}
+
+/// One attachment ([`splice_attached`]) from `at`, with the agent's output `preload`ed before
+/// the relay reads it; the task returns the attachment and the finished recording.
+struct Attached {
+    client: Side,
+    agent: Side,
+    terminate: CancellationToken,
+    task: tokio::task::JoinHandle<(Attachment, String)>,
+}
+
+/// Which streams break (fail) rather than end when their peer goes away.
+#[derive(Clone, Copy)]
+struct Breaks {
+    client: bool,
+    agent: bool,
+    /// What `client_resumable` answers.
+    resumable: bool,
+}
+
+const ENDS: Breaks = Breaks { client: false, agent: false, resumable: false };
+
+async fn attach(at: Positions, breaks: Breaks, limits: Limits, preload: &[Frame]) -> Attached {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = RecordingMeta {
+        session_id: "admin-0456".into(),
+        target: "mi-0123456789abcdef0".into(),
+        owner: "admin".into(),
+        document: "SSM-SessionManagerRunShell".into(),
+        width: 80,
+        height: 24,
+        term: "xterm".into(),
+    };
+    let (spool, _no_shipper) = airlock_recordings::Spool::open(dir.path(), 1 << 30).unwrap();
+    let rec: SharedRecorder = Arc::new(Mutex::new(Recorder::create(&spool, meta, &[]).await.unwrap()));
+    let (client, (mut c_read, mut c_write)) = any_pair(breaks.client);
+    let (mut agent, relay_agent) = any_pair(breaks.agent);
+    for f in preload {
+        agent.send(f.clone()).await.unwrap();
+    }
+    let terminate = CancellationToken::new();
+    let stop = terminate.clone();
+    let task = tokio::spawn(async move {
+        let resumable = move || breaks.resumable;
+        let deadlines = Deadlines::from_now(limits);
+        let a = splice_attached(
+            (&mut c_read, &mut c_write),
+            relay_agent,
+            rec.clone(),
+            stop,
+            (limits, deadlines, &resumable),
+            at,
+        )
+        .await;
+        finish_recording(rec, a.end, a.exit_code).await.unwrap();
+        let cast = std::fs::read_to_string(dir.path().join("admin-0456.cast")).unwrap();
+        (a, cast)
+    });
+    Attached { client, agent, terminate, task }
+}
+
+fn data(seq: u64, text: &str) -> Frame {
+    Frame::data(seq, Bytes::from(text.to_owned()))
+}
+
+fn payload(f: &Frame) -> (u64, String) {
+    (f.seq, String::from_utf8_lossy(&f.payload).into_owned())
+}
+
+/// Whether `side` gets the end of its stream with no `Close` before it.
+async fn ends_without_close(side: &mut Side) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(10), side.recv()).await, Ok(Ok(None)))
+}
+
+async fn close_reason(side: &mut Side) -> CloseReason {
+    loop {
+        if let Control::Close { reason, .. } = next_control(side).await {
+            return reason;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_attachment_goes_on_from_its_positions_and_records_each_frame_once() {
+    let at =
+        Positions { input_next: 2, input_recorded: 3, output_next: 3, output_recorded: 4, rewind: false };
+    let mut h = attach(at, ENDS, Limits::default(), &[]).await;
+    // Input 0 and 1 reached the agent before; 2 reached it but is also in the recording.
+    for (seq, text) in [(0, "in-0"), (1, "in-1"), (2, "in-2"), (3, "in-3")] {
+        h.client.send(data(seq, text)).await.unwrap();
+    }
+    assert_eq!(payload(&next(&mut h.agent).await), (2, "in-2".into()));
+    assert_eq!(payload(&next(&mut h.agent).await), (3, "in-3".into()));
+    // Output 3 is a resend the recording has; 4 is new.
+    h.agent.send(data(3, "out-3")).await.unwrap();
+    assert_eq!(payload(&next(&mut h.client).await), (3, "out-3".into()));
+    h.agent.send(data(4, "out-4")).await.unwrap();
+    assert_eq!(payload(&next(&mut h.client).await), (4, "out-4".into()));
+    h.agent.send_control(&Control::Exit { code: 0 }).await.unwrap();
+    drop(h.agent);
+    assert_eq!(next_control(&mut h.client).await, Control::Exit { code: 0 });
+    assert_eq!(close_reason(&mut h.client).await, CloseReason::Exited);
+    let (a, cast) = h.task.await.unwrap();
+    let want =
+        Positions { input_next: 4, input_recorded: 4, output_next: 5, output_recorded: 5, rewind: false };
+    assert_eq!(a.positions, want);
+    assert_eq!((a.bytes_from_client, a.bytes_from_agent), (8, 10));
+    assert!(!a.agent_detached && !a.client_detached);
+    for (text, recorded) in [("in-2", false), ("in-3", true), ("out-3", false), ("out-4", true)] {
+        assert_eq!(cast.contains(text), recorded, "{text} in {cast}");
+    }
+}
+
+#[tokio::test]
+async fn a_rewinding_client_is_heard_from_the_resend_on() {
+    let at = Positions { input_next: 1, input_recorded: 1, rewind: true, ..Positions::default() };
+    let mut h = attach(at, ENDS, Limits::default(), &[]).await;
+    // Sent before the client heard `Resumed`: dropped until the resend reaches them.
+    h.client.send(data(2, "early-2")).await.unwrap();
+    h.client.send(data(3, "early-3")).await.unwrap();
+    h.client.send(data(1, "again-1")).await.unwrap();
+    h.client.send(data(2, "again-2")).await.unwrap();
+    assert_eq!(payload(&next(&mut h.agent).await), (1, "again-1".into()));
+    assert_eq!(payload(&next(&mut h.agent).await), (2, "again-2".into()));
+    // Rewound: a gap is a protocol error again.
+    h.client.send(data(9, "gap")).await.unwrap();
+    assert_eq!(close_reason(&mut h.agent).await, CloseReason::ProtocolError);
+    drop(h.agent);
+    assert_eq!(close_reason(&mut h.client).await, CloseReason::ProtocolError);
+    let (a, cast) = h.task.await.unwrap();
+    assert_eq!(a.end, EndReason::ProtocolError);
+    assert_eq!((a.positions.input_next, a.positions.input_recorded, a.positions.rewind), (3, 3, false));
+    assert!(cast.contains("again-2") && !cast.contains("early") && !cast.contains("gap"), "{cast}");
+}
+
+#[tokio::test]
+async fn output_already_waiting_is_recorded_as_one_batch() {
+    let texts = ["a", "b", "c", "d"].map(|c| c.repeat(1000));
+    let mut preload: Vec<Frame> = texts[..3].iter().zip(0..).map(|(t, seq)| data(seq, t)).collect();
+    preload.push(Frame::stderr(3, Bytes::from(texts[3].clone())));
+    preload.push(Frame::control(&Control::Exit { code: 0 }));
+    let mut h = attach(Positions::default(), ENDS, Limits::default(), &preload).await;
+    for (seq, text) in texts.iter().enumerate() {
+        assert_eq!(payload(&next(&mut h.client).await), (seq as u64, text.clone()));
+    }
+    assert_eq!(next_control(&mut h.client).await, Control::Exit { code: 0 });
+    drop(h.agent);
+    assert_eq!(close_reason(&mut h.client).await, CloseReason::Exited);
+    let (a, cast) = h.task.await.unwrap();
+    assert_eq!((a.end, a.exit_code, a.bytes_from_agent), (EndReason::Exited, Some(0), 4000));
+    assert!(cast.contains(&texts.concat()), "one output event for the batch: {cast}");
+}
+
+#[tokio::test]
+async fn a_broken_agent_stream_detaches_the_agent_and_tells_the_client_nothing() {
+    let breaks = Breaks { agent: true, ..ENDS };
+    let mut h = attach(Positions::default(), breaks, Limits::default(), &[]).await;
+    h.client.send(data(0, "in")).await.unwrap();
+    assert_eq!(payload(&next(&mut h.agent).await), (0, "in".into()));
+    h.agent.send(data(0, "out")).await.unwrap();
+    assert_eq!(payload(&next(&mut h.client).await), (0, "out".into()));
+    drop(h.agent);
+    let (a, _) = h.task.await.unwrap();
+    assert!(a.agent_detached && !a.client_detached);
+    assert_eq!(a.end, EndReason::AgentLost);
+    let want =
+        Positions { input_next: 1, input_recorded: 1, output_next: 1, output_recorded: 1, rewind: false };
+    assert_eq!(a.positions, want);
+    assert!(ends_without_close(&mut h.client).await);
+}
+
+#[tokio::test]
+async fn a_broken_agent_stream_is_the_end_after_an_exit_a_terminate_or_a_client_error() {
+    let breaks = Breaks { agent: true, ..ENDS };
+    // After the exit code.
+    let mut h = attach(Positions::default(), breaks, Limits::default(), &[]).await;
+    h.agent.send_control(&Control::Exit { code: 3 }).await.unwrap();
+    assert_eq!(next_control(&mut h.client).await, Control::Exit { code: 3 });
+    drop(h.agent);
+    assert_eq!(close_reason(&mut h.client).await, CloseReason::AgentLost);
+    let (a, _) = h.task.await.unwrap();
+    assert!(!a.agent_detached);
+    // After TerminateSession.
+    let mut h = attach(Positions::default(), breaks, Limits::default(), &[]).await;
+    h.terminate.cancel();
+    assert_eq!(close_reason(&mut h.agent).await, CloseReason::Terminated);
+    drop(h.agent);
+    assert_eq!(close_reason(&mut h.client).await, CloseReason::Terminated);
+    assert!(!h.task.await.unwrap().0.agent_detached);
+    // After the client broke the protocol.
+    let mut h = attach(Positions::default(), breaks, Limits::default(), &[]).await;
+    h.client.send(Frame::stderr(0, Bytes::from_static(b"?"))).await.unwrap();
+    assert_eq!(close_reason(&mut h.agent).await, CloseReason::ProtocolError);
+    drop(h.agent);
+    assert_eq!(close_reason(&mut h.client).await, CloseReason::ProtocolError);
+    assert!(!h.task.await.unwrap().0.agent_detached);
+}
+
+#[tokio::test]
+async fn an_agent_stream_that_ends_without_an_exit_ends_the_session() {
+    let mut h = start(1 << 20).await;
+    drop(h.agent);
+    match next_control(&mut h.client).await {
+        Control::Close { reason: CloseReason::AgentLost, message } => {
+            assert!(message.contains("without an exit status"), "{message}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let outcome = h.task.await.unwrap();
+    assert_eq!((outcome.end, outcome.exit_code), (EndReason::AgentLost, None));
+}
+
+#[tokio::test]
+async fn a_lost_client_detaches_when_it_may_resume_and_ends_the_session_when_not() {
+    for resumable in [true, false] {
+        let breaks = Breaks { client: true, resumable, ..ENDS };
+        let mut h = attach(Positions::default(), breaks, Limits::default(), &[]).await;
+        h.client.send(data(0, "in")).await.unwrap();
+        assert_eq!(payload(&next(&mut h.agent).await), (0, "in".into()));
+        h.agent.send(data(0, "out")).await.unwrap();
+        assert_eq!(payload(&next(&mut h.client).await), (0, "out".into()));
+        drop(h.client);
+        if resumable {
+            // The agent keeps the session: its stream just ends.
+            assert!(ends_without_close(&mut h.agent).await);
+        } else {
+            assert_eq!(close_reason(&mut h.agent).await, CloseReason::ClientLost);
+            h.agent.send_control(&Control::Exit { code: 1 }).await.unwrap();
+            drop(h.agent);
+        }
+        let (a, _) = h.task.await.unwrap();
+        assert_eq!((a.end, a.client_detached, a.agent_detached), (EndReason::ClientLost, resumable, false));
+        assert!(a.message.contains("the client's stream failed"), "{}", a.message);
+        let want =
+            Positions { input_next: 1, input_recorded: 1, output_next: 1, output_recorded: 1, rewind: false };
+        assert_eq!(a.positions, want);
+    }
+}
+
+#[tokio::test]
+async fn acknowledgements_alone_do_not_keep_a_session_alive() {
+    tokio::time::pause();
+    let started = Instant::now();
+    let limits = Limits { idle: Some(Duration::from_secs(10)), max: None };
+    let mut h = start_with(1 << 20, limits).await;
+    // Acknowledgements at 0, 3, 6 and 9 s (passed on to the agent); the idle timeout still
+    // ends the session at 10 s.
+    for i in 0..4 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        h.client.send_control(&Control::Ack { next: 0 }).await.unwrap();
+        assert_eq!(next_control(&mut h.agent).await, Control::Ack { next: 0 });
+    }
+    agent_stops(&mut h.agent).await;
+    let stopped = started.elapsed();
+    assert!(stopped >= Duration::from_secs(10) && stopped < Duration::from_secs(11), "{stopped:?}");
+    assert_eq!(h.task.await.unwrap().end, EndReason::IdleTimeout);
+}
+
+#[test]
+fn durations_read_in_minutes_when_whole() {
+    for (secs, text) in [(1, "1 s"), (59, "59 s"), (60, "1 min"), (90, "90 s"), (1200, "20 min")] {
+        assert_eq!(minutes(Duration::from_secs(secs)), text);
+    }
+}
+
+#[tokio::test]
+async fn resizes_count_as_input_for_the_idle_timeout() {
+    tokio::time::pause();
+    let started = Instant::now();
+    let limits = Limits { idle: Some(Duration::from_secs(8)), max: None };
+    let mut h = start_with(1 << 20, limits).await;
+    // Resizes at 0, 5 and 10 s: the session stays until 8 s after the last one.
+    for i in 0..3u16 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        h.client.send_control(&Control::Resize { cols: 80 + i, rows: 24 }).await.unwrap();
+        assert_eq!(next_control(&mut h.agent).await, Control::Resize { cols: 80 + i, rows: 24 });
+    }
+    agent_stops(&mut h.agent).await;
+    let stopped = started.elapsed();
+    assert!(stopped >= Duration::from_secs(18) && stopped < Duration::from_secs(19), "{stopped:?}");
+    assert_eq!(h.task.await.unwrap().end, EndReason::IdleTimeout);
+}
