@@ -80,3 +80,36 @@ start_airlock() {
 # Prints the value of key=value field $2 in line $1.
 field() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+
+# kB of RSS and PSS of a pid and its descendants whose command starts with $2 ("" = all).
+mem() {
+    python3 - "$1" "$2" <<'PY'
+import os, sys
+root, prefix = int(sys.argv[1]), sys.argv[2]
+kids = {}
+for p in os.listdir('/proc'):
+    if p.isdigit():
+        try:
+            stat = open(f'/proc/{p}/stat').read()
+            ppid = int(stat[stat.rindex(')') + 2:].split()[1])
+            kids.setdefault(ppid, []).append(int(p))
+        except (OSError, ValueError):
+            pass
+todo, rss, pss = [root], 0, 0
+while todo:
+    pid = todo.pop()
+    todo += kids.get(pid, [])
+    try:
+        comm = open(f'/proc/{pid}/comm').read().strip()
+        if pid != root and not comm.startswith(prefix):
+            continue
+        for line in open(f'/proc/{pid}/smaps_rollup'):
+            if line.startswith('Rss:'):
+                rss += int(line.split()[1])
+            elif line.startswith('Pss:'):
+                pss += int(line.split()[1])
+    except OSError:
+        pass
+print(rss, pss)
+PY
+}
