@@ -46,6 +46,21 @@ pub fn can_reopen(dir: &Path, session_id: &str) -> bool {
         && frames_path(dir, session_id).is_file()
 }
 
+/// Checks at start-up, before the spool is opened, that the unfinished recording of
+/// `session_id` in `dir` can be reopened; cuts it back to its last checkpoint and returns
+/// what that holds. [`Recorder::reopen`] then finds it ready.
+pub async fn check_reopen(dir: &Path, session_id: &str) -> Result<FramePositions, RecordingError> {
+    if !can_reopen(dir, session_id) {
+        return Err(RecordingError::NotRecorded(session_id.to_owned()));
+    }
+    let (dir, id) = (dir.to_owned(), session_id.to_owned());
+    let path = part_path(&dir, &id);
+    let opened = tokio::task::spawn_blocking(move || open_at_checkpoint(&dir, &id)).await;
+    let (_, _, checkpoint, _) =
+        opened.map_err(|e| RecordingError::Io { path, source: std::io::Error::other(e) })??;
+    Ok(checkpoint.positions)
+}
+
 /// The frames a recording holds: every frame below these numbers is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FramePositions {

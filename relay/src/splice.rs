@@ -448,7 +448,8 @@ where
                 pos.bytes += frame.payload.len() as u64;
                 // Recorded once: a resend after a re-attach is forwarded, not recorded again.
                 if frame.seq >= pos.recorded {
-                    if let Err(e) = rec.lock().await.input(&frame.payload).await {
+                    // With the frame's number, so a restarted broker knows what is recorded.
+                    if let Err(e) = rec.lock().await.input_frames(&frame.payload, frame.seq + 1).await {
                         break UpEnd::RecordingFailed(e.to_string());
                     }
                     pos.recorded = frame.seq + 1;
@@ -613,7 +614,7 @@ where
         }
         bytes += size as u64;
         if !text.is_empty() {
-            if let Err(e) = rec.lock().await.output(&text).await {
+            if let Err(e) = rec.lock().await.output_frames(&text, pos.recorded).await {
                 break DownEnd::RecordingFailed(format!("recording failed, session stopped: {e}"));
             }
         }
