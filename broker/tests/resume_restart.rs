@@ -22,7 +22,7 @@ fn kill_and_restart(broker: Broker) -> Broker {
     let listen = url.trim_start_matches("https://").trim_end_matches('/').to_owned();
     // The outage: the client and the agent keep trying meanwhile.
     std::thread::sleep(Duration::from_secs(2));
-    let next = Broker::start_in_at(dir, &listen, &[], &[]);
+    let next = Broker::start_in(dir, &["--listen", &listen]);
     assert_eq!(next.url, url, "the new broker listens where the old one did");
     Broker { key_id, secret, ..next }
 }

@@ -38,6 +38,8 @@ pub struct Orphans {
     adopt: Vec<(SessionRecord, FramePositions)>,
     /// Those that cannot resume, with why.
     fail: Vec<(SessionRecord, String)>,
+    /// What adopted sessions run with: the current preferences.
+    launch: Launch,
 }
 
 impl Orphans {
@@ -51,11 +53,23 @@ impl Orphans {
 /// (`Connected` or `Disconnected`) with a recording that can be reopened is adopted; every
 /// other one is failed. Call it before crash recovery closes unfinished recordings.
 pub async fn find(store: &dyn Store, spool_dir: &Path) -> Result<Orphans, StoreError> {
-    let mut orphans = Orphans { adopt: Vec::new(), fail: Vec::new() };
+    let prefs = match crate::preferences::load(store).await {
+        Ok(prefs) => prefs,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the session preferences; using the defaults for adopted sessions");
+            Default::default()
+        }
+    };
+    // The run-as user only matters when a session starts; these are running.
+    let unstarted = crate::preferences::SessionPreferences { run_as_enabled: false, ..prefs };
+    let launch = Launch::new(&unstarted, None).unwrap_or_default();
+    let resumes = !launch.resume_window.is_zero();
+    let mut orphans = Orphans { adopt: Vec::new(), fail: Vec::new(), launch };
     for record in store.sessions(true).await? {
         let why = match record.status {
             SessionStatus::Connecting => "its client had not connected yet".to_owned(),
             SessionStatus::Terminating => "it was being terminated".to_owned(),
+            _ if !resumes => "the session preferences disable resuming (resumeWindowSeconds is 0)".to_owned(),
             _ => match check_reopen(spool_dir, &record.session_id).await {
                 Ok(positions) => {
                     orphans.adopt.push((record, positions));
@@ -72,27 +86,13 @@ pub async fn find(store: &dyn Store, spool_dir: &Path) -> Result<Orphans, StoreE
 /// Adopts the sessions [`find`] found resumable and fails the others. Runs before the API
 /// and the QUIC endpoint serve, so a ResumeSession or a reconnecting agent finds them.
 pub async fn adopt(app: &Arc<App>, orphans: Orphans) {
-    let prefs = match crate::preferences::load(app.store.as_ref()).await {
-        Ok(prefs) => prefs,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the session preferences; using the defaults for adopted sessions");
-            Default::default()
-        }
-    };
-    // The run-as user only matters when a session starts; these are running.
-    let launch =
-        Launch::new(&crate::preferences::SessionPreferences { run_as_enabled: false, ..prefs }, None)
-            .unwrap_or_default();
+    let Orphans { adopt, fail: failed, launch } = orphans;
     let window = launch.resume_window;
-    for (record, why) in orphans.fail {
+    for (record, why) in failed {
         fail(app, &record.session_id, &why).await;
     }
-    for (record, recorded) in orphans.adopt {
+    for (record, recorded) in adopt {
         let id = record.session_id.clone();
-        if window.is_zero() {
-            fail(app, &id, "the session preferences disable resuming (resumeWindowSeconds is 0)").await;
-            continue;
-        }
         let recorder = match Recorder::reopen(app.shipper.spool(), &id, &record.document).await {
             Ok(r) => r.recorder,
             Err(e) => {

@@ -74,21 +74,11 @@ impl Broker {
 
     /// Starts it in an existing data folder with extra environment variables.
     pub(crate) fn start_in_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Broker {
-        Self::start_in_at(dir, "127.0.0.1:0", extra, env)
-    }
-
-    /// Starts it in an existing data folder on a given address (a restart in place).
-    pub(crate) fn start_in_at(
-        dir: tempfile::TempDir,
-        listen: &str,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Broker {
         let data = dir.path().join("broker");
         let mut child = Command::new(bin("airlock-broker"))
             .args(["serve", "--data-dir"])
             .arg(&data)
-            .args(["--listen", listen])
+            .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .envs(env.iter().copied())
             .env("AIRLOCK_LOG", "info,airlock_broker=debug,airlock_recordings=debug")
