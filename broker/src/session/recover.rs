@@ -253,3 +253,88 @@ async fn resume(app: &App, orphan: Orphan, recorder: Recorder, mut returns: mpsc
         linger(&*link).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+    use airlock_recordings::{RecordingMeta, Spool};
+
+    fn record(id: &str, status: SessionStatus) -> SessionRecord {
+        SessionRecord {
+            session_id: id.into(),
+            target: "mi-0123456789abcdef0".into(),
+            document: "SSM-SessionManagerRunShell".into(),
+            owner_arn: "arn:airlock:iam::000000000000:user/admin".into(),
+            reason: String::new(),
+            status,
+            start_us: 1,
+            end_us: None,
+            details: String::new(),
+            exit_code: None,
+            max_duration_minutes: None,
+            s3_output_url: None,
+            cloudwatch_output_url: None,
+        }
+    }
+
+    async fn recorded(spool: &Spool, id: &str) {
+        let meta = RecordingMeta {
+            session_id: id.into(),
+            target: "mi-0123456789abcdef0".into(),
+            owner: "arn:airlock:iam::000000000000:user/admin".into(),
+            document: String::new(),
+            width: 80,
+            height: 24,
+            term: "xterm".into(),
+        };
+        let mut rec = Recorder::create(spool, meta, &[]).await.unwrap();
+        rec.track_frames().await.unwrap();
+        rec.output_frames(b"$ ", 1).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_running_sessions_with_checkpoints_are_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("airlock.db")).await.unwrap();
+        let spool_dir = dir.path().join("spool");
+        let (spool, _new) = Spool::open(&spool_dir, 1 << 30).unwrap();
+        for (id, status) in [
+            ("running", SessionStatus::Connected),
+            ("away", SessionStatus::Disconnected),
+            ("unrecorded", SessionStatus::Connected),
+            ("starting", SessionStatus::Connecting),
+            ("stopping", SessionStatus::Terminating),
+            ("ended", SessionStatus::Connected),
+        ] {
+            store.insert_session(&record(id, status)).await.unwrap();
+        }
+        for id in ["running", "away", "starting", "stopping", "ended"] {
+            recorded(&spool, id).await;
+        }
+        let end = SessionEnd {
+            status: SessionStatus::Terminated,
+            end_us: 2,
+            details: String::new(),
+            exit_code: None,
+        };
+        store.finish_session("ended", &end).await.unwrap();
+
+        let orphans = find(&store, &spool_dir).await.unwrap();
+        let mut kept: Vec<String> = orphans.keep().into_iter().collect();
+        kept.sort();
+        assert_eq!(kept, ["away", "running"]);
+        assert!(orphans.adopt.iter().all(|(_, p)| p.output_next == 1 && p.input_next == 0));
+        let mut failed: Vec<(&str, &str)> =
+            orphans.fail.iter().map(|(r, why)| (r.session_id.as_str(), why.as_str())).collect();
+        failed.sort();
+        assert_eq!(failed.len(), 3, "{failed:?}");
+        assert!(failed[0].0 == "starting" && failed[0].1.contains("client had not connected"), "{failed:?}");
+        assert!(failed[1].0 == "stopping" && failed[1].1.contains("being terminated"), "{failed:?}");
+        assert!(
+            failed[2].0 == "unrecorded" && failed[2].1.contains("recording cannot be continued"),
+            "{failed:?}"
+        );
+        assert_eq!(orphans.launch.resume_window, Duration::from_secs(600));
+    }
+}
