@@ -13,14 +13,16 @@ use std::time::{Duration, SystemTime};
 use common::{wait_for, Broker};
 use serde_json::Value;
 
-/// Kills the broker with SIGKILL (no shutdown of any kind) and starts a new process on the
-/// same data folder and address, with the first one's admin key.
-fn kill_and_restart(broker: Broker) -> Broker {
+/// Kills the broker with SIGKILL (no shutdown of any kind), runs `during` while it is down,
+/// and starts a new process on the same data folder and address, with the first one's
+/// admin key.
+fn kill_and_restart(broker: Broker, during: impl FnOnce()) -> Broker {
     let Broker { dir, url, key_id, secret, mut proc, log: _ } = broker;
     proc.0.kill().unwrap(); // SIGKILL
     proc.0.wait().unwrap();
     let listen = url.trim_start_matches("https://").trim_end_matches('/').to_owned();
     // The outage: the client and the agent keep trying meanwhile.
+    during();
     std::thread::sleep(Duration::from_secs(2));
     let next = Broker::start_in(dir, &["--listen", &listen]);
     assert_eq!(next.url, url, "the new broker listens where the old one did");
@@ -101,12 +103,13 @@ fn a_shell_survives_a_broker_kill_and_restart_with_nothing_lost_or_repeated() {
     send(&mut term, "for i in $(seq 1 60); do echo tick-$i; sleep 0.1; done\r");
     term.expect("tick-5");
 
-    let broker = kill_and_restart(broker);
-    // Typed while the broker is away (the CLI keeps it), and after it is back.
-    send(&mut term, "echo during-$((2+3))\r");
+    // Typed while the broker is down (the CLI keeps it), and after it is back.
+    let broker = kill_and_restart(broker, || send(&mut term, "echo during-$((2+3))\r"));
+    let restarted = std::time::Instant::now();
     wait_for("the resume", Duration::from_secs(120), || {
         term.screen.lock().unwrap().contains("resumed after").then_some(())
     });
+    eprintln!("the CLI resumed {:?} after the new broker was up", restarted.elapsed());
     send(&mut term, "echo after-$((3+4))\r");
     term.expect("after-7");
     send(&mut term, "echo pid-$$\r");
@@ -195,7 +198,7 @@ fn after_a_restart_only_the_owner_resumes_a_live_session_and_an_ended_one_stays_
             .map(|s| s["SessionId"].as_str().unwrap().to_owned())
     });
 
-    let broker = kill_and_restart(broker);
+    let broker = kill_and_restart(broker, || {});
     let resume = |id: &str, kid: &str, secret: &str| {
         broker.raw_call(
             "ResumeSession",
@@ -238,7 +241,7 @@ fn a_session_whose_agent_does_not_come_back_after_a_restart_fails_with_a_clear_r
     );
     let id = live_session(&broker);
     drop(agent); // the agent's host is gone
-    let broker = kill_and_restart(broker);
+    let broker = kill_and_restart(broker, || {});
     let s = wait_for("the session to end", Duration::from_secs(30), || {
         session(&broker, &id).filter(|s| s["Status"] != "Disconnected" && s["Status"] != "Connected")
     });
