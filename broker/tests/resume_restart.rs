@@ -258,3 +258,39 @@ fn a_session_whose_agent_does_not_come_back_after_a_restart_fails_with_a_clear_r
         "{cast}"
     );
 }
+
+#[test]
+fn output_produced_while_the_broker_is_down_longer_than_quics_idle_timeout_arrives_once_in_order() {
+    let broker = Broker::start();
+    let agent = broker.agent("a");
+    // One numbered line every 100 ms for 50 s: most are produced while the broker is down.
+    let script = "i=0; while [ $i -lt 500 ]; do i=$((i+1)); echo line-$i; sleep 0.1; done; echo done; exit 7";
+    let child = broker
+        .command(&agent.instance_id, script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = live_session(&broker);
+    std::thread::sleep(Duration::from_secs(2));
+    // Down for longer than QUIC's 30 s idle timeout: client and agent see their links time
+    // out, not reset, and retry with backoff until the new broker answers.
+    let broker = kill_and_restart(broker, || std::thread::sleep(Duration::from_secs(36)));
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "stderr: {stderr}\nbroker: {}", broker.log.lock().unwrap());
+    let expected: String = (1..=500).map(|i| format!("line-{i}\n")).collect::<String>() + "done\n";
+    assert!(
+        stdout == expected,
+        "output differs: {} bytes, expected {}; stderr: {stderr}",
+        stdout.len(),
+        expected.len()
+    );
+    assert!(stderr.contains("connection lost") && stderr.contains("resumed after"), "stderr: {stderr}");
+    let cast = wait_for("the recording", Duration::from_secs(20), || {
+        std::fs::read_to_string(broker.data_dir().join("recordings").join(format!("{id}.cast"))).ok()
+    });
+    assert_eq!(events(&cast, "o"), expected, "the recording holds each byte once");
+    assert_eq!(session(&broker, &id).unwrap()["Status"], "Terminated");
+}
