@@ -40,7 +40,7 @@ const REATTACH_POLL: Duration = Duration::from_millis(250);
 /// on (to linger on).
 pub(super) async fn run(
     app: &App,
-    (client, link): (ClientStream, Arc<dyn ClientLink>),
+    (mut client, link): (ClientStream, Arc<dyn ClientLink>),
     agent: AgentStream,
     recorder: Recorder,
     pending: &PendingSession,
@@ -49,7 +49,6 @@ pub(super) async fn run(
     let id = &pending.session_id;
     // A session terminated while it was starting stays Terminating until it has ended.
     state::attached(app, id, &terminate).await;
-    let mut client = client;
     if client.send_control(&Control::Ready { session_id: id.clone() }).await.is_ok() {
         tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
     }
