@@ -361,6 +361,14 @@ impl Registry {
         lock(&self.sessions).remove(session_id);
         lock(&self.resumable).remove(session_id);
     }
+
+    /// Registers a session a previous broker process left running, adopted at start-up
+    /// (`session::recover`), so TerminateSession reaches it; returns its terminate token.
+    pub fn adopt(&self, session_id: &str) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        lock(&self.sessions).insert(session_id.to_owned(), cancel.clone());
+        cancel
+    }
 }
 
 #[cfg(test)]

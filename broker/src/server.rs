@@ -11,11 +11,11 @@ use airlock_recordings::aws::{AwsClients, AwsSettings};
 use airlock_recordings::sink::shipper::Shipper;
 use airlock_recordings::Spool;
 
-use crate::app::{now_us, App, Settings};
+use crate::app::{App, Settings};
 use crate::ca::{CaError, CertificateAuthority};
 use crate::registry::Registry;
 use crate::secrets::MasterKey;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{SqliteStore, StoreError};
 
 /// How to run a broker.
 #[derive(Debug, Clone)]
@@ -168,18 +168,17 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     let exporter = opts.metrics_token_file.as_deref().map(crate::metrics::Exporter::install).transpose()?;
     let store = open_store(dir).await?;
     let account = account_id(dir)?;
-    let orphans = store.fail_orphaned_sessions(now_us()).await?;
-    if orphans > 0 {
-        tracing::warn!(orphans, "sessions left open by a previous run were marked Failed");
-    }
     let recordings_dir = dir.join("recordings");
     std::fs::create_dir_all(&recordings_dir)
         .map_err(|source| StartError::DataDir { path: recordings_dir.clone(), source })?;
     let spool_dir = dir.join("spool");
+    // Sessions a previous process left live: those that can resume keep their recordings.
+    let orphans = crate::session::recover::find(&store, &spool_dir).await?;
+    let keep = orphans.keep();
     // Before serving, so no new session's recording is ever mistaken for a crashed one. The
     // recordings folder held unfinished recordings before the spool existed.
     for folder in [&spool_dir, &recordings_dir] {
-        match airlock_recordings::recover_unfinished(folder).await {
+        match airlock_recordings::recover_unfinished_except(folder, &keep).await {
             Ok(done) if !done.is_empty() => {
                 tracing::warn!(
                     recovered = done.len(),
@@ -239,6 +238,8 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
         shipper,
         console: crate::console::Console::new(opts.console.clone()),
     });
+    // Before serving: a ResumeSession or a reconnecting agent must find them.
+    crate::session::recover::adopt(&app, orphans).await;
     let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };
     let mut router = crate::api::router(app.clone())
         .merge(crate::console::router(app.clone()))

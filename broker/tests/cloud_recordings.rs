@@ -262,7 +262,10 @@ fn an_outage_of_s3_and_cloudwatch_keeps_sessions_going_and_loses_nothing() {
 fn a_broker_killed_mid_session_delivers_the_recording_after_its_restart() {
     let cloud = Cloud::start();
     let broker = cloud.broker_in(tempfile::tempdir().unwrap());
-    broker.set_preferences(cloud_prefs(false));
+    // A session that cannot resume after the restart (wire.md §2.4): its recording is closed.
+    let mut prefs = cloud_prefs(false);
+    prefs["resumeWindowSeconds"] = 0.into();
+    broker.set_preferences(prefs);
     let agent = broker.agent("a");
     let cli = broker
         .command(&agent.instance_id, "echo kill-marker-$((6*7)); sleep 300")

@@ -112,6 +112,8 @@ fn audit_chain_reveals_edited_and_deleted_events() {
 #[test]
 fn recording_survives_a_broker_killed_mid_session() {
     let broker = Broker::start();
+    // A session that cannot resume after the restart (wire.md §2.4): its recording is closed.
+    broker.set_preferences(json!({ "resumeWindowSeconds": 0 }));
     let agent = broker.agent("a");
     let (spool, recordings) = (broker.data_dir().join("spool"), broker.data_dir().join("recordings"));
     let cli = broker

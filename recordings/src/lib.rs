@@ -9,6 +9,7 @@ pub mod asciicast;
 pub mod aws;
 pub mod local;
 pub mod recover;
+pub mod resume;
 pub mod sink;
 pub mod spool;
 /// Test support shared by the crates' end-to-end tests; not used by the broker itself.
@@ -18,5 +19,6 @@ pub mod utf8;
 
 pub use asciicast::{Event, EventCode, Header};
 pub use local::{EndReason, Manifest, Recorder, RecordingError, RecordingMeta};
-pub use recover::recover_unfinished;
+pub use recover::{recover_unfinished, recover_unfinished_except};
+pub use resume::{FramePositions, Reopened};
 pub use spool::{Progress, Spool, SpoolStatus};

@@ -126,23 +126,26 @@ pub const MAX_EVENT_TEXT: usize = 40 * 1024;
 /// Writes one session's recording into the spool.
 pub struct Recorder {
     /// None when the session runs unrecorded (the preferences allow it and recording failed).
-    writing: Option<Writing>,
-    meta: RecordingMeta,
-    started: Instant,
-    started_unix_us: u64,
-    hasher: Sha256,
-    size: u64,
-    events: u64,
-    out_carry: Utf8Carry,
-    in_carry: Utf8Carry,
+    pub(crate) writing: Option<Writing>,
+    pub(crate) meta: RecordingMeta,
+    pub(crate) started: Instant,
+    pub(crate) started_unix_us: u64,
+    pub(crate) hasher: Sha256,
+    pub(crate) size: u64,
+    pub(crate) events: u64,
+    pub(crate) out_carry: Utf8Carry,
+    pub(crate) in_carry: Utf8Carry,
+    /// Where each direction's frames stand, for a session that survives a broker restart
+    /// ([`crate::resume`]).
+    pub(crate) frames: Option<crate::resume::FrameLog>,
 }
 
 /// The open spool file of a recorded session.
-struct Writing {
-    file: tokio::fs::File,
-    part_path: PathBuf,
-    spool: Spool,
-    active: Arc<Active>,
+pub(crate) struct Writing {
+    pub(crate) file: tokio::fs::File,
+    pub(crate) part_path: PathBuf,
+    pub(crate) spool: Spool,
+    pub(crate) active: Arc<Active>,
 }
 
 fn unix_us() -> u64 {
@@ -287,10 +290,11 @@ impl Recorder {
             events: 0,
             out_carry: Utf8Carry::default(),
             in_carry: Utf8Carry::default(),
+            frames: None,
         }
     }
 
-    fn header(&self) -> Header {
+    pub(crate) fn header(&self) -> Header {
         let mut env = std::collections::BTreeMap::new();
         if !self.meta.term.is_empty() {
             env.insert("TERM".to_owned(), self.meta.term.clone());
@@ -315,7 +319,7 @@ impl Recorder {
         &self.meta
     }
 
-    async fn write(&mut self, line: String) -> Result<(), RecordingError> {
+    pub(crate) async fn write(&mut self, line: String) -> Result<(), RecordingError> {
         let Some(w) = &mut self.writing else { return Ok(()) };
         self.hasher.update(line.as_bytes());
         self.size += line.len() as u64;
@@ -348,7 +352,7 @@ impl Recorder {
         Ok(())
     }
 
-    fn elapsed_us(&self) -> u64 {
+    pub(crate) fn elapsed_us(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
     }
 
@@ -366,7 +370,8 @@ impl Recorder {
 
     /// Records a terminal resize.
     pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), RecordingError> {
-        self.write(event_line(self.elapsed_us(), EventCode::Resize, &format!("{cols}x{rows}"))).await
+        self.write(event_line(self.elapsed_us(), EventCode::Resize, &format!("{cols}x{rows}"))).await?;
+        self.checkpoint().await
     }
 
     /// Records bytes of forwarded connection `conn`, when the preferences ask for them:
@@ -395,7 +400,8 @@ impl Recorder {
 
     /// Records a lifecycle note, e.g. a forwarded connection opening or closing.
     pub async fn marker(&mut self, note: &str) -> Result<(), RecordingError> {
-        self.write(event_line(self.elapsed_us(), EventCode::Marker, note)).await
+        self.write(event_line(self.elapsed_us(), EventCode::Marker, note)).await?;
+        self.checkpoint().await
     }
 
     /// Closes the recording: flushes held-back bytes, notes how it ended, syncs, renames
@@ -432,6 +438,9 @@ impl Recorder {
         let manifest_len = publish(w.spool.dir(), &part, &manifest).await?;
         w.spool.grew(manifest_len);
         w.active.finished(self.size);
+        if let Some(frames) = self.frames.take() {
+            frames.remove(&w.spool).await;
+        }
         Ok(manifest)
     }
 }

@@ -21,6 +21,15 @@ use crate::{EndReason, Manifest, RecordingError, RecordingMeta};
 /// Stops at the first file it cannot recover; the ones before stay recovered and the rest
 /// are tried again by the next call. A missing `dir` holds none.
 pub async fn recover_unfinished(dir: &Path) -> Result<Vec<Manifest>, RecordingError> {
+    recover_unfinished_except(dir, &std::collections::HashSet::new()).await
+}
+
+/// [`recover_unfinished`], leaving alone the recordings of the sessions in `keep`: a
+/// restarted broker resumes them ([`crate::Recorder::reopen`]).
+pub async fn recover_unfinished_except(
+    dir: &Path,
+    keep: &std::collections::HashSet<String>,
+) -> Result<Vec<Manifest>, RecordingError> {
     let io = |source| RecordingError::Io { path: dir.to_owned(), source };
     let mut entries = match tokio::fs::read_dir(dir).await {
         Ok(e) => e,
@@ -32,7 +41,7 @@ pub async fn recover_unfinished(dir: &Path) -> Result<Vec<Manifest>, RecordingEr
         let name = entry.file_name();
         let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".cast.part")) else { continue };
         // Only names the recorder could have made; anything else is not ours to touch.
-        if valid_session_id(id) && entry.file_type().await.map_err(io)?.is_file() {
+        if valid_session_id(id) && !keep.contains(id) && entry.file_type().await.map_err(io)?.is_file() {
             parts.push((id.to_owned(), entry.path()));
         }
     }
@@ -52,24 +61,31 @@ pub async fn recover_unfinished(dir: &Path) -> Result<Vec<Manifest>, RecordingEr
             .await
             .map_err(|e| RecordingError::Io { path: part.clone(), source: std::io::Error::other(e) })??;
         publish(dir, &part, &manifest).await?;
+        // Closed for good: its resume checkpoint, if it had one, is of no use any more.
+        let frames = crate::resume::frames_path(dir, &manifest.meta.session_id);
+        if let Err(e) = tokio::fs::remove_file(&frames).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(RecordingError::Io { path: frames, source: e });
+            }
+        }
         recovered.push(manifest);
     }
     Ok(recovered)
 }
 
 /// What the intact lines of a part file hold.
-struct Scan {
-    header: Header,
+pub(crate) struct Scan {
+    pub(crate) header: Header,
     /// Bytes of complete, valid lines; anything after is a torn line.
-    valid_len: u64,
-    hasher: Sha256,
-    events: u64,
-    last_us: u64,
+    pub(crate) valid_len: u64,
+    pub(crate) hasher: Sha256,
+    pub(crate) events: u64,
+    pub(crate) last_us: u64,
     /// How the session ended, if the last event already says so.
-    ended: Option<(EndReason, Option<i32>)>,
+    pub(crate) ended: Option<(EndReason, Option<i32>)>,
 }
 
-fn scan(path: &Path, file: &File) -> Result<Scan, RecordingError> {
+pub(crate) fn scan(path: &Path, file: &File) -> Result<Scan, RecordingError> {
     let io = |source| RecordingError::Io { path: path.to_owned(), source };
     let bad = |reason: String| RecordingError::Unrecoverable { path: path.to_owned(), reason };
     let mut reader = BufReader::new(file);

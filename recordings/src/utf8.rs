@@ -18,6 +18,16 @@ impl Utf8Carry {
         text
     }
 
+    /// The bytes held back (at most 3), for a checkpoint of a resumable recording.
+    pub fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// A carry holding `bytes` back, as a checkpoint saved them.
+    pub fn with_pending(bytes: &[u8]) -> Self {
+        Utf8Carry { pending: bytes.to_vec() }
+    }
+
     /// Whatever is left at the end of the stream (an incomplete sequence, made lossy).
     pub fn finish(&mut self) -> String {
         let text = String::from_utf8_lossy(&self.pending).into_owned();

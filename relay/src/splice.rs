@@ -447,7 +447,8 @@ where
                 pos.next += 1;
                 // Recorded once: a resend after a re-attach is forwarded, not recorded again.
                 if frame.seq >= pos.recorded {
-                    if let Err(e) = rec.lock().await.input(&frame.payload).await {
+                    // With the frame's number, so a restarted broker knows what is recorded.
+                    if let Err(e) = rec.lock().await.input_frames(&frame.payload, frame.seq + 1).await {
                         break UpEnd::RecordingFailed(e.to_string());
                     }
                     pos.recorded = frame.seq + 1;
@@ -612,7 +613,7 @@ where
             break DownEnd::Protocol(format!("agent: data frame {seq} out of order, expected {expected}"));
         }
         if !text.is_empty() {
-            if let Err(e) = rec.lock().await.output(&text).await {
+            if let Err(e) = rec.lock().await.output_frames(&text, pos.recorded).await {
                 break DownEnd::RecordingFailed(format!("recording failed, session stopped: {e}"));
             }
         }

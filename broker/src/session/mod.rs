@@ -6,11 +6,13 @@
 //!   client to its live session);
 //! - `process` owns a shell or command session's life across lost connections;
 //! - `port` runs a port session, one client stream per forwarded TCP connection;
+//! - [`recover`] adopts the sessions a previous broker process left running;
 //! - [`state`] is the one writer of a session's status.
 
 pub mod link;
 mod port;
 mod process;
+pub mod recover;
 mod serve;
 pub mod state;
 

@@ -40,7 +40,7 @@ const REATTACH_POLL: Duration = Duration::from_millis(250);
 /// on (to linger on).
 pub(super) async fn run(
     app: &App,
-    (mut client, mut link): (ClientStream, Arc<dyn ClientLink>),
+    (mut client, link): (ClientStream, Arc<dyn ClientLink>),
     agent: AgentStream,
     recorder: Recorder,
     pending: &PendingSession,
@@ -52,13 +52,42 @@ pub(super) async fn run(
     if client.send_control(&Control::Ready { session_id: id.clone() }).await.is_ok() {
         tracing::info!(session = %id, target = %pending.target, owner = %pending.owner.arn, "session connected");
     }
-    let (returns_tx, mut returns) = mpsc::channel(1);
+    let (returns_tx, returns) = mpsc::channel(1);
     app.registry.set_resumable(id, &pending.owner.arn, returns_tx);
-    let limits = pending.launch.limits;
-    let deadlines = Deadlines::from_now(limits);
+    let deadlines = Deadlines::from_now(pending.launch.limits);
     let rec: SharedRecorder = Arc::new(tokio::sync::Mutex::new(recorder));
-    let (mut c_read, mut c_write) = client.split();
-    let (mut agent, mut at) = (agent, Positions::default());
+    let (c_read, c_write) = client.split();
+    let attached = Attached { client: (c_read, c_write), link, agent, at: Positions::default() };
+    drive(app, attached, (rec, deadlines), pending, (terminate, returns)).await
+}
+
+/// A client stream and an agent stream spliced from `at`.
+pub(super) struct Attached {
+    /// The client's stream, split.
+    pub(super) client: (ClientReader, ClientWriter),
+    /// The connection it came on.
+    pub(super) link: Arc<dyn ClientLink>,
+    /// The agent's stream.
+    pub(super) agent: AgentStream,
+    /// Where the directions stand.
+    pub(super) at: Positions,
+}
+
+type ClientReader = tokio_util::codec::FramedRead<super::link::ClientRead, airlock_proto::FrameCodec>;
+type ClientWriter = tokio_util::codec::FramedWrite<super::link::ClientWrite, airlock_proto::FrameCodec>;
+
+/// Relays attachment after attachment until the session ends, then records how; returns
+/// the client connection it ended on.
+pub(super) async fn drive(
+    app: &App,
+    attached: Attached,
+    (rec, deadlines): (SharedRecorder, Deadlines),
+    pending: &PendingSession,
+    (terminate, mut returns): (CancellationToken, mpsc::Receiver<ClientReturn>),
+) -> Arc<dyn ClientLink> {
+    let id = &pending.session_id;
+    let limits = pending.launch.limits;
+    let Attached { client: (mut c_read, mut c_write), mut link, mut agent, mut at } = attached;
     // Bytes relayed over every attachment (each splice counts its own).
     let mut relayed = (0u64, 0u64);
     let window = pending.launch.resume_window;
@@ -114,7 +143,7 @@ pub(super) async fn run(
             let ClientReturn { stream, output_next, link: next } = back;
             link = next;
             (c_read, c_write) = stream.split();
-            match reattach_agent(app, pending, output_next, &terminate).await {
+            match reattach_agent(app, pending, output_next, &terminate, deadline_after(window)).await {
                 Ok((stream, input_next)) => {
                     tracing::info!(session = %id, input_next, output_next, "client resumed");
                     if c_write.send(Frame::control(&Control::Resumed { input_next })).await.is_err() {
@@ -140,7 +169,8 @@ pub(super) async fn run(
         }
         tracing::info!(session = %id, "the agent's link dropped; waiting for it to re-attach the session");
         state::detached(app, id, &terminate).await;
-        match reattach_agent(app, pending, a.positions.output_next, &terminate).await {
+        match reattach_agent(app, pending, a.positions.output_next, &terminate, deadline_after(window)).await
+        {
             Ok((stream, input_next)) => {
                 tracing::info!(session = %id, input_next, output_next = a.positions.output_next, "agent re-attached");
                 if c_write.send(Frame::control(&Control::Resumed { input_next })).await.is_err() {
@@ -160,12 +190,27 @@ pub(super) async fn run(
     };
     app.registry.session_ended(id);
     let outcome = Attachment { bytes_from_client: relayed.0, bytes_from_agent: relayed.1, ..outcome };
-    finish(app, pending, rec, outcome).await;
+    let status = match outcome.end {
+        EndReason::ProtocolError => SessionStatus::Failed,
+        _ => SessionStatus::Terminated,
+    };
+    finish(app, pending, rec, outcome, status).await;
     link
 }
 
-/// Finishes the recording and records the session's end.
-async fn finish(app: &App, pending: &PendingSession, rec: SharedRecorder, a: Attachment) {
+/// The instant `window` from now.
+pub(super) fn deadline_after(window: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + window
+}
+
+/// Finishes the recording and records the session's end with `status`.
+pub(super) async fn finish(
+    app: &App,
+    pending: &PendingSession,
+    rec: SharedRecorder,
+    a: Attachment,
+    status: SessionStatus,
+) {
     let id = &pending.session_id;
     let outcome = SpliceOutcome {
         recording: finish_recording(rec, a.end, a.exit_code).await,
@@ -174,10 +219,6 @@ async fn finish(app: &App, pending: &PendingSession, rec: SharedRecorder, a: Att
         message: a.message,
         bytes_from_client: a.bytes_from_client,
         bytes_from_agent: a.bytes_from_agent,
-    };
-    let status = match outcome.end {
-        EndReason::ProtocolError => SessionStatus::Failed,
-        _ => SessionStatus::Terminated,
     };
     let end = SessionEnd {
         status,
@@ -202,7 +243,7 @@ async fn finish(app: &App, pending: &PendingSession, rec: SharedRecorder, a: Att
 
 /// Ends a detached session's process on the agent at once, if the agent is connected (else
 /// the agent ends it when its own resume window passes).
-async fn close_on_agent(app: &App, pending: &PendingSession) {
+pub(super) async fn close_on_agent(app: &App, pending: &PendingSession) {
     let Some(link) = app.registry.agent(&pending.target) else { return };
     let close = async {
         let (mut stream, _) = attach_on(&link.connection, pending, u64::MAX).await.ok()?;
@@ -219,14 +260,14 @@ async fn close_on_agent(app: &App, pending: &PendingSession) {
 /// Waits for the session's agent to be connected (within the resume window) and re-attaches
 /// the session on a new stream: `Attach` from `resend_from`, answered by `Attached` with the
 /// next input frame the agent expects.
-async fn reattach_agent(
+pub(super) async fn reattach_agent(
     app: &App,
     pending: &PendingSession,
     resend_from: u64,
     terminate: &CancellationToken,
+    deadline: tokio::time::Instant,
 ) -> Result<(AgentStream, u64), (EndReason, CloseReason, String)> {
     let window = pending.launch.resume_window;
-    let deadline = tokio::time::Instant::now() + window;
     loop {
         if terminate.is_cancelled() {
             close_on_agent(app, pending).await;

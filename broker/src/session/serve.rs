@@ -212,7 +212,11 @@ async fn open_session(
             return Err((CloseReason::ProtocolError, "a port session runs no process".into()))
         }
     };
-    let recorder = start_recording(app, pending, cols, rows, term).await?;
+    let mut recorder = start_recording(app, pending, cols, rows, term).await?;
+    // Checkpoints of what is recorded let a restarted broker resume the session (wire.md §2.4).
+    if let Err(e) = recorder.track_frames().await {
+        tracing::warn!(session = %pending.session_id, error = %e, "the session will not survive a broker restart");
+    }
     let started = match app.registry.agent(&pending.target) {
         // A new kind of session only goes to an agent that says it knows it (wire.md §2.6).
         Some(agent)

@@ -9,8 +9,9 @@
 //!  any ──────▶ Terminated | Failed            (ended: final, written once)
 //! ```
 //!
-//! The one other write is at start-up, before any session runs: sessions a previous broker
-//! process left open are marked `Failed` (`Store::fail_orphaned_sessions`).
+//! At start-up, before anything is served, the sessions a previous broker process left
+//! live go through here too ([`super::recover`]): those that can resume become
+//! `Disconnected` for the resume window, the others end `Failed`.
 //!
 //! A terminate under way is not undone: a session being terminated stays `Terminating` until
 //! it has ended, whatever its connections do meanwhile.

@@ -304,6 +304,4 @@ pub trait Store: IamStore + LoginStore + DocumentStore + Send + Sync {
     async fn sessions(&self, active: bool) -> Result<Vec<SessionRecord>, StoreError>;
     /// How many sessions are live (not ended) in each status.
     async fn live_session_counts(&self) -> Result<Vec<(SessionStatus, u64)>, StoreError>;
-    /// Marks sessions left active by a previous broker process as failed; returns how many.
-    async fn fail_orphaned_sessions(&self, now_us: i64) -> Result<u64, StoreError>;
 }

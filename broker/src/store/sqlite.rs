@@ -395,17 +395,6 @@ impl Store for SqliteStore {
         };
         Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
     }
-
-    async fn fail_orphaned_sessions(&self, now_us: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET status = 'Failed', end_us = ?, details = 'the broker restarted while the session was active' \
-             WHERE end_us IS NULL",
-        )
-        .bind(now_us)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
 }
 
 #[cfg(test)]
@@ -632,28 +621,5 @@ mod tests {
             }
         }
         assert_eq!(won, 1);
-    }
-
-    #[tokio::test]
-    async fn orphaned_sessions_fail_on_restart() {
-        let (_d, s) = store().await;
-        let rec = SessionRecord {
-            session_id: "a-1".into(),
-            target: "t".into(),
-            document: "d".into(),
-            owner_arn: "o".into(),
-            reason: String::new(),
-            status: SessionStatus::Connected,
-            start_us: 1,
-            end_us: None,
-            details: String::new(),
-            exit_code: None,
-            max_duration_minutes: Some(60),
-            s3_output_url: Some("s3://b/k.cast".into()),
-            cloudwatch_output_url: None,
-        };
-        s.insert_session(&rec).await.unwrap();
-        assert_eq!(s.fail_orphaned_sessions(2).await.unwrap(), 1);
-        assert_eq!(s.session("a-1").await.unwrap().unwrap().status, SessionStatus::Failed);
     }
 }

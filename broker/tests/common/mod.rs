@@ -350,6 +350,8 @@ pub(crate) struct Terminal {
     pub writer: Box<dyn Write + Send>,
     pub child: Box<dyn portable_pty::Child + Send + Sync>,
     pub screen: Arc<Mutex<String>>,
+    /// Every byte the program wrote, as written.
+    pub raw: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Terminal {
@@ -363,17 +365,19 @@ impl Terminal {
         let mut reader = pty.master.try_clone_reader().unwrap();
         let writer = pty.master.take_writer().unwrap();
         let screen = Arc::new(Mutex::new(String::new()));
-        let sink = screen.clone();
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let (sink, raw_sink) = (screen.clone(), raw.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
+                raw_sink.lock().unwrap().extend_from_slice(&buf[..n]);
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Terminal { master: pty.master, writer, child, screen }
+        Terminal { master: pty.master, writer, child, screen, raw }
     }
 
     /// Types text.
