@@ -58,7 +58,8 @@ async fn register_missing(root: &Path, n: usize) -> Result<usize> {
     let gate = Arc::new(Semaphore::new(REGISTERING_AT_ONCE));
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in missing.chunks(PER_ACTIVATION) {
-        let body = json!({ "IamRole": "bench", "RegistrationLimit": chunk.len(), "Description": "idle-agents" });
+        let body =
+            json!({ "IamRole": "bench", "RegistrationLimit": chunk.len(), "Description": "idle-agents" });
         let act: Value = client.call("CreateActivation", &body).await?;
         let field = |name: &str| act.get(name).and_then(Value::as_str).map(str::to_owned);
         let (Some(id), Some(code)) = (field("ActivationId"), field("ActivationCode")) else {
