@@ -238,6 +238,7 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
         settings: Settings { account, public_url: url.clone(), region: opts.region.clone(), recordings_dir },
         shipper,
         console: crate::console::Console::new(opts.console.clone()),
+        commands: Default::default(),
     });
     let tls = if opts.insecure_http { None } else { Some(crate::http::tls_config(chain, key)?) };
     let mut router = crate::api::router(app.clone())
@@ -250,5 +251,8 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     tokio::spawn(crate::quic::serve(app.clone(), quic.clone(), opts.quic.clone()));
     tokio::spawn(crate::api::close_abandoned_sessions(app.clone()));
     tokio::spawn(crate::password::warm_up());
+    let commands = app.commands.clone();
+    let store = app.store.clone();
+    tokio::spawn(async move { commands.resume(store).await });
     Ok(Broker { app, url, local_addr, first_admin_key, quic })
 }
