@@ -324,9 +324,15 @@ impl Scheduler {
         for idx in 0..self.invocations.len() {
             let inv = &self.invocations[idx];
             let online = self.service.is_online(&inv.instance_id);
+            // Delivered but never started (the agent went away, or the message was lost)
+            // counts as not delivered; a cancel makes sure it does not start late.
             let not_started = matches!(inv.status(), RunStatus::Pending | RunStatus::Delayed)
-                || (inv.status() == RunStatus::InProgress && inv.started_us.is_none() && !online);
+                || (inv.status() == RunStatus::InProgress && inv.started_us.is_none());
             if not_started && now >= delivery_deadline {
+                if inv.delivered {
+                    let instance = inv.instance_id.clone();
+                    self.service.send(&instance, Control::CancelCommand { command_id: self.id.clone() });
+                }
                 self.set(idx, RunStatus::TimedOut, "DeliveryTimedOut");
                 self.save(idx).await;
                 continue;
