@@ -386,3 +386,60 @@ fn bad_requests_get_ssm_errors() {
         (Some("Failed"), Some("NoInstancesInTag"), Some(0))
     );
 }
+
+#[test]
+fn the_cli_sends_waits_lists_and_fails_when_an_invocation_fails() {
+    let broker = Broker::start();
+    let agents: Vec<Agent> = (0..2).map(|n| broker.agent(&format!("c{n}"))).collect();
+    for a in &agents {
+        tag(&broker, &a.instance_id, "Role", "web");
+    }
+    let out = broker
+        .cli()
+        .args([
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--targets",
+            "Key=tag:Role,Values=web",
+        ])
+        .args(["--parameters", r#"{"commands":["echo up"]}"#, "--max-concurrency", "50%", "--wait"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for a in &agents {
+        assert!(text.contains(&format!("{}  done     Success  exit 0", a.instance_id)), "{text}");
+    }
+    assert!(text.contains("Success: 2 targets, 2 completed, 0 errors"), "{text}");
+    let command_id = text.lines().next().unwrap().strip_prefix("CommandId ").unwrap().to_owned();
+    let v = broker.api(&["list-command-invocations", "--command-id", &command_id, "--details"]);
+    assert_eq!(v["CommandInvocations"][0]["CommandPlugins"][0]["Output"], "up\n", "{v}");
+    let v = broker.api(&[
+        "get-command-invocation",
+        "--command-id",
+        &command_id,
+        "--instance-id",
+        &agents[0].instance_id,
+    ]);
+    assert_eq!(v["StandardOutputContent"], "up\n");
+    let v = broker.api(&["list-commands"]);
+    assert_eq!(v["Commands"][0]["CommandId"], command_id.as_str());
+
+    // One target fails: --wait says so and exits non-zero.
+    let out = broker
+        .cli()
+        .args([
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--instance-ids",
+            &agents[0].instance_id,
+        ])
+        .args(["--parameters", r#"{"commands":["exit 7"]}"#, "--wait"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("done     Failed  exit 7"), "{text}");
+}
