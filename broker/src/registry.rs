@@ -494,7 +494,7 @@ mod tests {
         let used_resume = r.mint_resume_token("s", "arn:me").unwrap();
         r.redeem_resume(&used_resume).unwrap();
         let waiting = r.mint_token(pending("waiting"));
-        let late = r.mint_token(pending("late"));
+        let _late = r.mint_token(pending("late"));
         expire(&r, |s| matches!(s, TokenState::Pending(p) if p.session_id == "late"));
         for mint in [0, 1] {
             // A live spent token stays refused as used, not forgotten.
@@ -564,10 +564,10 @@ mod tests {
         let r = Registry::default();
         let (first, second) = (link().await, link().await);
         assert!(r.agent("mi-1").is_none());
-        let g1 = r.agent_connected("mi-1", first.conn.clone());
+        let g1 = r.agent_connected("mi-1", first.conn.clone(), airlock_proto::PeerVersion::current());
         assert_eq!(r.agent("mi-1").map(|a| a.generation), Some(g1));
         assert!(!closed(&first.conn));
-        let g2 = r.agent_connected("mi-1", second.conn.clone());
+        let g2 = r.agent_connected("mi-1", second.conn.clone(), airlock_proto::PeerVersion::current());
         assert_ne!(g1, g2);
         assert!(closed(&first.conn), "the replaced link is closed");
         assert!(!closed(&second.conn));
@@ -583,7 +583,7 @@ mod tests {
         let r = Registry::default();
         let l = link().await;
         assert!(!r.disconnect_agent("mi-2", CLOSE_DEREGISTERED, b"gone"));
-        r.agent_connected("mi-2", l.conn.clone());
+        r.agent_connected("mi-2", l.conn.clone(), airlock_proto::PeerVersion::current());
         assert!(r.disconnect_agent("mi-2", CLOSE_DEREGISTERED, b"gone"));
         assert!(r.agent("mi-2").is_none());
         assert!(closed(&l.conn));

@@ -445,7 +445,6 @@ where
                 }
                 pos.rewinding = false;
                 pos.next += 1;
-                pos.bytes += frame.payload.len() as u64;
                 // Recorded once: a resend after a re-attach is forwarded, not recorded again.
                 if frame.seq >= pos.recorded {
                     if let Err(e) = rec.lock().await.input(&frame.payload).await {
@@ -453,6 +452,7 @@ where
                     }
                     pos.recorded = frame.seq + 1;
                 }
+                pos.bytes += frame.payload.len() as u64;
             }
             FrameKind::Control => match frame.to_control() {
                 Ok(Control::Resize { cols, rows }) => {
@@ -611,12 +611,13 @@ where
             let expected = pos.next;
             break DownEnd::Protocol(format!("agent: data frame {seq} out of order, expected {expected}"));
         }
-        bytes += size as u64;
         if !text.is_empty() {
             if let Err(e) = rec.lock().await.output(&text).await {
                 break DownEnd::RecordingFailed(format!("recording failed, session stopped: {e}"));
             }
         }
+        // Counted once recorded: a batch the recording refused was never relayed.
+        bytes += size as u64;
         if forwarding {
             let mut sent = Ok(());
             for f in batch {
