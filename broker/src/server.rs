@@ -247,12 +247,12 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     if let Some(exporter) = exporter {
         router = router.merge(crate::metrics::router(app.clone(), exporter));
     }
+    // Commands a previous process left unfinished get their schedulers before any agent can
+    // connect and report on them.
+    app.commands.resume(app.store.clone()).await;
     tokio::spawn(crate::http::serve(tcp, router, tls, opts.http.clone()));
     tokio::spawn(crate::quic::serve(app.clone(), quic.clone(), opts.quic.clone()));
     tokio::spawn(crate::api::close_abandoned_sessions(app.clone()));
     tokio::spawn(crate::password::warm_up());
-    let commands = app.commands.clone();
-    let store = app.store.clone();
-    tokio::spawn(async move { commands.resume(store).await });
     Ok(Broker { app, url, local_addr, first_admin_key, quic })
 }

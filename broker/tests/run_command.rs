@@ -443,3 +443,48 @@ fn the_cli_sends_waits_lists_and_fails_when_an_invocation_fails() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("done     Failed  exit 7"), "{text}");
 }
+
+#[test]
+fn a_broker_restart_loses_no_invocation() {
+    let broker = Broker::start();
+    let mut agents: Vec<Agent> = (0..2).map(|n| broker.agent(&format!("r{n}"))).collect();
+    let ids: Vec<String> = agents.iter().map(|a| a.instance_id.clone()).collect();
+    // The second agent is offline when the command is sent.
+    let pid = agents[1].proc.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    agents[1].proc.0.wait().unwrap();
+    wait_for("the agent to be offline", Duration::from_secs(20), || {
+        let v = ok(&broker, "GetConnectionStatus", json!({"Target": ids[1]}));
+        (v["Status"] == "notconnected").then_some(())
+    });
+    let id = send(
+        &broker,
+        json!({"DocumentName": "AWS-RunShellScript", "InstanceIds": ids, "TimeoutSeconds": 300,
+            "Parameters": {"commands": ["sleep 2", "echo survived"]}}),
+    );
+    wait_for("the first invocation to start", Duration::from_secs(20), || {
+        let got = ok(&broker, "GetCommandInvocation", json!({"CommandId": id, "InstanceId": ids[0]}));
+        (got["ExecutionStartDateTime"] != "").then_some(())
+    });
+    // The broker dies while it runs and comes back on the same port.
+    let port = broker.url.rsplit(':').next().unwrap().to_owned();
+    let Broker { dir, proc, key_id, secret, .. } = broker;
+    drop(proc);
+    let mut broker = Broker::start_in(dir, &["--listen", &format!("127.0.0.1:{port}")]);
+    (broker.key_id, broker.secret) = (key_id, secret);
+    // The first agent's result comes through its reconnect; the second agent, started now,
+    // gets the command from the resumed scheduler.
+    let dir = agents[1].dir.clone();
+    agents[1] = Agent::run(&dir, ids[1].clone());
+    let c = finished(&broker, &id, Duration::from_secs(60));
+    assert_eq!(c["Status"], "Success", "{c}");
+    for instance in &ids {
+        let got = ok(&broker, "GetCommandInvocation", json!({"CommandId": id, "InstanceId": instance}));
+        assert_eq!(got["StandardOutputContent"], "survived\n", "{got}");
+    }
+    for a in &agents {
+        wait_for("the outbox to empty", Duration::from_secs(10), || {
+            (std::fs::read_dir(a.dir.join("commands")).unwrap().count() == 0).then_some(())
+        });
+    }
+}
