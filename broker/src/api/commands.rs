@@ -175,6 +175,15 @@ pub(super) async fn send(gate: &Gate<'_>, req: SendCommand) -> Result<serde_json
     if comment.chars().count() > 100 {
         return Err(bad("ValidationException", "Comment is at most 100 characters"));
     }
+    if app.commands.live() >= crate::run_command::MAX_LIVE_COMMANDS {
+        return Err(bad(
+            "ThrottlingException",
+            format!(
+                "{} commands are in progress; wait for some to finish",
+                crate::run_command::MAX_LIVE_COMMANDS
+            ),
+        ));
+    }
     let targets = resolve_targets(gate, &req).await?;
 
     let command_id = CommandId::generate();

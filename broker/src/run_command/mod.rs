@@ -18,6 +18,9 @@ pub use scheduler::{Event, Limits};
 const AGENT_QUEUE: usize = 256;
 /// Events queued for one scheduler at most.
 const EVENT_QUEUE: usize = 1024;
+/// Commands in progress at once at most; SendCommand is throttled beyond (each holds a
+/// scheduler task until its last invocation settles, up to its delivery timeout).
+pub const MAX_LIVE_COMMANDS: usize = 1000;
 
 /// How an agent can be reached.
 enum Reach {
@@ -146,6 +149,11 @@ impl RunCommands {
             Some(to) => to.send(event).await.is_ok(),
             None => false,
         }
+    }
+
+    /// How many commands are in progress.
+    pub fn live(&self) -> usize {
+        lock(&self.inner.schedulers).len()
     }
 
     /// Starts the scheduler of a command whose rows are stored.
