@@ -426,6 +426,45 @@ fn the_cli_sends_waits_lists_and_fails_when_an_invocation_fails() {
     let v = broker.api(&["list-commands"]);
     assert_eq!(v["Commands"][0]["CommandId"], command_id.as_str());
 
+    // A custom Command document with parameters.
+    let content = json!({"schemaVersion": "2.2", "description": "greet",
+        "parameters": {"who": {"type": "String", "allowedPattern": "^[a-z]+$"},
+            "greeting": {"type": "String", "default": "hello", "allowedValues": ["hello", "bye"]}},
+        "mainSteps": [{"action": "aws:runShellScript", "name": "greet",
+            "inputs": {"runCommand": ["echo {{ greeting }} {{ who }}"]}}]});
+    ok(
+        &broker,
+        "CreateDocument",
+        json!({"Name": "Greet", "DocumentType": "Command", "Content": content.to_string()}),
+    );
+    let id = send(
+        &broker,
+        json!({"DocumentName": "Greet", "InstanceIds": [agents[1].instance_id], "Parameters": {"who": ["world"]}}),
+    );
+    finished(&broker, &id, Duration::from_secs(30));
+    let got =
+        ok(&broker, "GetCommandInvocation", json!({"CommandId": id, "InstanceId": agents[1].instance_id}));
+    assert_eq!(
+        (got["StandardOutputContent"].as_str(), got["DocumentVersion"].as_str()),
+        (Some("hello world\n"), Some("1"))
+    );
+    for bad in [json!({"who": ["world; reboot"]}), json!({"who": ["x"], "greeting": ["hi"]}), json!({})] {
+        let (status, v) = call(
+            &broker,
+            "SendCommand",
+            json!({"DocumentName": "Greet", "InstanceIds": [agents[1].instance_id], "Parameters": bad}),
+        );
+        assert_eq!((status, v["__type"].as_str()), (400, Some("InvalidParameters")), "{v}");
+    }
+    let bad_doc = json!({"schemaVersion": "2.2", "parameters": {"p": {"type": "String", "allowedPattern": "(["}},
+        "mainSteps": [{"action": "aws:runShellScript", "name": "x", "inputs": {"runCommand": ["{{ p }}"]}}]});
+    let (status, v) = call(
+        &broker,
+        "CreateDocument",
+        json!({"Name": "Bad", "DocumentType": "Command", "Content": bad_doc.to_string()}),
+    );
+    assert_eq!((status, v["__type"].as_str()), (400, Some("InvalidDocumentContent")), "{v}");
+
     // One target fails: --wait says so and exits non-zero.
     let out = broker
         .cli()

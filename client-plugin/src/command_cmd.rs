@@ -166,6 +166,10 @@ pub async fn send_and_wait(client: &Client, body: &Value, out: &mut dyn Write) -
     writeln!(out, "CommandId {command_id}")?;
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
+        // The command's status first: invocations read after it show every final state.
+        let listed = client.call("ListCommands", &json!({"CommandId": command_id})).await?;
+        let command = &listed["Commands"][0];
+        let status = command["Status"].as_str().unwrap_or("");
         let invocations = all_invocations(client, &command_id).await?;
         for i in &invocations {
             let line = progress(i);
@@ -176,9 +180,6 @@ pub async fn send_and_wait(client: &Client, body: &Value, out: &mut dyn Write) -
             }
         }
         out.flush()?;
-        let listed = client.call("ListCommands", &json!({"CommandId": command_id})).await?;
-        let command = &listed["Commands"][0];
-        let status = command["Status"].as_str().unwrap_or("");
         if matches!(status, "Success" | "Failed" | "TimedOut" | "Cancelled") {
             let failed = invocations.iter().filter(|i| i["Status"] != "Success").count();
             writeln!(

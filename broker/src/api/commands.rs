@@ -8,7 +8,7 @@ use super::commands_json::*;
 use super::{document_arn, instance_arn, paginate, ApiError, Op};
 use crate::app::now_us;
 use crate::authz::Gate;
-use crate::run_command::plan::{script_for, Rate, Refusal, PLUGIN};
+use crate::run_command::plan::{script_for, Rate, Refusal, PLUGIN, RUN_SHELL_SCRIPT};
 use crate::run_command::Event;
 use crate::store::{CommandRecord, InvocationRecord, RunStatus};
 use airlock_proto::{CommandId, InstanceId};
@@ -134,10 +134,7 @@ pub(super) async fn send(gate: &Gate<'_>, req: SendCommand) -> Result<serde_json
         ctx.insert_multi(&format!("ssm:DocumentParameters/{k}"), values.clone());
     }
     gate.require_in(&ctx, Op::SendCommand, &document_arn(app, &name)).await?;
-    let script = script_for(&name, &req.parameters)?;
-    if req.document_version.as_deref().is_some_and(|v| !matches!(v, "$DEFAULT" | "$LATEST" | "1")) {
-        return Err(bad("InvalidDocumentVersion", format!("{name} has only version 1")));
-    }
+    let (script, document_version) = command_script(gate, &name, &req).await?;
     if req.document_hash.is_some() || req.document_hash_type.is_some() {
         return Err(bad("InvalidParameters", "DocumentHash is not supported by this broker"));
     }
@@ -216,7 +213,7 @@ pub(super) async fn send(gate: &Gate<'_>, req: SendCommand) -> Result<serde_json
     let record = CommandRecord {
         command_id: command_id.to_string(),
         document_name: name,
-        document_version: "1".into(),
+        document_version,
         comment,
         parameters: serde_json::to_string(&req.parameters).unwrap_or_else(|_| "{}".into()),
         script: script.script,
@@ -240,6 +237,37 @@ pub(super) async fn send(gate: &Gate<'_>, req: SendCommand) -> Result<serde_json
     let out = json!({ "Command": command_json(&record, &refs) });
     app.commands.schedule(app.store.clone(), record, invocations);
     Ok(out)
+}
+
+/// The script a document makes with the request's parameters, and the document version used:
+/// `AWS-RunShellScript`, or a custom Command document (its latest version by default).
+async fn command_script(
+    gate: &Gate<'_>,
+    name: &str,
+    req: &SendCommand,
+) -> Result<(crate::run_command::plan::Script, String), ApiError> {
+    let version = req.document_version.as_deref();
+    if name == RUN_SHELL_SCRIPT || name.starts_with("AWS-") {
+        if version.is_some_and(|v| !matches!(v, "$DEFAULT" | "$LATEST" | "1")) {
+            return Err(bad("InvalidDocumentVersion", format!("{name} has only version 1")));
+        }
+        return Ok((script_for(name, &req.parameters)?, "1".into()));
+    }
+    let want = match version {
+        None | Some("$DEFAULT" | "$LATEST") => None,
+        Some(v) => {
+            Some(v.parse::<i64>().map_err(|_| bad("InvalidDocumentVersion", format!("version {v:?}")))?)
+        }
+    };
+    let doc = gate.app.store.document(name, want).await?.filter(|d| d.document_type == "Command");
+    let Some(doc) = doc else {
+        return Err(bad(
+            "InvalidDocument",
+            format!("Command document {name} (version {}) does not exist", version.unwrap_or("$DEFAULT")),
+        ));
+    };
+    let parsed = crate::run_command::document::parse(&doc.content)?;
+    Ok((parsed.render(&req.parameters)?, doc.version.to_string()))
 }
 
 fn parse_command_id(id: &str) -> Result<CommandId, ApiError> {

@@ -2,6 +2,7 @@
 //! (the only writer of its rows), and this service routes between schedulers and the agent
 //! links: commands out to connected agents, results and reconnects back in.
 
+pub mod document;
 pub mod plan;
 mod scheduler;
 
