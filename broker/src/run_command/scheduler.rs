@@ -337,14 +337,26 @@ impl Scheduler {
                 self.save(idx).await;
                 continue;
             }
+            // A cancel sent to an agent that never started the command and never came back.
+            if inv.status() == RunStatus::Cancelling && inv.started_us.is_none() && now >= delivery_deadline {
+                self.set(idx, RunStatus::Cancelled, "Cancelled");
+                self.save(idx).await;
+                continue;
+            }
+            // The agent kills the command at its execution timeout; a result this late is
+            // not coming (the agent went away, or lost it).
             let overdue = inv.started_us.is_some_and(|s| {
                 now > s
                     .saturating_add(self.command.execution_timeout_s.saturating_mul(1_000_000))
                     .saturating_add(RESULT_GRACE_US)
             });
-            if overdue && !online && matches!(inv.status(), RunStatus::InProgress | RunStatus::Cancelling) {
+            if overdue && matches!(inv.status(), RunStatus::InProgress | RunStatus::Cancelling) {
                 self.set(idx, RunStatus::TimedOut, "ExecutionTimedOut");
-                self.invocations[idx].stderr = "the agent went away and did not report a result".into();
+                self.invocations[idx].stderr = if online {
+                    "the agent did not report a result after the execution timeout".into()
+                } else {
+                    "the agent went away and did not report a result".into()
+                };
                 self.save(idx).await;
             }
         }
