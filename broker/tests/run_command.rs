@@ -449,6 +449,14 @@ fn the_cli_sends_waits_lists_and_fails_when_an_invocation_fails() {
         "CreateDocument",
         json!({"Name": "Greet", "DocumentType": "Command", "Content": content.to_string()}),
     );
+    let d = ok(&broker, "DescribeDocument", json!({"Name": "Greet"}));
+    assert_eq!(
+        (d["Document"]["DocumentType"].as_str(), d["Document"]["SchemaVersion"].as_str()),
+        (Some("Command"), Some("2.2")),
+        "{d}"
+    );
+    assert_eq!(d["Document"]["Parameters"][0]["Name"], "greeting", "{d}");
+    assert_eq!(d["Document"]["Parameters"][0]["DefaultValue"], "hello", "{d}");
     let id = send(
         &broker,
         json!({"DocumentName": "Greet", "InstanceIds": [agents[1].instance_id], "Parameters": {"who": ["world"]}}),

@@ -318,7 +318,7 @@ impl Docs<'_> {
                 e
             })
             .collect();
-        json!({
+        let mut out = json!({
             "Hash": v.sha256,
             "HashType": "Sha256",
             "Name": v.name,
@@ -336,7 +336,14 @@ impl Docs<'_> {
             "DefaultVersion": latest.to_string(),
             "DocumentFormat": v.document_format,
             "Tags": tags_json(&v.tags),
-        })
+        });
+        if v.document_type == COMMAND {
+            let command = crate::run_command::document::parse(&v.content).ok();
+            out["SchemaVersion"] = json!(crate::run_command::document::SCHEMA);
+            out["Description"] = json!(command.as_ref().map(|d| d.description.as_str()).unwrap_or_default());
+            out["Parameters"] = json!(command.map(|d| d.parameters_json()).unwrap_or_default());
+        }
+        out
     }
 
     /// The latest version of a document, built-ins included, and whether Amazon owns it.

@@ -39,6 +39,8 @@ struct RawParameter {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
+    description: String,
+    #[serde(default)]
     default: Option<serde_json::Value>,
     #[serde(default)]
     allowed_values: Option<Vec<String>>,
@@ -68,6 +70,7 @@ struct RawInputs {
 #[derive(Debug)]
 struct Parameter {
     list: bool,
+    description: String,
     default: Option<Vec<String>>,
     allowed_values: Option<Vec<String>>,
     allowed_pattern: Option<regex_lite::Regex>,
@@ -150,8 +153,16 @@ pub fn parse(content: &str) -> Result<CommandDocument, Refusal> {
         };
         let default =
             p.default.as_ref().map(|d| strings(d, &format!("parameter {name}'s default"))).transpose()?;
-        parameters
-            .insert(name, Parameter { list, default, allowed_values: p.allowed_values, allowed_pattern });
+        parameters.insert(
+            name,
+            Parameter {
+                list,
+                description: p.description,
+                default,
+                allowed_values: p.allowed_values,
+                allowed_pattern,
+            },
+        );
     }
     if raw.main_steps.is_empty() || raw.main_steps.len() > MAX_STEPS {
         return Err(bad(format!("mainSteps takes 1 to {MAX_STEPS} steps")));
@@ -190,6 +201,24 @@ pub fn parse(content: &str) -> Result<CommandDocument, Refusal> {
 }
 
 impl CommandDocument {
+    /// DescribeDocument's `Parameters`: name, type, description and default.
+    pub fn parameters_json(&self) -> Vec<serde_json::Value> {
+        self.parameters
+            .iter()
+            .map(|(name, p)| {
+                let mut e = serde_json::json!({
+                    "Name": name,
+                    "Type": if p.list { "StringList" } else { "String" },
+                    "Description": p.description,
+                });
+                if let Some(d) = &p.default {
+                    e["DefaultValue"] = serde_json::json!(d.join(","));
+                }
+                e
+            })
+            .collect()
+    }
+
     /// The script for `params`: every parameter given or defaulted, checked against its
     /// allowed values and pattern, and substituted.
     pub fn render(&self, params: &HashMap<String, Vec<String>>) -> Result<Script, Refusal> {
