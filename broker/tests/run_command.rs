@@ -386,6 +386,10 @@ fn bad_requests_get_ssm_errors() {
     assert_eq!(v["__type"], "InvalidCommandId");
     let (_, v) = call(&broker, "CancelCommand", json!({"CommandId": "0b5c3a4e-2f1d-4c8e-9a6b-3d2e1f0a9b8c"}));
     assert_eq!(v["__type"], "InvalidCommandId");
+    for op in ["ListCommands", "ListCommandInvocations"] {
+        let (_, v) = call(&broker, op, json!({"CommandId": "0b5c3a4e-2f1d-4c8e-9a6b-3d2e1f0a9b8c"}));
+        assert_eq!(v["__type"], "InvalidCommandId", "{op}");
+    }
     // No instance has the tag: the command fails at once with SSM's detail.
     let id = send(
         &broker,

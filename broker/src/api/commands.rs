@@ -331,7 +331,10 @@ async fn select(
         i.parse::<InstanceId>().map_err(|e| bad("InvalidInstanceId", e.to_string()))?;
     }
     let commands = match &command_id {
-        Some(id) => app.store.command(id.as_str()).await?.into_iter().collect(),
+        Some(id) => match app.store.command(id.as_str()).await? {
+            Some(c) => vec![c],
+            None => return Err(bad("InvalidCommandId", format!("Command {id} does not exist."))),
+        },
         None => app.store.commands(req.instance_id.as_deref()).await?,
     };
     let mut kept = Vec::new();
