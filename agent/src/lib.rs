@@ -11,6 +11,7 @@ pub mod host;
 pub mod link;
 pub mod register;
 pub mod renew;
+pub mod run_command;
 pub mod session;
 pub mod state;
 

@@ -17,6 +17,7 @@ use crate::endpoint;
 use crate::error::Error;
 use crate::host;
 use crate::renew::{self, Validity};
+use crate::run_command::Commands;
 use crate::session::{self, ForwardConfig, LiveSessions, SessionLimits, StreamReport};
 use crate::state::{Registration, StateDir};
 
@@ -91,6 +92,15 @@ enum Cause {
     Untrusted,
 }
 
+/// Kills the process groups of running commands when the agent's run loop ends.
+struct KillOnDrop(Commands);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill_all();
+    }
+}
+
 /// A failed or lost link.
 #[derive(Debug)]
 struct Failure {
@@ -137,6 +147,9 @@ pub async fn run(
         "agent starting"
     );
     let mut renewal = Renewal { dir, registration, validity, next_try: None, renewed: false };
+    // Run Command invocations outlive links; their process groups die with the agent.
+    let (commands, mut command_out) = Commands::open(data_dir)?;
+    let _kill_commands = KillOnDrop(commands.clone());
 
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_cap);
     // Sessions outlive the link they came on just long enough to stop their processes.
@@ -152,7 +165,15 @@ pub async fn run(
             Ok(link) => {
                 let up_since = Instant::now();
                 tracing::info!(remote = %link.conn.remote_address(), "connected to the broker");
-                let end = serve(link, config, &mut shutdown, (&mut sessions, &live), &mut renewal).await;
+                let end = serve(
+                    link,
+                    config,
+                    &mut shutdown,
+                    (&mut sessions, &live),
+                    &mut renewal,
+                    (&commands, &mut command_out),
+                )
+                .await;
                 if std::mem::take(&mut renewal.renewed) {
                     // The renewed certificate is for the next connect; this link keeps the one
                     // it authenticated with, which the broker accepts until its expiry.
@@ -305,6 +326,7 @@ async fn serve(
     shutdown: &mut watch::Receiver<bool>,
     (sessions, live): (&mut JoinSet<()>, &LiveSessions),
     renewal: &mut Renewal,
+    (commands, command_out): (&Commands, &mut tokio::sync::mpsc::Receiver<Control>),
 ) -> LinkEnd {
     let Link { endpoint, conn, control } = link;
     let mut renew_due = renewal.due();
@@ -319,6 +341,8 @@ async fn serve(
     let forward =
         ForwardConfig { link_gone: config.forward.link_gone.child_token(), ..config.forward.clone() };
     let _end_forwards = forward.link_gone.clone().drop_guard();
+    // Results the broker has not acknowledged go first on every link.
+    let mut backlog = commands.unacknowledged().await;
 
     let end = loop {
         let silence_deadline = last_heard + config.heartbeat_timeout;
@@ -335,6 +359,13 @@ async fn serve(
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => break LinkEnd::Lost(failure(&conn, format!("sending heartbeat: {e}"))),
                     Err(_) => break LinkEnd::Lost(failure(&conn, "sending heartbeat timed out".into())),
+                }
+            }
+            Some(msg) = async { match backlog.pop() { Some(m) => Some(m), None => command_out.recv().await } } => {
+                match timeout(config.heartbeat_interval, control_tx.send(Frame::control(&msg))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break LinkEnd::Lost(failure(&conn, format!("sending a command report: {e}"))),
+                    Err(_) => break LinkEnd::Lost(failure(&conn, "sending a command report timed out".into())),
                 }
             }
             _ = tokio::time::sleep_until(renew_due), if pending.is_none() => match renew::start() {
@@ -382,6 +413,9 @@ async fn serve(
                         renewal.retry_later();
                         renew_due = renewal.due();
                     }
+                    Ok(Control::RunCommand(spec)) => commands.start(spec),
+                    Ok(Control::CancelCommand { command_id }) => commands.cancel(&command_id),
+                    Ok(Control::CommandResultAck { command_id }) => commands.acknowledged(&command_id),
                     Ok(Control::Close { reason, message }) => break LinkEnd::Lost(Failure {
                         detail: format!("broker closed the control stream: {reason:?}: {message}"),
                         cause: Cause::Refused,

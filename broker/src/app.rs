@@ -46,6 +46,8 @@ pub struct App {
     pub shipper: Shipper,
     /// Browser console sessions and the sign-in slow-down.
     pub console: crate::console::Console,
+    /// Run Command: the commands' schedulers and the agents' queues.
+    pub commands: crate::run_command::RunCommands,
 }
 
 /// Compiled policies per principal; cleared on every identity change (one broker process

@@ -45,6 +45,7 @@ pub(crate) async fn app() -> TestApp {
         },
         shipper,
         console: crate::console::Console::new(Default::default()),
+        commands: Default::default(),
     };
     TestApp { app, _dir: dir }
 }

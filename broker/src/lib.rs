@@ -22,6 +22,7 @@ pub mod preferences;
 pub mod private_files;
 pub mod quic;
 pub mod registry;
+pub mod run_command;
 pub mod secrets;
 pub mod server;
 pub mod session;

@@ -84,6 +84,7 @@ operations! {
     }
     Sts "sts:" { AssumeRole }
     Recordings "airlock:" { ListRecordings, GetRecording, GetRecordingStatus, SearchRecordings }
+    Ssm "ssm:" { SendCommand, ListCommands, ListCommandInvocations, GetCommandInvocation, CancelCommand }
 }
 
 impl Op {
@@ -106,7 +107,9 @@ impl Op {
             | UpdateDocument
             | DeleteDocument
             | AssumeRole
-            | DeregisterManagedInstance => true,
+            | DeregisterManagedInstance
+            | SendCommand
+            | CancelCommand => true,
             op => matches!(op.service(), Service::Iam) && !op.reads_only(),
         }
     }

@@ -237,6 +237,7 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
         settings: Settings { account, public_url: url.clone(), region: opts.region.clone(), recordings_dir },
         shipper,
         console: crate::console::Console::new(opts.console.clone()),
+        commands: Default::default(),
     });
     // Before serving: a ResumeSession or a reconnecting agent must find them.
     crate::session::recover::adopt(&app, orphans).await;
@@ -247,6 +248,9 @@ pub async fn start(opts: Options) -> Result<Broker, StartError> {
     if let Some(exporter) = exporter {
         router = router.merge(crate::metrics::router(app.clone(), exporter));
     }
+    // Commands a previous process left unfinished get their schedulers before any agent can
+    // connect and report on them.
+    app.commands.resume(app.store.clone()).await;
     tokio::spawn(crate::http::serve(tcp, router, tls, opts.http.clone()));
     tokio::spawn(crate::quic::serve(app.clone(), quic.clone(), opts.quic.clone()));
     tokio::spawn(crate::api::close_abandoned_sessions(app.clone()));

@@ -106,6 +106,13 @@ fn sample(op: Op, account: &str) -> Value {
             "AuthenticationCode1": "123456", "AuthenticationCode2": "654321"}),
         Op::DeactivateMFADevice => json!({"UserName": "victim", "SerialNumber": victim_mfa}),
         Op::DeleteVirtualMFADevice => json!({"SerialNumber": victim_mfa}),
+        Op::SendCommand => json!({"DocumentName": "AWS-RunShellScript", "InstanceIds": [VICTIM_INSTANCE],
+            "Parameters": {"commands": ["id"]}}),
+        Op::ListCommands | Op::ListCommandInvocations => json!({}),
+        Op::GetCommandInvocation => {
+            json!({"CommandId": "0b5c3a4e-2f1d-4c8e-9a6b-3d2e1f0a9b8c", "InstanceId": VICTIM_INSTANCE})
+        }
+        Op::CancelCommand => json!({"CommandId": "0b5c3a4e-2f1d-4c8e-9a6b-3d2e1f0a9b8c"}),
     }
 }
 

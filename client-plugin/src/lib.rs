@@ -10,6 +10,7 @@ pub mod api;
 pub mod audit_cmd;
 pub mod call;
 pub mod cast;
+pub mod command_cmd;
 pub mod config;
 pub mod credentials;
 pub mod error;

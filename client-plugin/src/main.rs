@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use airlock_cli::audit_cmd::AuditCommand;
+use airlock_cli::command_cmd::{self, ListCommandsArgs, SendCommandArgs};
 use airlock_cli::iam_cmd::IamCommand;
 use airlock_cli::params::{self, Parameters};
 use airlock_cli::ports::{self, Forward};
@@ -87,6 +88,41 @@ enum Command {
     /// The audit log's integrity.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run a command on instances by id or by tag (Run Command), with rate control.
+    #[command(name = "send-command")]
+    Send(SendCommandArgs),
+    /// List commands, newest first.
+    ListCommands(ListCommandsArgs),
+    /// List command invocations (one per instance); --details adds output and exit codes.
+    ListCommandInvocations {
+        #[command(flatten)]
+        list: ListCommandsArgs,
+        /// Include each invocation's plugin output and exit code.
+        #[arg(long)]
+        details: bool,
+    },
+    /// One invocation's status, exit code and output.
+    GetCommandInvocation {
+        /// The command.
+        #[arg(long, value_name = "ID")]
+        command_id: String,
+        /// The managed instance (mi-…).
+        #[arg(long, value_name = "ID")]
+        instance_id: String,
+        /// The plugin (aws:runShellScript).
+        #[arg(long)]
+        plugin_name: Option<String>,
+    },
+    /// Cancel a command on all its targets, or on some.
+    #[command(name = "cancel-command")]
+    Cancel {
+        /// The command.
+        #[arg(long, value_name = "ID")]
+        command_id: String,
+        /// Only on these instances.
+        #[arg(long, num_args = 1.., value_name = "ID")]
+        instance_ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +277,8 @@ enum Task {
     Call(ApiCall),
     /// `recordings …` and `audit …`: their own calls and output.
     Job(Job),
+    /// `send-command --wait`: the request, then progress until the command is done.
+    SendAndWait(Value),
 }
 
 impl Task {
@@ -296,6 +334,26 @@ impl Task {
             Command::Sts(c) => return Ok(Task::Call(c.into_call())),
             Command::Recordings(c) => return Ok(Task::Job(Job::Recordings(c))),
             Command::Audit(c) => return Ok(Task::Job(Job::Audit(c))),
+            Command::Send(a) if a.wait => return Ok(Task::SendAndWait(a.body())),
+            Command::Send(a) => ("SendCommand", a.body()),
+            Command::ListCommands(a) => return Ok(Task::Call(a.call("ListCommands", false))),
+            Command::ListCommandInvocations { list, details } => {
+                return Ok(Task::Call(list.call("ListCommandInvocations", details)))
+            }
+            Command::GetCommandInvocation { command_id, instance_id, plugin_name } => {
+                let mut body = json!({ "CommandId": command_id, "InstanceId": instance_id });
+                if let Some(p) = plugin_name {
+                    body["PluginName"] = json!(p);
+                }
+                ("GetCommandInvocation", body)
+            }
+            Command::Cancel { command_id, instance_ids } => {
+                let mut body = json!({ "CommandId": command_id });
+                if !instance_ids.is_empty() {
+                    body["InstanceIds"] = json!(instance_ids);
+                }
+                ("CancelCommand", body)
+            }
         };
         Ok(Task::Call(ApiCall::new(Service::Ssm, op, body)))
     }
@@ -326,6 +384,10 @@ async fn dispatch(task: Task, settings: Settings) -> anyhow::Result<Done> {
             Ok(Done::Show(call, response))
         }
         Task::Job(job) => Ok(Done::Exit(job.run(&client).await?)),
+        Task::SendAndWait(body) => {
+            let code = command_cmd::send_and_wait(&client, &body, &mut std::io::stdout()).await?;
+            Ok(Done::Exit(code))
+        }
     }
 }
 
@@ -403,6 +465,7 @@ mod tests {
             Task::Start(request) => Ok(request),
             Task::Call(c) => panic!("expected start-session, got {}", c.operation),
             Task::Job(j) => panic!("expected start-session, got {j:?}"),
+            Task::SendAndWait(b) => panic!("expected start-session, got {b}"),
         }
     }
 
@@ -466,8 +529,43 @@ mod tests {
         let argv = std::iter::once("airlock").chain(args.iter().copied());
         match Task::from_command(Cli::try_parse_from(argv).unwrap().command).unwrap() {
             Task::Call(call) => call,
-            Task::Start(_) | Task::Job(_) => panic!("expected an API call"),
+            Task::Start(_) | Task::Job(_) | Task::SendAndWait(_) => panic!("expected an API call"),
         }
+    }
+
+    #[test]
+    fn run_command_flags_make_ssm_requests() {
+        let c = call_task(&[
+            "send-command",
+            "--document-name",
+            "AWS-RunShellScript",
+            "--targets",
+            "Key=tag:Environment,Values=Production",
+            "--parameters",
+            r#"{"commands":["uptime","df -h"]}"#,
+            "--timeout-seconds",
+            "600",
+            "--max-concurrency",
+            "50%",
+            "--max-errors",
+            "0",
+        ]);
+        assert_eq!(
+            (c.target(), c.body),
+            (
+                "AmazonSSM.SendCommand".to_owned(),
+                json!({"DocumentName": "AWS-RunShellScript",
+                    "Targets": [{"Key": "tag:Environment", "Values": ["Production"]}],
+                    "Parameters": {"commands": ["uptime", "df -h"]}, "TimeoutSeconds": 600,
+                    "MaxConcurrency": "50%", "MaxErrors": "0"})
+            )
+        );
+        let c = call_task(&["list-command-invocations", "--command-id", "c", "--details"]);
+        assert_eq!(c.body, json!({"CommandId": "c", "Details": true}));
+        let c = call_task(&["cancel-command", "--command-id", "c", "--instance-ids", "mi-1", "mi-2"]);
+        assert_eq!(c.body, json!({"CommandId": "c", "InstanceIds": ["mi-1", "mi-2"]}));
+        let c = call_task(&["get-command-invocation", "--command-id", "c", "--instance-id", "mi-1"]);
+        assert_eq!(c.target(), "AmazonSSM.GetCommandInvocation");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::{CommandResult, RunCommand};
+use crate::ids::CommandId;
 use crate::version::PeerVersion;
 
 /// What the agent runs for a session.
@@ -250,6 +252,32 @@ pub enum Control {
         /// The session it asks for.
         request: ClientRequest,
     },
+    /// broker → agent on the control stream, only to agents with the `run-command`
+    /// capability: run one Run Command invocation. Sent again after a reconnect while the
+    /// broker has no result; the agent runs each command id at most once.
+    RunCommand(RunCommand),
+    /// broker → agent on the control stream: kill the invocation's process group; its result
+    /// says `Cancelled`. Unknown or finished commands are ignored.
+    CancelCommand {
+        /// The command to cancel.
+        command_id: CommandId,
+    },
+    /// agent → broker on the control stream: the invocation's process started.
+    CommandStarted {
+        /// The command that started.
+        command_id: CommandId,
+        /// When it started, Unix time in microseconds.
+        started_us: i64,
+    },
+    /// agent → broker on the control stream: an invocation's result, resent after every
+    /// reconnect until acknowledged.
+    CommandResult(CommandResult),
+    /// broker → agent on the control stream: the result of `command_id` is recorded; the
+    /// agent forgets it.
+    CommandResultAck {
+        /// The command whose result is recorded.
+        command_id: CommandId,
+    },
 }
 
 #[cfg(test)]
@@ -338,6 +366,29 @@ mod tests {
                     term: "xterm".into(),
                 },
             },
+            Control::RunCommand(crate::command::RunCommand {
+                command_id: CommandId::generate(),
+                script: "uptime\ndf -h".into(),
+                execution_timeout_s: 3600,
+                working_directory: String::new(),
+                run_as: None,
+            }),
+            Control::CancelCommand { command_id: CommandId::generate() },
+            Control::CommandStarted { command_id: CommandId::generate(), started_us: 1 },
+            Control::CommandResult(crate::command::CommandResult {
+                command_id: CommandId::generate(),
+                outcome: crate::command::CommandOutcome::TimedOut,
+                exit_code: 137,
+                stdout: "out".into(),
+                stderr: String::new(),
+                stdout_bytes: 99_999,
+                stderr_bytes: 0,
+                stdout_sha256: "ab".into(),
+                stderr_sha256: "cd".into(),
+                started_us: 5,
+                ended_us: 6,
+            }),
+            Control::CommandResultAck { command_id: CommandId::generate() },
         ];
         for msg in msgs {
             let bytes = postcard::to_allocvec(&msg).unwrap();
@@ -416,6 +467,9 @@ mod fuzz {
 mod frozen {
     use super::*;
 
+    /// A command id for the Run Command messages.
+    const ID: &str = "0b5c3a4e-2f1d-4c8e-9a6b-3d2e1f0a9b8c";
+
     #[test]
     fn existing_messages_keep_their_bytes() {
         let cases: Vec<(Control, &str)> = vec![
@@ -488,6 +542,36 @@ mod frozen {
                 },
                 "04017302026c735018017800",
             ),
+            // Run Command (capability `run-command`), appended after the versioned hellos.
+            (
+                Control::RunCommand(crate::command::RunCommand {
+                    command_id: ID.parse().unwrap(),
+                    script: "ls".into(),
+                    execution_timeout_s: 600,
+                    working_directory: String::new(),
+                    run_as: None,
+                }),
+                "162430623563336134652d326631642d346338652d396136622d336432653166306139623863026c73d8040000",
+            ),
+            (Control::CancelCommand { command_id: ID.parse().unwrap() }, "172430623563336134652d326631642d346338652d396136622d336432653166306139623863"),
+            (Control::CommandStarted { command_id: ID.parse().unwrap(), started_us: 2 }, "182430623563336134652d326631642d346338652d396136622d33643265316630613962386304"),
+            (
+                Control::CommandResult(crate::command::CommandResult {
+                    command_id: ID.parse().unwrap(),
+                    outcome: crate::command::CommandOutcome::Exited,
+                    exit_code: 1,
+                    stdout: "o".into(),
+                    stderr: "e".into(),
+                    stdout_bytes: 1,
+                    stderr_bytes: 1,
+                    stdout_sha256: "a".into(),
+                    stderr_sha256: "b".into(),
+                    started_us: 1,
+                    ended_us: 2,
+                }),
+                "192430623563336134652d326631642d346338652d396136622d3364326531663061396238630002016f01650101016101620204",
+            ),
+            (Control::CommandResultAck { command_id: ID.parse().unwrap() }, "1a2430623563336134652d326631642d346338652d396136622d336432653166306139623863"),
         ];
         for (msg, hex) in cases {
             let bytes = postcard::to_allocvec(&msg).unwrap();

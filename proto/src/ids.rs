@@ -136,6 +136,59 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// A Run Command command id: a lower-case UUID (`8-4-4-4-12` hex digits), as SSM's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CommandId(String);
+
+impl CommandId {
+    /// A fresh random (version 4) id.
+    pub fn generate() -> Self {
+        CommandId(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CommandId {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, IdError> {
+        // Lower case only, so an id names one file and one row whatever the caller typed.
+        let ok = value.len() == 36
+            && value.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            });
+        if ok {
+            Ok(CommandId(value))
+        } else {
+            Err(IdError { kind: "command id", value, why: "expected a lower-case UUID" })
+        }
+    }
+}
+
+impl std::str::FromStr for CommandId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        CommandId::try_from(s.to_owned())
+    }
+}
+
+impl From<CommandId> for String {
+    fn from(id: CommandId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +230,16 @@ mod tests {
         assert!("a b".parse::<SessionId>().is_err());
         assert!("x".repeat(97).parse::<SessionId>().is_err());
         assert!("".parse::<SessionId>().is_err());
+        for bad in [
+            "",
+            "0b5c3a4e-2f1d-4c8e-9a6b-3d2e1f0a9b8",
+            "0B5C3A4E-2F1D-4C8E-9A6B-3D2E1F0A9B8C",
+            "0b5c3a4e_2f1d-4c8e-9a6b-3d2e1f0a9b8c",
+            "../../etc/passwd/xxxxxxxxxxxxxxxxxxx",
+        ] {
+            assert!(bad.parse::<CommandId>().is_err(), "{bad}");
+        }
+        let c = CommandId::generate();
+        assert_eq!(c.as_str().parse::<CommandId>().unwrap(), c);
     }
 }

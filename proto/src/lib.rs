@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod command;
 pub mod control;
 pub mod endpoint;
 pub mod frame;
@@ -15,10 +16,11 @@ pub mod ssm;
 pub mod stream;
 pub mod version;
 
+pub use command::{CommandOutcome, CommandResult, RunCommand};
 pub use control::{AgentHello, ClientRequest, CloseReason, Control, SessionSpec};
 pub use endpoint::{Endpoint, EndpointError};
 pub use frame::{Frame, FrameCodec, FrameKind, ProtoError, HEADER_LEN, MAX_FRAME_LEN};
-pub use ids::{IdError, InstanceId, SessionId};
+pub use ids::{CommandId, IdError, InstanceId, SessionId};
 pub use stream::FramedStream;
 pub use version::{PeerVersion, VersionError};
 

@@ -14,11 +14,13 @@ pub const PROTOCOL: u32 = 2;
 /// The oldest protocol a broker of this build serves.
 pub const MIN_PROTOCOL: u32 = 1;
 /// What this build can do beyond its protocol's baseline.
-pub const CAPABILITIES: &[&str] = &[RESUME, INTERACTIVE_COMMAND];
+pub const CAPABILITIES: &[&str] = &[RESUME, INTERACTIVE_COMMAND, RUN_COMMAND];
 /// Sessions outlive their connections (`Ack`, `Attach`, `ClientResume`, … of §2.4).
 pub const RESUME: &str = "resume";
 /// The agent runs `SessionSpec::InteractiveCommand` (a command on a PTY).
 pub const INTERACTIVE_COMMAND: &str = "interactive-command";
+/// The agent runs Run Command invocations (`Control::RunCommand` and the messages after it).
+pub const RUN_COMMAND: &str = "run-command";
 /// Capabilities a hello may list; more is a protocol error.
 pub const MAX_CAPABILITIES: usize = 32;
 /// Length of one capability's name at most.

@@ -158,9 +158,12 @@ def test_formats_and_types_other_than_json_session_are_refused(admin, unique):
     name = f"Prefs-{unique}"
     e = error_of(create, admin, name, prefs(), DocumentFormat="YAML")
     assert_code(e, "InvalidDocumentContent", "YAML documents are not supported; send JSON")
+    # Command (also SSM's default type) documents are Run Command's schema 2.2.
     e = error_of(admin.create_document, Name=name, Content=prefs(), DocumentType="Command")
-    assert_code(e, "InvalidDocumentType", "Session")
+    assert_code(e, "InvalidDocumentSchemaVersion", "2.2")
     e = error_of(admin.create_document, Name=name, Content=prefs())
+    assert_code(e, "InvalidDocumentSchemaVersion", "2.2")
+    e = error_of(admin.create_document, Name=name, Content=prefs(), DocumentType="Automation")
     assert_code(e, "InvalidDocumentType", "Session")
     port = json.dumps({"schemaVersion": "1.0", "sessionType": "Port", "properties": {"portNumber": "22"}})
     e = error_of(create, admin, SHELL_DOCUMENT, port)

@@ -277,5 +277,10 @@ fn control_name(msg: &Control) -> &'static str {
         Control::ClientResume { .. } => "ClientResume",
         Control::Resumed { .. } => "Resumed",
         Control::ResumeWindow { .. } => "ResumeWindow",
+        Control::RunCommand(_) => "RunCommand",
+        Control::CancelCommand { .. } => "CancelCommand",
+        Control::CommandStarted { .. } => "CommandStarted",
+        Control::CommandResult(_) => "CommandResult",
+        Control::CommandResultAck { .. } => "CommandResultAck",
     }
 }

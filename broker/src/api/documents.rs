@@ -24,6 +24,8 @@ use crate::store::{DocumentVersion, NewVersion, Store, VersionRefusal};
 /// SSM's limit on a document's content.
 const MAX_CONTENT: usize = 64 * 1024;
 const SESSION: &str = "Session";
+/// Run Command documents (schema 2.2, `aws:runShellScript` steps).
+pub(super) const COMMAND: &str = "Command";
 const JSON_FORMAT: &str = "JSON";
 const PLATFORMS: [&str; 2] = ["Linux", "MacOS"];
 /// The owner SSM shows for its own documents.
@@ -269,6 +271,24 @@ fn check_content(name: &str, content: &str, format: Option<&str>) -> Result<Sess
     Ok(parsed)
 }
 
+/// Checks content as its document type wants it: Session documents as Session Manager's,
+/// Command documents as Run Command's (schema 2.2).
+fn check_typed(name: &str, document_type: &str, content: &str, format: Option<&str>) -> Result<(), ApiError> {
+    if document_type != COMMAND {
+        return check_content(name, content, format).map(|_| ());
+    }
+    if content.len() > MAX_CONTENT {
+        return Err(ApiError::bad(
+            "MaxDocumentSizeExceeded",
+            format!("documents are limited to {MAX_CONTENT} bytes"),
+        ));
+    }
+    if format.is_some_and(|f| f != JSON_FORMAT) {
+        return Err(ApiError::bad("InvalidDocumentContent", "send JSON documents"));
+    }
+    crate::run_command::document::parse(content).map(|_| ()).map_err(ApiError::from)
+}
+
 fn tags_json(tags: &[(String, String)]) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag { key: k.clone(), value: v.clone() }).collect()
 }
@@ -298,7 +318,7 @@ impl Docs<'_> {
                 e
             })
             .collect();
-        json!({
+        let mut out = json!({
             "Hash": v.sha256,
             "HashType": "Sha256",
             "Name": v.name,
@@ -316,7 +336,14 @@ impl Docs<'_> {
             "DefaultVersion": latest.to_string(),
             "DocumentFormat": v.document_format,
             "Tags": tags_json(&v.tags),
-        })
+        });
+        if v.document_type == COMMAND {
+            let command = crate::run_command::document::parse(&v.content).ok();
+            out["SchemaVersion"] = json!(crate::run_command::document::SCHEMA);
+            out["Description"] = json!(command.as_ref().map(|d| d.description.as_str()).unwrap_or_default());
+            out["Parameters"] = json!(command.map(|d| d.parameters_json()).unwrap_or_default());
+        }
+        out
     }
 
     /// The latest version of a document, built-ins included, and whether Amazon owns it.
@@ -362,26 +389,37 @@ async fn create(auth: &impl Authorize, docs: &Docs<'_>, req: CreateDocument) -> 
     check_tags(&req.tags)?;
     auth.authorize(Op::CreateDocument, Some(&name), None, &req.tags).await?;
     refuse_amazon(&name, "created")?;
-    match req.document_type.as_deref() {
-        Some(SESSION) => {}
+    let document_type = match req.document_type.as_deref() {
+        Some(SESSION) => SESSION,
+        // Absent is SSM's default: Command.
+        None | Some(COMMAND) => COMMAND,
         other => {
             return Err(ApiError::bad(
                 "InvalidDocumentType",
                 format!(
-                    "DocumentType {}: this broker keeps Session documents only; send DocumentType Session",
-                    other.unwrap_or("absent (SSM's default is Command)")
+                    "DocumentType {}: this broker keeps Session and Command documents",
+                    other.unwrap_or_default()
                 ),
             ))
         }
+    };
+    if name == PREFERENCES_DOCUMENT && document_type != SESSION {
+        return Err(ApiError::bad(
+            "InvalidDocumentType",
+            format!(
+                "DocumentType {}: {PREFERENCES_DOCUMENT} holds the Session Manager preferences; send DocumentType Session",
+                req.document_type.as_deref().unwrap_or("absent (SSM's default is Command)")
+            ),
+        ));
     }
-    check_content(&name, &req.content, req.document_format.as_deref())?;
+    check_typed(&name, document_type, &req.content, req.document_format.as_deref())?;
     let doc = DocumentVersion {
         sha256: sha256_hex(&req.content),
         name,
         version: 1,
         content: req.content,
         document_format: JSON_FORMAT.to_owned(),
-        document_type: SESSION.to_owned(),
+        document_type: document_type.to_owned(),
         created_us: now_us(),
         tags: req.tags.into_iter().map(|t| (t.key, t.value)).collect(),
     };
@@ -419,7 +457,7 @@ async fn update(auth: &impl Authorize, docs: &Docs<'_>, req: UpdateDocument) -> 
             not_latest(current.version)
         });
     }
-    check_content(&name, &req.content, req.document_format.as_deref())?;
+    check_typed(&name, &current.document_type, &req.content, req.document_format.as_deref())?;
     let new = NewVersion {
         sha256: sha256_hex(&req.content),
         content: req.content,

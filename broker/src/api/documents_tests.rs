@@ -257,7 +257,13 @@ async fn bad_content_and_names_are_refused_precisely() {
             "MaxDocumentSizeExceeded",
             "65536",
         ),
-        (create(prefs(json!({})), json!({"DocumentType": "Command"})), "InvalidDocumentType", "Session"),
+        // A Command document is Run Command's schema 2.2, not Session Manager's.
+        (
+            create(prefs(json!({})), json!({"DocumentType": "Command", "Name": "Custom-Doc"})),
+            "InvalidDocumentSchemaVersion",
+            "2.2",
+        ),
+        (create(prefs(json!({})), json!({"DocumentType": "Automation"})), "InvalidDocumentType", "Session"),
         (json!({"Name": SHELL, "Content": prefs(json!({}))}), "InvalidDocumentType", "absent"),
         (create(prefs(json!({})), json!({"Name": "a/b"})), "ValidationException", "a/b"),
         (create(prefs(json!({})), json!({"Name": "ab"})), "ValidationException", "pattern"),

@@ -3,6 +3,8 @@
 //! registration, SSM's error shapes, and a policy decision before every operation.
 
 mod activations;
+mod commands;
+mod commands_json;
 mod documents;
 mod documents_builtin;
 mod iam;
@@ -253,6 +255,11 @@ async fn handle(gate: &Gate<'_>, op: Op, body: &[u8]) -> Result<serde_json::Valu
         Op::DeactivateMFADevice => iam::deactivate_mfa_device(gate, parse(body)?).await,
         Op::ListMFADevices => iam::list_mfa_devices(gate, parse(body)?).await,
         Op::DeleteVirtualMFADevice => iam::delete_virtual_mfa_device(gate, parse(body)?).await,
+        Op::SendCommand => commands::send(gate, parse(body)?).await,
+        Op::ListCommands => commands::list(gate, parse(body)?).await,
+        Op::ListCommandInvocations => commands::list_invocations(gate, parse(body)?).await,
+        Op::GetCommandInvocation => commands::get_invocation(gate, parse(body)?).await,
+        Op::CancelCommand => commands::cancel(gate, parse(body)?).await,
     }
 }
 
@@ -390,6 +397,10 @@ mod decode_tests {
         let _ = parse::<On<User, super::iam::mfa::EnableMembers>>(body);
         let _ = parse::<super::iam::mfa::ListDevices>(body);
         let _ = parse::<super::iam::mfa::CreateDevice>(body);
+        let _ = parse::<super::commands_json::SendCommand>(body);
+        let _ = parse::<super::commands_json::ListCommands>(body);
+        let _ = parse::<super::commands_json::GetInvocation>(body);
+        let _ = parse::<super::commands_json::CancelCommand>(body);
     }
 
     proptest! {

@@ -80,6 +80,7 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection, cert: Cert
     if let Err(e) = app.store.update_instance_host(&id, &host, now_us()).await {
         tracing::error!(error = %e, "cannot record agent host info");
     }
+    let run_command = version.has(airlock_proto::version::RUN_COMMAND);
     let generation = app.registry.agent_connected(&id, connection.clone(), version);
     let _counted = crate::metrics::agent_connected();
     // A deregistration between the lookup above and this point found no live link to
@@ -90,9 +91,20 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection, cert: Cert
         return;
     }
     tracing::info!(instance = %id, %remote, "agent online");
+    let mut outbound = app.commands.agent_online(&id, generation, run_command);
 
     let why = loop {
-        match control.recv_control(SILENCE_LIMIT).await {
+        // Run Command messages for the agent go out between the agent's own messages.
+        let incoming = tokio::select! {
+            msg = control.recv_control(SILENCE_LIMIT) => msg,
+            Some(out) = next_outbound(&mut outbound) => {
+                if control.send_control(&out).await.is_err() {
+                    break "control stream failed".to_owned();
+                }
+                continue;
+            }
+        };
+        match incoming {
             Ok(Control::Heartbeat { seq }) => {
                 if let Err(e) = app.store.touch_instance(&id, now_us()).await {
                     tracing::error!(error = %e, "cannot record heartbeat");
@@ -106,6 +118,12 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection, cert: Cert
                 if control.send_control(&answer).await.is_err() {
                     break "control stream failed".to_owned();
                 }
+            }
+            Ok(Control::CommandStarted { command_id, started_us }) if outbound.is_some() => {
+                app.commands.started(&id, command_id, started_us).await;
+            }
+            Ok(Control::CommandResult(result)) if outbound.is_some() => {
+                app.commands.result(app.store.as_ref(), &id, result).await;
             }
             Ok(other) => {
                 connection.close(close::PROTOCOL.into(), b"unexpected control message");
@@ -122,8 +140,17 @@ pub(super) async fn run(app: Arc<App>, connection: quinn::Connection, cert: Cert
             Err(e) => break format!("control stream ended: {e}"),
         }
     };
+    app.commands.agent_offline(&id, generation);
     app.registry.agent_disconnected(&id, generation);
     tracing::info!(instance = %id, reason = %why, "agent offline");
+}
+
+/// The next Run Command message for an agent that has the capability; never otherwise.
+async fn next_outbound(queue: &mut Option<tokio::sync::mpsc::Receiver<Control>>) -> Option<Control> {
+    match queue {
+        Some(q) => q.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Signs a renewal CSR for the same instance and accepts the new certificate next to the one

@@ -4,16 +4,19 @@
 //! [`Store`] is the interface; [`sqlite::SqliteStore`] the embedded implementation. A
 //! PostgreSQL implementation can sit behind the same trait for several brokers.
 
+pub mod commands;
 pub mod documents;
 pub mod iam;
 pub mod login;
 pub mod sqlite;
+mod sqlite_commands;
 mod sqlite_documents;
 mod sqlite_iam;
 mod sqlite_login;
 
 use async_trait::async_trait;
 
+pub use commands::*;
 pub use documents::*;
 pub use iam::*;
 pub use login::*;
@@ -236,7 +239,7 @@ pub struct SessionEnd {
 
 /// The broker's persistent state.
 #[async_trait]
-pub trait Store: IamStore + LoginStore + DocumentStore + Send + Sync {
+pub trait Store: IamStore + LoginStore + DocumentStore + CommandStore + Send + Sync {
     /// Whether any principal exists yet (first start creates the admin).
     async fn has_principals(&self) -> Result<bool, StoreError>;
     /// Every activation, newest first.
