@@ -1,5 +1,7 @@
 """The browser console in a real browser: Debian's headless chromium (/usr/bin/chromium)
-driven by Playwright against the real broker and agent. Screenshots go to docs/screenshots/.
+driven by Playwright against the real broker and agent. Screenshots go to target/screenshots/,
+or to docs/screenshots/ with AIRLOCK_UPDATE_SCREENSHOTS=1 (so a test run leaves the checkout as
+it was).
 
 Needs the broker built with the console bundle: bash web/build.sh, then cargo build.
 """
@@ -20,7 +22,7 @@ import pytest
 from conftest import ROOT, make_user, policy, wait_for
 
 CHROMIUM = Path(os.environ.get("AIRLOCK_CHROMIUM", "/usr/bin/chromium"))
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = ROOT / ("docs" if os.environ.get("AIRLOCK_UPDATE_SCREENSHOTS") == "1" else "target") / "screenshots"
 PASSWORD = "console-pass-Horse-9"
 
 CONSOLE_POLICY = policy(
