@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -78,7 +77,4 @@ impl PolicyCache {
     }
 }
 
-/// Now, in integer microseconds since the Unix epoch.
-pub fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
-}
+pub use airlock_proto::clock::now_us;

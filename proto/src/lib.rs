@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod command;
 pub mod control;
 pub mod endpoint;

@@ -7,6 +7,7 @@
 pub mod ansi;
 pub mod asciicast;
 pub mod aws;
+mod clock;
 pub mod local;
 pub mod recover;
 pub mod resume;

@@ -7,13 +7,14 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::asciicast::{event_line, header_line, EventCode, Header};
+use crate::clock::unix_us;
 use crate::sink::SinkSpec;
 use crate::spool::{Active, Spool};
 use crate::utf8::Utf8Carry;
@@ -146,10 +147,6 @@ pub(crate) struct Writing {
     pub(crate) part_path: PathBuf,
     pub(crate) spool: Spool,
     pub(crate) active: Arc<Active>,
-}
-
-fn unix_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// Whether a session id is safe as a file name stem: no separators, no leading dot.

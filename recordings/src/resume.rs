@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::clock::unix_us;
 use crate::local::{parse_title, part_path, sinks_path, valid_session_id, Writing};
 use crate::sink::SinkSpec;
 use crate::spool::Spool;
@@ -153,13 +154,6 @@ impl Checkpoint {
     fn newest(bytes: &[u8]) -> Option<Checkpoint> {
         bytes.chunks_exact(SLOT).filter_map(Checkpoint::decode).max_by_key(|c| c.seq)
     }
-}
-
-fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 impl Recorder {

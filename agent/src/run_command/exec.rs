@@ -5,6 +5,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
 
+use airlock_proto::clock::now_us;
 use airlock_proto::command::{
     MAX_INLINE_STDERR_BYTES, MAX_INLINE_STDERR_CHARS, MAX_INLINE_STDOUT_BYTES, MAX_INLINE_STDOUT_CHARS,
 };
@@ -23,14 +24,6 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_secs(2);
 /// Read size of the output pipes.
 const CHUNK: usize = 16 * 1024;
-
-/// Now, in integer microseconds since the Unix epoch.
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// One output pipe, as far as it is kept: a bounded prefix, the length and the digest.
 #[derive(Default)]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -18,6 +18,7 @@ use super::recovery::Recovery;
 use super::s3::S3Sink;
 use super::{write_durably, Backoff, Sink, SinkError, SinkSpec, SpoolRecording};
 use crate::aws::AwsClients;
+use crate::clock::unix_us;
 use crate::local::{part_path, recording_paths, sinks_path, valid_session_id};
 use crate::spool::{NewRecording, Spool};
 
@@ -65,10 +66,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Shipper {
     inner: Arc<Inner>,
-}
-
-fn unix_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 fn destination(spec: &SinkSpec, local_dir: &Path) -> String {
