@@ -7,6 +7,8 @@
 #     through the activation they register with (CreateActivation's Tags, sent by the AWS CLI;
 #     the first agent, from start_airlock, is tagged with AddTagsToResource). Without the AWS
 #     CLI the command names the N instances with --instance-ids instead.
+#   - Airlock again without --wait's one-second poll: the same send-command, then
+#     `airlock list-commands --command-id` back to back until the command is final.
 #   - parallel-ssh (Debian's `pssh`) running `uptime` on N host entries with -p N, against N
 #     distinct sshd processes, one per loopback port (N listeners, not one sshd with N `Port`
 #     lines: one sshd would throttle the N simultaneous unauthenticated connections with its
