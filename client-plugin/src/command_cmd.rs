@@ -13,7 +13,10 @@ use crate::api::{Client, Service};
 use crate::call::ApiCall;
 use crate::params::{self, Parameters};
 
-/// How often `--wait` looks at the invocations.
+/// How soon `--wait` looks at the invocations again: first after 50 ms (most commands are
+/// quick, and a second's poll would be most of their wall time), doubling up to once a second.
+const FIRST_POLL: Duration = Duration::from_millis(50);
+/// The slowest `--wait` polls, for long commands.
 const POLL: Duration = Duration::from_secs(1);
 
 /// `send-command`.
@@ -165,6 +168,7 @@ pub async fn send_and_wait(client: &Client, body: &Value, out: &mut dyn Write) -
     let command_id = sent["Command"]["CommandId"].as_str().unwrap_or_default().to_owned();
     writeln!(out, "CommandId {command_id}")?;
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    let mut poll = FIRST_POLL;
     loop {
         // The command's status first: invocations read after it show every final state.
         let listed = client.call("ListCommands", &json!({"CommandId": command_id})).await?;
@@ -192,7 +196,8 @@ pub async fn send_and_wait(client: &Client, body: &Value, out: &mut dyn Write) -
             )?;
             return Ok(if failed == 0 && status == "Success" { 0 } else { crate::EXIT_FAILURE });
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(POLL);
     }
 }
 
