@@ -13,6 +13,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "env_client.rs"]
+mod env_client;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use airlock_agent::link::LinkConfig;
 use airlock_agent::register::{register, RegisterOptions};
-use airlock_cli::{Client, ConfigInput, Settings};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
@@ -34,25 +36,13 @@ fn agent_dir(root: &Path, n: usize) -> PathBuf {
     root.join(format!("agent-{n:05}"))
 }
 
-fn client_from_env() -> Result<Client> {
-    let input = ConfigInput {
-        endpoint_url: std::env::var("AIRLOCK_ENDPOINT").ok(),
-        ca_file: std::env::var_os("AIRLOCK_CA_FILE").map(Into::into),
-        region: None,
-        profile: None,
-    };
-    let settings = Settings::resolve(&input)?;
-    let ca = settings.ca_pem.clone().ok_or_else(|| anyhow!("set AIRLOCK_CA_FILE"))?;
-    Ok(Client::new(settings.endpoint, Some(&ca), settings.region, settings.credentials)?)
-}
-
 /// Registers every agent of `0..n` that `root` does not hold yet.
 async fn register_missing(root: &Path, n: usize) -> Result<usize> {
     let missing: Vec<usize> = (0..n).filter(|&i| !agent_dir(root, i).join("agent.json").exists()).collect();
     if missing.is_empty() {
         return Ok(0);
     }
-    let client = client_from_env()?;
+    let (client, _ca) = env_client::client_from_env()?;
     let endpoint = std::env::var("AIRLOCK_ENDPOINT").context("AIRLOCK_ENDPOINT")?;
     let ca_file = PathBuf::from(std::env::var_os("AIRLOCK_CA_FILE").context("AIRLOCK_CA_FILE")?);
     let gate = Arc::new(Semaphore::new(REGISTERING_AT_ONCE));

@@ -18,16 +18,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "env_client.rs"]
+mod env_client;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_cli::link::Link;
 use airlock_cli::session::{self, End};
-use airlock_cli::{Client, ConfigInput, Settings};
+use airlock_cli::Client;
 use airlock_proto::stream::FramedStream;
 use airlock_proto::{CloseReason, MAX_FRAME_LEN};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 /// Per-session timings, integer microseconds.
@@ -144,7 +147,7 @@ fn spawn_mode(args: &[String]) -> Result<()> {
 fn hold_mode(args: &[String]) -> Result<()> {
     let [count, target] = args else { bail!("usage: session-load hold N TARGET") };
     let count: usize = count.parse().context("N")?;
-    let (client, ca) = client_from_env()?;
+    let (client, ca) = env_client::client_from_env()?;
     let body = json!({ "Target": target });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -189,19 +192,6 @@ fn hold_mode(args: &[String]) -> Result<()> {
     })
 }
 
-fn client_from_env() -> Result<(Client, Vec<u8>)> {
-    let input = ConfigInput {
-        endpoint_url: std::env::var("AIRLOCK_ENDPOINT").ok(),
-        ca_file: std::env::var_os("AIRLOCK_CA_FILE").map(Into::into),
-        region: None,
-        profile: None,
-    };
-    let settings = Settings::resolve(&input)?;
-    let ca = settings.ca_pem.clone().ok_or_else(|| anyhow!("set AIRLOCK_CA_FILE"))?;
-    let client = Client::new(settings.endpoint, Some(&ca), settings.region, settings.credentials)?;
-    Ok((client, ca))
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -215,7 +205,7 @@ fn main() -> Result<()> {
     let workers: usize = workers.parse().context("WORKERS")?;
     let seconds: u64 = seconds.parse().context("SECONDS")?;
     let command = rest.first().map_or("true", String::as_str);
-    let (client, ca) = client_from_env()?;
+    let (client, ca) = env_client::client_from_env()?;
     let body = json!({
         "Target": target,
         "DocumentName": "AWS-StartNonInteractiveCommand",

@@ -138,6 +138,17 @@ pub fn parse(headers: &HeaderMap) -> Result<Authorization, SigError> {
     })
 }
 
+/// The credential's scope names `service` (what AWS answers, word for word, when not).
+fn check_service(auth: &Authorization, service: &str) -> Result<(), SigError> {
+    if auth.service != service {
+        return Err(SigError::BadScope(format!(
+            "Credential should be scoped to correct service: '{service}', not '{}'",
+            auth.service
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the signature with `secret`, the request time against `now`, and the service.
 pub fn verify(
     req: &SignedParts<'_>,
@@ -146,12 +157,7 @@ pub fn verify(
     service: &str,
     now: DateTime<Utc>,
 ) -> Result<(), SigError> {
-    if auth.service != service {
-        return Err(SigError::BadScope(format!(
-            "Credential should be scoped to correct service: '{service}', not '{}'",
-            auth.service
-        )));
-    }
+    check_service(auth, service)?;
     for required in ["host", "x-amz-date"] {
         if !auth.signed_headers.iter().any(|h| h == required) {
             return Err(SigError::Incomplete(format!("'{required}' must be a signed header")));

@@ -7,7 +7,7 @@ use percent_encoding::percent_decode_str;
 use sha2::{Digest, Sha256};
 
 use super::{canonical_query, canonical_uri, constant_time_eq, header_value, hmac, Authorization, SigError};
-use super::{SignedParts, ALGORITHM, MAX_SKEW_SECS};
+use super::{check_service, SignedParts, ALGORITHM, MAX_SKEW_SECS};
 
 /// Longest lifetime a presigned URL may claim (7 days, as AWS allows).
 pub(super) const MAX_EXPIRES_SECS: i64 = 604_800;
@@ -78,12 +78,7 @@ pub fn verify_presigned(
     service: &str,
     now: DateTime<Utc>,
 ) -> Result<(), SigError> {
-    if auth.service != service {
-        return Err(SigError::BadScope(format!(
-            "Credential should be scoped to correct service: '{service}', not '{}'",
-            auth.service
-        )));
-    }
+    check_service(auth, service)?;
     if !auth.signed_headers.iter().any(|h| h == "host") {
         return Err(SigError::Incomplete("'host' must be a signed header".into()));
     }
