@@ -274,7 +274,10 @@ fn offline_agents_get_the_command_when_they_reconnect_or_time_out() {
         a.proc.0.wait().unwrap();
     }
     for id in &ids[..2] {
-        wait_for("the agent to be offline", Duration::from_secs(20), || {
+        // Its close normally reaches the broker at once; if that one datagram is lost, the broker
+        // learns at QUIC's 30 s idle timeout (this took over 20 s in 2 of about 25 runs, not
+        // diagnosed yet: see the closing note of this change).
+        wait_for("the agent to be offline", Duration::from_secs(45), || {
             let v = ok(&broker, "GetConnectionStatus", json!({"Target": id}));
             (v["Status"] == "notconnected").then_some(())
         });
@@ -516,7 +519,10 @@ fn a_broker_restart_loses_no_invocation() {
     let pid = agents[1].proc.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     agents[1].proc.0.wait().unwrap();
-    wait_for("the agent to be offline", Duration::from_secs(20), || {
+    // Its close normally reaches the broker at once; if that one datagram is lost, the broker
+    // learns at QUIC's 30 s idle timeout (this took over 20 s in 2 of about 25 runs, not
+    // diagnosed yet: see the closing note of this change).
+    wait_for("the agent to be offline", Duration::from_secs(45), || {
         let v = ok(&broker, "GetConnectionStatus", json!({"Target": ids[1]}));
         (v["Status"] == "notconnected").then_some(())
     });
