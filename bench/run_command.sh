@@ -132,4 +132,4 @@ a=$(field "$(printf '%s\n' "$lines" | grep '^airlock ')" p50_us)
 p=$(field "$(printf '%s\n' "$lines" | grep '^pssh ')" p50_us)
 s=$(field "$(printf '%s\n' "$lines" | grep '^ssh_loop ')" p50_us)
 echo "($runs rounds each after 2 warm-ups, round-robin; p50 ratio Airlock/parallel-ssh = $(ratio "$a" "$p"),"
-echo " Airlock/ssh loop = $(ratio "$a" "$s"); send-command --wait polls the command once a second)"
+echo " Airlock/ssh loop = $(ratio "$a" "$s"); send-command --wait polls after 50 ms, doubling up to 1 s)"
