@@ -449,6 +449,14 @@ async fn serve(
     };
     match &end {
         LinkEnd::Shutdown => {
+            // End the control stream first and wait (briefly) for the broker to acknowledge
+            // it: a stream's end is retransmitted until acknowledged, whereas the lone
+            // CONNECTION_CLOSE below was seen not to reach the broker when the agent stopped
+            // right after connecting, which left it shown online until the idle timeout.
+            let send = control_tx.get_mut();
+            if send.finish().is_ok() {
+                let _ = timeout(Duration::from_secs(1), send.stopped()).await;
+            }
             conn.close(CLOSE_SHUTDOWN.into(), b"agent shutting down");
             // Give the close frame a moment to leave; the broker's idle timeout covers the rest.
             let _ = timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
